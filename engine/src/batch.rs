@@ -1,0 +1,257 @@
+//! The backend-neutral half of a group commit: given the batch's writes and which
+//! leases still hold, decide what each backend must write. Each backend then runs one
+//! statement per kind of write (steps, run transitions, logs), passing the rows as a
+//! JSON array, so a batch of any size costs a handful of statements.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::ids::RunId;
+use crate::model::{Outcome, Park, RunStatus, StepStatus, WriteOp, WriteOutcome};
+
+/// A step row to upsert.
+#[derive(Debug, Serialize)]
+pub(crate) struct StepRow {
+    pub run_id: RunId,
+    pub step_key: String,
+    pub seq: i64,
+    pub status: &'static str,
+    pub output: Option<Value>,
+    pub error: Option<String>,
+    pub attempts: i32,
+    pub next_attempt_at: Option<String>,
+    pub executor: Option<String>,
+    pub started_at: String,
+    pub completed_at: Option<String>,
+    /// Index of the op in the batch, to report its outcome.
+    #[serde(skip)]
+    pub op_index: usize,
+}
+
+/// A run transition (park or finish) to apply.
+#[derive(Debug, Serialize)]
+pub(crate) struct RunTransitionRow {
+    pub id: RunId,
+    pub status: &'static str,
+    pub wake_at: Option<String>,
+    pub wait_event_key: Option<String>,
+    pub output: Option<Value>,
+    pub error: Option<String>,
+    pub completed_at: Option<String>,
+}
+
+/// A log row to insert.
+#[derive(Debug, Serialize)]
+pub(crate) struct LogRow {
+    pub run_id: RunId,
+    pub step_key: Option<String>,
+    pub attempt: Option<i32>,
+    pub level: i16,
+    pub message: String,
+    pub fields: Option<Value>,
+    pub ts: String,
+}
+
+/// What a batch must write once fences are checked.
+#[derive(Debug, Default)]
+pub(crate) struct BatchPlan {
+    /// Step upserts, split so that no chunk touches the same `(run, step_key)` twice
+    /// (a single upsert statement may not affect one row twice).
+    pub step_chunks: Vec<Vec<StepRow>>,
+    pub transitions: Vec<RunTransitionRow>,
+    /// Event keys of `Event` parks: a run whose event already arrived goes straight
+    /// back to `pending` instead of waiting for a wake-up that already happened.
+    pub event_keys: Vec<String>,
+    pub logs: Vec<LogRow>,
+    pub outcomes: Vec<WriteOutcome>,
+}
+
+/// Formats a time the way both backends store and compare it: RFC 3339, UTC,
+/// microseconds, `Z` (fixed width, so text order is time order in SQLite).
+pub(crate) fn format_ts(ts: DateTime<Utc>) -> String {
+    ts.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+impl BatchPlan {
+    /// Plans the batch. `held` maps each run whose lease is still valid to its epoch.
+    pub fn new(ops: Vec<WriteOp>, held: &HashMap<RunId, i64>, now: DateTime<Utc>) -> Self {
+        let mut plan = BatchPlan {
+            outcomes: vec![WriteOutcome::Applied; ops.len()],
+            ..Default::default()
+        };
+        let mut chunk_keys: HashSet<(RunId, String)> = HashSet::new();
+        let mut current_chunk: Vec<StepRow> = Vec::new();
+        let now_text = format_ts(now);
+        for (op_index, op) in ops.into_iter().enumerate() {
+            let fence = op.fence();
+            if held.get(&fence.run_id) != Some(&fence.epoch) {
+                plan.outcomes[op_index] = WriteOutcome::LeaseLost;
+                continue;
+            }
+            let step_row = match op {
+                WriteOp::CompleteStep {
+                    fence,
+                    step_key,
+                    seq,
+                    output,
+                    attempts,
+                    executor,
+                    started_at,
+                } => Some(StepRow {
+                    run_id: fence.run_id,
+                    step_key,
+                    seq,
+                    status: StepStatus::Completed.as_str(),
+                    output: Some(output),
+                    error: None,
+                    attempts,
+                    next_attempt_at: None,
+                    executor,
+                    started_at: format_ts(started_at),
+                    completed_at: Some(now_text.clone()),
+                    op_index,
+                }),
+                WriteOp::FailStepAttempt {
+                    fence,
+                    step_key,
+                    seq,
+                    error,
+                    attempts,
+                    next_attempt_at,
+                    executor,
+                    started_at,
+                } => Some(StepRow {
+                    run_id: fence.run_id,
+                    step_key,
+                    seq,
+                    status: if next_attempt_at.is_some() {
+                        StepStatus::Retrying.as_str()
+                    } else {
+                        StepStatus::Failed.as_str()
+                    },
+                    output: None,
+                    error: Some(error),
+                    attempts,
+                    completed_at: next_attempt_at.is_none().then(|| now_text.clone()),
+                    next_attempt_at: next_attempt_at.map(format_ts),
+                    executor,
+                    started_at: format_ts(started_at),
+                    op_index,
+                }),
+                WriteOp::BeginWait {
+                    fence,
+                    step_key,
+                    seq,
+                    timeout_at,
+                } => Some(StepRow {
+                    run_id: fence.run_id,
+                    step_key,
+                    seq,
+                    status: StepStatus::Waiting.as_str(),
+                    output: None,
+                    error: None,
+                    attempts: 0,
+                    next_attempt_at: timeout_at.map(format_ts),
+                    executor: None,
+                    started_at: now_text.clone(),
+                    completed_at: None,
+                    op_index,
+                }),
+                WriteOp::Park { fence, park } => {
+                    let (status, wake_at, wait_event_key) = match park {
+                        Park::Sleep { until } => (RunStatus::Sleeping, Some(until), None),
+                        Park::Retry { at } => (RunStatus::Retrying, Some(at), None),
+                        Park::Event { key, timeout_at } => {
+                            plan.event_keys.push(key.clone());
+                            (RunStatus::Waiting, timeout_at, Some(key))
+                        }
+                    };
+                    plan.transitions.push(RunTransitionRow {
+                        id: fence.run_id,
+                        status: status.as_str(),
+                        wake_at: wake_at.map(format_ts),
+                        wait_event_key,
+                        output: None,
+                        error: None,
+                        completed_at: None,
+                    });
+                    None
+                }
+                WriteOp::Finish { fence, outcome } => {
+                    let (status, output, error) = match outcome {
+                        Outcome::Completed(output) => (RunStatus::Completed, Some(output), None),
+                        Outcome::Failed(error) => (RunStatus::Failed, None, Some(error)),
+                    };
+                    plan.transitions.push(RunTransitionRow {
+                        id: fence.run_id,
+                        status: status.as_str(),
+                        wake_at: None,
+                        wait_event_key: None,
+                        output,
+                        error,
+                        completed_at: Some(now_text.clone()),
+                    });
+                    None
+                }
+                WriteOp::Log { fence, log } => {
+                    plan.logs.push(LogRow {
+                        run_id: fence.run_id,
+                        step_key: log.step_key,
+                        attempt: log.attempt,
+                        level: log.level.as_i16(),
+                        message: log.message,
+                        fields: log.fields,
+                        ts: format_ts(log.ts),
+                    });
+                    None
+                }
+            };
+            if let Some(row) = step_row {
+                if !chunk_keys.insert((row.run_id, row.step_key.clone())) {
+                    plan.step_chunks.push(std::mem::take(&mut current_chunk));
+                    chunk_keys.clear();
+                    chunk_keys.insert((row.run_id, row.step_key.clone()));
+                }
+                current_chunk.push(row);
+            }
+        }
+        if !current_chunk.is_empty() {
+            plan.step_chunks.push(current_chunk);
+        }
+        plan
+    }
+
+    /// Marks step writes the database did not apply (an earlier completion won).
+    pub fn mark_unapplied_steps(&mut self, chunk: usize, applied: &HashSet<(RunId, String)>) {
+        for row in &self.step_chunks[chunk] {
+            if !applied.contains(&(row.run_id, row.step_key.clone())) {
+                self.outcomes[row.op_index] = WriteOutcome::AlreadyCompleted;
+            }
+        }
+    }
+
+    /// The runs whose fences must be checked.
+    pub fn fenced_runs(ops: &[WriteOp]) -> Vec<RunId> {
+        let mut ids: Vec<RunId> = ops.iter().map(|op| op.fence().run_id).collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+}
+
+/// The event that tells a parent its child finished.
+pub fn child_finished_event_key(child: RunId) -> String {
+    format!("run-finished:{child}")
+}
+
+/// The payload of a child-finished event.
+pub(crate) fn child_finished_payload(
+    status: &str,
+    output: Option<&Value>,
+    error: Option<&str>,
+) -> Value {
+    serde_json::json!({ "status": status, "output": output, "error": error })
+}

@@ -1,0 +1,83 @@
+//! Group commit: one task owns all writes of a worker process. Checkpoints, parks,
+//! finishes and log lines from every in-flight run queue up here; the task takes
+//! whatever has queued, applies it in one transaction, and only then acks each waiter.
+//! Under load many steps share one commit (and one fsync); idle, a write goes out at
+//! once. Durability is not traded away: nobody hears "done" before the commit.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::{EngineError, EngineResult};
+use crate::model::{WriteOp, WriteOutcome};
+use crate::world::World;
+
+/// Most writes in one transaction; bounds a batch's latency and memory.
+const MAX_BATCH: usize = 1024;
+
+struct Pending {
+    op: WriteOp,
+    ack: Option<oneshot::Sender<Result<WriteOutcome, String>>>,
+}
+
+/// Handle to the group-commit task. Cheap to clone.
+#[derive(Clone)]
+pub struct Committer {
+    sender: mpsc::UnboundedSender<Pending>,
+}
+
+impl Committer {
+    /// Starts the group-commit task on `world`. It ends when every handle is dropped,
+    /// after writing what was queued.
+    pub fn start(world: Arc<dyn World>) -> (Self, tokio::task::JoinHandle<()>) {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let task = tokio::spawn(run(world, receiver));
+        (Self { sender }, task)
+    }
+
+    /// Queues a write and waits until its transaction has committed.
+    pub async fn write(&self, op: WriteOp) -> EngineResult<WriteOutcome> {
+        let (ack, done) = oneshot::channel();
+        self.sender
+            .send(Pending {
+                op,
+                ack: Some(ack),
+            })
+            .map_err(|_| EngineError::ShuttingDown)?;
+        match done.await {
+            Ok(Ok(outcome)) => Ok(outcome),
+            Ok(Err(message)) => Err(EngineError::BatchFailed(message)),
+            Err(_) => Err(EngineError::ShuttingDown),
+        }
+    }
+
+    /// Queues a write without waiting (log lines): it rides along with the next batch.
+    pub fn write_later(&self, op: WriteOp) {
+        // A send fails only when the committer has stopped; the line is then dropped
+        // together with the run's lease, as any write of a stopped worker would be.
+        let _ = self.sender.send(Pending { op, ack: None });
+    }
+}
+
+async fn run(world: Arc<dyn World>, mut receiver: mpsc::UnboundedReceiver<Pending>) {
+    let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
+    while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let (ops, acks): (Vec<_>, Vec<_>) = batch.drain(..).map(|p| (p.op, p.ack)).unzip();
+        match world.apply(ops).await {
+            Ok(outcomes) => {
+                for (ack, outcome) in acks.into_iter().zip(outcomes) {
+                    if let Some(ack) = ack {
+                        let _ = ack.send(Ok(outcome));
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "group commit failed; the batch's runs will be retried after their leases expire");
+                let message = error.to_string();
+                for ack in acks.into_iter().flatten() {
+                    let _ = ack.send(Err(message.clone()));
+                }
+            }
+        }
+    }
+}

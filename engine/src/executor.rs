@@ -1,0 +1,135 @@
+//! Pluggable step executors. An executor performs one effect for a step and knows
+//! nothing about workflows beyond the request it is handed: a stable idempotency key
+//! (`{run_id}/{step_key}`), a deadline, a JSON payload and a log sink.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use crate::error::StepError;
+use crate::model::LogLevel;
+
+/// Output of an executor call.
+pub type ExecOutput = Value;
+
+/// Why an executor call failed (retryable or permanent).
+pub type ExecError = StepError;
+
+/// One executor call.
+#[derive(Clone)]
+pub struct ExecRequest {
+    /// Stable across retries and re-executions after a crash: `{run_id}/{step_key}`.
+    /// Executors turn it into exactly-once effects (a container name, an idempotency
+    /// header, a persisted signed transaction).
+    pub idempotency_key: String,
+    /// The call must give up by this instant.
+    pub deadline: Option<Instant>,
+    /// What to do, in the executor's own format.
+    pub payload: Value,
+    /// Where the call's log lines go (the run's logs, tagged with step and attempt).
+    pub logs: LogSink,
+}
+
+/// An effectful adapter that steps can call by name.
+#[async_trait]
+pub trait Executor: Send + Sync + 'static {
+    /// The name steps use to pick this executor (`"process"`, `"docker"`, …).
+    fn kind(&self) -> &str;
+
+    /// Performs the effect.
+    async fn call(&self, request: ExecRequest) -> Result<ExecOutput, ExecError>;
+}
+
+/// Executors by kind.
+#[derive(Clone, Default)]
+pub struct ExecutorRegistry {
+    executors: HashMap<String, Arc<dyn Executor>>,
+}
+
+impl ExecutorRegistry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers an executor under its kind (replacing one of the same kind).
+    pub fn register(&mut self, executor: impl Executor) -> &mut Self {
+        self.executors
+            .insert(executor.kind().to_owned(), Arc::new(executor));
+        self
+    }
+
+    /// The executor of this kind.
+    pub fn get(&self, kind: &str) -> Option<Arc<dyn Executor>> {
+        self.executors.get(kind).cloned()
+    }
+
+    /// Registered kinds, sorted.
+    pub fn kinds(&self) -> Vec<String> {
+        let mut kinds: Vec<_> = self.executors.keys().cloned().collect();
+        kinds.sort();
+        kinds
+    }
+}
+
+impl fmt::Debug for ExecutorRegistry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ExecutorRegistry")
+            .field("kinds", &self.kinds())
+            .finish()
+    }
+}
+
+type LogFn = dyn Fn(LogLevel, String, Option<Value>) + Send + Sync;
+
+/// Where log lines go. Inside a workflow it appends to the run's logs (tagged with run,
+/// step and attempt, group-committed with the run's checkpoints); `LogSink::new` lets
+/// any other caller decide.
+#[derive(Clone)]
+pub struct LogSink {
+    write: Arc<LogFn>,
+}
+
+impl LogSink {
+    /// A sink that hands each line to `write`.
+    pub fn new(write: impl Fn(LogLevel, String, Option<Value>) + Send + Sync + 'static) -> Self {
+        Self {
+            write: Arc::new(write),
+        }
+    }
+
+    /// A sink that drops every line.
+    pub fn discard() -> Self {
+        Self::new(|_, _, _| {})
+    }
+
+    /// Emits a line with structured fields.
+    pub fn log(&self, level: LogLevel, message: impl Into<String>, fields: Option<Value>) {
+        (self.write)(level, message.into(), fields);
+    }
+
+    /// Emits an info line.
+    pub fn info(&self, message: impl Into<String>) {
+        self.log(LogLevel::Info, message, None);
+    }
+
+    /// Emits a warning.
+    pub fn warn(&self, message: impl Into<String>) {
+        self.log(LogLevel::Warn, message, None);
+    }
+
+    /// Emits an error line.
+    pub fn error(&self, message: impl Into<String>) {
+        self.log(LogLevel::Error, message, None);
+    }
+}
+
+impl fmt::Debug for LogSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LogSink")
+    }
+}

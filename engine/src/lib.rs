@@ -1,0 +1,51 @@
+//! # Morpheus engine
+//!
+//! A durable workflow engine: workflow code is ordinary async Rust, and every step it
+//! takes is journaled so a run resumes after any crash, on any worker, from its last
+//! completed step. Read the modules in this order:
+//!
+//! 1. [`model`] — runs, steps, logs and the fenced writes a worker makes.
+//! 2. [`world`] — `World`, the storage port, with [`sqlite`] (embedded default) and
+//!    [`postgres`] adapters that share one conformance suite.
+//! 3. [`workflow`] and [`ctx`] — the `Workflow` trait and the durable context
+//!    (memoized steps, retries at persisted times, durable sleep, events, children).
+//! 4. [`executor`] — pluggable effectful adapters, called from steps.
+//! 5. [`committer`] — group commit: one writer batches every run's checkpoints.
+//! 6. [`worker`] — claims under a lease, heartbeats, fencing, graceful shutdown.
+//! 7. [`logs`] — the `tracing` layer that files step events under their run.
+//!
+//! The promise: step results are recorded exactly once (first completion wins), step
+//! bodies run at least once, and only the holder of a run's current lease can write for
+//! it (a stale writer gets `LeaseLost` and writes nothing).
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod batch;
+pub mod committer;
+pub mod ctx;
+pub mod engine;
+pub mod error;
+pub mod executor;
+pub mod ids;
+pub mod logs;
+pub mod model;
+pub mod postgres;
+pub mod retry;
+pub mod sqlite;
+pub mod worker;
+pub mod workflow;
+pub mod world;
+
+pub use async_trait::async_trait;
+pub use batch::child_finished_event_key;
+pub use ctx::{ChildRun, Ctx, StepBuilder, StepContext};
+pub use engine::{connect, Engine};
+pub use error::{EngineError, EngineResult, ResultExt, StepError};
+pub use executor::{ExecError, ExecOutput, ExecRequest, Executor, ExecutorRegistry, LogSink};
+pub use ids::RunId;
+pub use logs::StepLogLayer;
+pub use model::*;
+pub use retry::RetryPolicy;
+pub use worker::{Worker, WorkerConfig};
+pub use workflow::{DynWorkflow, Workflow, WorkflowError, WorkflowRegistry, WorkflowResult};
+pub use world::{Backend, ClaimRequest, World};

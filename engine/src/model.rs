@@ -1,0 +1,540 @@
+//! The data the storage port reads and writes: runs, steps, logs, events.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::ids::RunId;
+
+/// Where a run is in its life. Each state names who moves a run into it and out of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Created by `start_run` (or `resume`/lease release); a worker's claim moves it to `running`.
+    Pending,
+    /// Held by one worker under a lease; the worker parks, finishes or fails it. A claim of
+    /// an expired lease moves it to a new holder.
+    Running,
+    /// Parked by `ctx.sleep` until `wake_at`; a claim after `wake_at` moves it to `running`.
+    Sleeping,
+    /// Parked after a failed step attempt until the persisted next attempt time.
+    Retrying,
+    /// Parked by `ctx.wait_for_event` (or awaiting a child) until the event arrives or the
+    /// timeout passes.
+    Waiting,
+    /// Finished with an output. Terminal.
+    Completed,
+    /// Finished with an error. `resume` moves it back to `pending`.
+    Failed,
+    /// Cancelled by an operator. `resume` moves it back to `pending`.
+    Cancelled,
+}
+
+impl RunStatus {
+    /// Every status, in life-cycle order.
+    pub const ALL: [RunStatus; 8] = [
+        Self::Pending,
+        Self::Running,
+        Self::Sleeping,
+        Self::Retrying,
+        Self::Waiting,
+        Self::Completed,
+        Self::Failed,
+        Self::Cancelled,
+    ];
+
+    /// The name stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Running => "running",
+            Self::Sleeping => "sleeping",
+            Self::Retrying => "retrying",
+            Self::Waiting => "waiting",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    /// Whether the run has ended (completed, failed or cancelled).
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Completed | Self::Failed | Self::Cancelled)
+    }
+}
+
+impl fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for RunStatus {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|status| status.as_str() == text)
+            .ok_or_else(|| {
+                let names: Vec<_> = Self::ALL.iter().map(|s| s.as_str()).collect();
+                format!("unknown status '{text}' (expected one of: {})", names.join(", "))
+            })
+    }
+}
+
+/// A request to start a run.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    /// Registered workflow name.
+    pub workflow: String,
+    /// The workflow version the run is started with.
+    pub workflow_version: u32,
+    /// The input, already validated against the workflow's input type.
+    pub input: Value,
+    /// Starting twice with the same key returns the first run and creates nothing.
+    pub idempotency_key: Option<String>,
+    /// The run that started this one as a child.
+    pub parent_run_id: Option<RunId>,
+    /// Queue name (default `default`).
+    pub queue: String,
+    /// Higher runs first.
+    pub priority: i32,
+    /// Free-form metadata shown to operators.
+    pub metadata: Value,
+}
+
+impl NewRun {
+    /// A run of `workflow` version 1 with `input` and default queue, priority and metadata.
+    pub fn new(workflow: impl Into<String>, input: Value) -> Self {
+        Self {
+            workflow: workflow.into(),
+            workflow_version: 1,
+            input,
+            idempotency_key: None,
+            parent_run_id: None,
+            queue: "default".into(),
+            priority: 0,
+            metadata: Value::Object(Default::default()),
+        }
+    }
+
+    /// Sets the idempotency key.
+    pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
+        self
+    }
+}
+
+/// What `start_run` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StartedRun {
+    /// The run id (the existing one when the idempotency key was seen before).
+    pub run_id: RunId,
+    /// False when an earlier run with the same idempotency key was returned.
+    pub created: bool,
+}
+
+/// A run as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// Id.
+    pub id: RunId,
+    /// Workflow name.
+    pub workflow: String,
+    /// Workflow version the run started with.
+    pub workflow_version: u32,
+    /// Input.
+    pub input: Value,
+    /// Output, once completed.
+    pub output: Option<Value>,
+    /// Error, once failed.
+    pub error: Option<String>,
+    /// Status.
+    pub status: RunStatus,
+    /// Idempotency key given at start.
+    pub idempotency_key: Option<String>,
+    /// Parent run, for child workflows.
+    pub parent_run_id: Option<RunId>,
+    /// Queue.
+    pub queue: String,
+    /// Priority.
+    pub priority: i32,
+    /// When a parked run becomes runnable again.
+    pub wake_at: Option<DateTime<Utc>>,
+    /// The event a waiting run waits for.
+    pub wait_event_key: Option<String>,
+    /// The worker holding the lease.
+    pub lease_owner: Option<String>,
+    /// Bumped by every claim; fences stale writers.
+    pub lease_epoch: i64,
+    /// When the current lease expires.
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    /// Operator metadata.
+    pub metadata: Value,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Last changed.
+    pub updated_at: DateTime<Utc>,
+    /// Finished.
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+/// A run handed to a worker by a claim.
+#[derive(Debug, Clone)]
+pub struct ClaimedRun {
+    /// The run as it was claimed (status `running`, the new epoch).
+    pub run: RunRecord,
+}
+
+/// A step's journal state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    /// An attempt failed; the next one is due at `next_attempt_at`.
+    Retrying,
+    /// Waiting for an event until `next_attempt_at` (the timeout).
+    Waiting,
+    /// Completed; its output is final.
+    Completed,
+    /// Failed for good; its error is final.
+    Failed,
+}
+
+impl StepStatus {
+    /// The name stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Retrying => "retrying",
+            Self::Waiting => "waiting",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+impl FromStr for StepStatus {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "retrying" => Ok(Self::Retrying),
+            "waiting" => Ok(Self::Waiting),
+            "completed" => Ok(Self::Completed),
+            "failed" => Ok(Self::Failed),
+            other => Err(format!("unknown step status '{other}'")),
+        }
+    }
+}
+
+/// One journal entry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepRecord {
+    /// The run.
+    pub run_id: RunId,
+    /// Deterministic key (`name`, or `name#N` for the N-th repeat).
+    pub step_key: String,
+    /// Position in the workflow's program order (assigned when the step is requested).
+    pub seq: i64,
+    /// State.
+    pub status: StepStatus,
+    /// Output, when completed.
+    pub output: Option<Value>,
+    /// Last error.
+    pub error: Option<String>,
+    /// Attempts made so far.
+    pub attempts: i32,
+    /// When the next attempt (or the wait's timeout) is due.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// The executor that ran the step, if any.
+    pub executor: Option<String>,
+    /// When the first attempt started.
+    pub started_at: DateTime<Utc>,
+    /// When it completed or failed for good.
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+/// Log severity, ordered from least to most severe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    /// Very detailed.
+    Trace = 1,
+    /// Diagnostic.
+    Debug = 2,
+    /// Normal operation.
+    Info = 3,
+    /// Something looks wrong.
+    Warn = 4,
+    /// Something failed.
+    Error = 5,
+}
+
+impl LogLevel {
+    /// The stored number (1–5).
+    pub fn as_i16(self) -> i16 {
+        self as i16
+    }
+
+    /// From the stored number.
+    pub fn from_i16(value: i16) -> Self {
+        match value {
+            i16::MIN..=1 => Self::Trace,
+            2 => Self::Debug,
+            3 => Self::Info,
+            4 => Self::Warn,
+            _ => Self::Error,
+        }
+    }
+
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Trace => "trace",
+            Self::Debug => "debug",
+            Self::Info => "info",
+            Self::Warn => "warn",
+            Self::Error => "error",
+        }
+    }
+}
+
+impl fmt::Display for LogLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for LogLevel {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.to_ascii_lowercase().as_str() {
+            "trace" => Ok(Self::Trace),
+            "debug" => Ok(Self::Debug),
+            "info" => Ok(Self::Info),
+            "warn" | "warning" => Ok(Self::Warn),
+            "error" => Ok(Self::Error),
+            _ => Err(format!(
+                "unknown log level '{text}' (expected trace, debug, info, warn or error)"
+            )),
+        }
+    }
+}
+
+/// A log line to append.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NewLog {
+    /// The run.
+    pub run_id: RunId,
+    /// The step that emitted it, if any.
+    pub step_key: Option<String>,
+    /// The step attempt that emitted it.
+    pub attempt: Option<i32>,
+    /// Severity.
+    pub level: LogLevel,
+    /// Text.
+    pub message: String,
+    /// Structured fields.
+    pub fields: Option<Value>,
+    /// When it was emitted.
+    pub ts: DateTime<Utc>,
+}
+
+/// A stored log line.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogRecord {
+    /// Monotonic id (also the keyset cursor).
+    pub id: i64,
+    /// The run.
+    pub run_id: RunId,
+    /// The step that emitted it.
+    pub step_key: Option<String>,
+    /// The step attempt.
+    pub attempt: Option<i32>,
+    /// Severity.
+    pub level: LogLevel,
+    /// Text.
+    pub message: String,
+    /// Structured fields.
+    pub fields: Option<Value>,
+    /// When it was emitted.
+    pub ts: DateTime<Utc>,
+}
+
+/// A log query. Filters combine with AND; results are in id (emission) order.
+#[derive(Debug, Clone, Default)]
+pub struct LogQuery {
+    /// Only this run.
+    pub run_id: Option<RunId>,
+    /// Only this step.
+    pub step_key: Option<String>,
+    /// Only lines at or above this level.
+    pub min_level: Option<LogLevel>,
+    /// Only lines at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Only lines before this time.
+    pub until: Option<DateTime<Utc>>,
+    /// Full-text phrase match on the message (words, case-insensitive).
+    pub text: Option<String>,
+    /// Keyset cursor: only lines with id greater than this.
+    pub after_id: Option<i64>,
+    /// Skip this many matching lines.
+    pub offset: u64,
+    /// At most this many lines (default 1000).
+    pub limit: Option<u64>,
+}
+
+/// Filter for listing runs (newest first).
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    /// Only this status.
+    pub status: Option<RunStatus>,
+    /// Only this workflow.
+    pub workflow: Option<String>,
+    /// At most this many (default 50).
+    pub limit: Option<u64>,
+}
+
+/// How a parked run wakes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Park {
+    /// Durable sleep until the time.
+    Sleep {
+        /// Wake time.
+        until: DateTime<Utc>,
+    },
+    /// A step attempt failed; retry at the time.
+    Retry {
+        /// Next attempt time.
+        at: DateTime<Utc>,
+    },
+    /// Wait for an event, until the optional timeout.
+    Event {
+        /// Event key.
+        key: String,
+        /// When to give up waiting.
+        timeout_at: Option<DateTime<Utc>>,
+    },
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// With an output.
+    Completed(Value),
+    /// With an error message.
+    Failed(String),
+}
+
+/// One write of a run's holder, fenced by its lease epoch. The group committer applies
+/// many of these, from many runs, in one transaction.
+#[derive(Debug, Clone)]
+pub enum WriteOp {
+    /// A step completed; the first completion of `(run, step_key)` wins.
+    CompleteStep {
+        /// Lease holder.
+        fence: Fence,
+        /// Step key.
+        step_key: String,
+        /// Program-order position.
+        seq: i64,
+        /// Output.
+        output: Value,
+        /// Attempt number that succeeded.
+        attempts: i32,
+        /// Executor used, if any.
+        executor: Option<String>,
+        /// When the step (first) started.
+        started_at: DateTime<Utc>,
+    },
+    /// A step attempt failed: either it is retried at `next_attempt_at`, or (when
+    /// `next_attempt_at` is `None`) it failed for good.
+    FailStepAttempt {
+        /// Lease holder.
+        fence: Fence,
+        /// Step key.
+        step_key: String,
+        /// Program-order position.
+        seq: i64,
+        /// Error text.
+        error: String,
+        /// Attempts made so far.
+        attempts: i32,
+        /// Next attempt time, or none for a final failure.
+        next_attempt_at: Option<DateTime<Utc>>,
+        /// Executor used, if any.
+        executor: Option<String>,
+        /// When the step first started.
+        started_at: DateTime<Utc>,
+    },
+    /// A step started waiting for an event (records the timeout so replays keep it).
+    BeginWait {
+        /// Lease holder.
+        fence: Fence,
+        /// Step key.
+        step_key: String,
+        /// Program-order position.
+        seq: i64,
+        /// When the wait gives up.
+        timeout_at: Option<DateTime<Utc>>,
+    },
+    /// Park the run and release the lease.
+    Park {
+        /// Lease holder.
+        fence: Fence,
+        /// How it wakes.
+        park: Park,
+    },
+    /// Finish the run and release the lease.
+    Finish {
+        /// Lease holder.
+        fence: Fence,
+        /// Completed or failed.
+        outcome: Outcome,
+    },
+    /// Append a log line (written only while the fence holds).
+    Log {
+        /// Lease holder.
+        fence: Fence,
+        /// The line.
+        log: NewLog,
+    },
+}
+
+impl WriteOp {
+    /// The lease this write is fenced by.
+    pub fn fence(&self) -> Fence {
+        match self {
+            Self::CompleteStep { fence, .. }
+            | Self::FailStepAttempt { fence, .. }
+            | Self::BeginWait { fence, .. }
+            | Self::Park { fence, .. }
+            | Self::Finish { fence, .. }
+            | Self::Log { fence, .. } => *fence,
+        }
+    }
+}
+
+/// A run id plus the lease epoch its holder claimed it with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fence {
+    /// The run.
+    pub run_id: RunId,
+    /// The epoch of the claim.
+    pub epoch: i64,
+}
+
+/// The result of one write in a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// Written.
+    Applied,
+    /// The lease is gone: nothing was written.
+    LeaseLost,
+    /// A completion for this step already exists: it was kept, this one rejected.
+    AlreadyCompleted,
+}

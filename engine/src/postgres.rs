@@ -1,0 +1,668 @@
+//! The PostgreSQL adapter: many workers on many hosts against one database. Claims use
+//! `FOR UPDATE SKIP LOCKED`; fenced writes lock their runs' rows (in id order, so two
+//! batches never deadlock) and check the lease epoch; wake-ups go out with `NOTIFY`.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
+use sqlx::{PgPool, Postgres, Row, Transaction};
+use uuid::Uuid;
+
+use crate::batch::{child_finished_event_key, child_finished_payload, BatchPlan};
+use crate::error::{EngineError, EngineResult};
+use crate::ids::RunId;
+use crate::model::{
+    ClaimedRun, LogLevel, LogQuery, LogRecord, NewRun, RunFilter, RunRecord, RunStatus,
+    StartedRun, StepRecord, WriteOp, WriteOutcome,
+};
+use crate::world::{Backend, ClaimRequest, World};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
+
+/// The channel workers `LISTEN` on; a notification means "a run may be claimable".
+pub const WAKE_CHANNEL: &str = "morpheus_runs";
+
+/// PostgreSQL-backed [`World`].
+pub struct PostgresWorld {
+    pool: PgPool,
+}
+
+impl PostgresWorld {
+    /// Connects to `url`, checks that the schema is not newer than this binary, and
+    /// applies pending migrations (under Postgres's advisory migration lock).
+    pub async fn connect(url: &str, max_connections: u32) -> EngineResult<Self> {
+        let options: PgConnectOptions = url.parse()?;
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await?;
+        check_schema_not_newer(&pool).await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    /// A listener subscribed to [`WAKE_CHANNEL`], on its own connection.
+    pub async fn wake_listener(&self) -> EngineResult<PgListener> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(WAKE_CHANNEL).await?;
+        Ok(listener)
+    }
+
+    /// The connection pool (for tests and tools that need raw SQL).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+async fn check_schema_not_newer(pool: &PgPool) -> EngineResult<()> {
+    let table: Option<String> =
+        sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations')::text")
+            .fetch_one(pool)
+            .await?;
+    if table.is_none() {
+        return Ok(());
+    }
+    let found: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations")
+        .fetch_one(pool)
+        .await?;
+    let supported = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+    match found {
+        Some(found) if found > supported => Err(EngineError::SchemaTooNew { found, supported }),
+        _ => Ok(()),
+    }
+}
+
+fn decode_status(text: &str) -> EngineResult<RunStatus> {
+    text.parse()
+        .map_err(|error: String| EngineError::Database(sqlx::Error::Decode(error.into())))
+}
+
+fn run_from_row(row: &PgRow) -> EngineResult<RunRecord> {
+    let status: String = row.try_get("status")?;
+    Ok(RunRecord {
+        id: RunId(row.try_get("id")?),
+        workflow: row.try_get("workflow")?,
+        workflow_version: row.try_get::<i32, _>("workflow_version")? as u32,
+        input: row.try_get("input")?,
+        output: row.try_get("output")?,
+        error: row.try_get("error")?,
+        status: decode_status(&status)?,
+        idempotency_key: row.try_get("idempotency_key")?,
+        parent_run_id: row.try_get::<Option<Uuid>, _>("parent_run_id")?.map(RunId),
+        queue: row.try_get("queue")?,
+        priority: row.try_get("priority")?,
+        wake_at: row.try_get("wake_at")?,
+        wait_event_key: row.try_get("wait_event_key")?,
+        lease_owner: row.try_get("lease_owner")?,
+        lease_epoch: row.try_get("lease_epoch")?,
+        lease_expires_at: row.try_get("lease_expires_at")?,
+        metadata: row.try_get("metadata")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        completed_at: row.try_get("completed_at")?,
+    })
+}
+
+fn step_from_row(row: &PgRow) -> EngineResult<StepRecord> {
+    let status: String = row.try_get("status")?;
+    Ok(StepRecord {
+        run_id: RunId(row.try_get("run_id")?),
+        step_key: row.try_get("step_key")?,
+        seq: row.try_get::<i32, _>("seq")? as i64,
+        status: status
+            .parse()
+            .map_err(|error: String| EngineError::Database(sqlx::Error::Decode(error.into())))?,
+        output: row.try_get("output")?,
+        error: row.try_get("error")?,
+        attempts: row.try_get("attempts")?,
+        next_attempt_at: row.try_get("next_attempt_at")?,
+        executor: row.try_get("executor")?,
+        started_at: row.try_get("started_at")?,
+        completed_at: row.try_get("completed_at")?,
+    })
+}
+
+fn log_from_row(row: &PgRow) -> EngineResult<LogRecord> {
+    Ok(LogRecord {
+        id: row.try_get("id")?,
+        run_id: RunId(row.try_get("run_id")?),
+        step_key: row.try_get("step_key")?,
+        attempt: row.try_get("attempt")?,
+        level: LogLevel::from_i16(row.try_get("level")?),
+        message: row.try_get("message")?,
+        fields: row.try_get("fields")?,
+        ts: row.try_get("ts")?,
+    })
+}
+
+fn workflow_keys(workflows: &[(String, u32)]) -> Vec<String> {
+    workflows
+        .iter()
+        .map(|(name, version)| format!("{name}@{version}"))
+        .collect()
+}
+
+/// Serializes event delivery and event parks for one key, so a delivery can never slip
+/// between a waiter's "has it arrived?" check and its park.
+async fn lock_event_key(tx: &mut Transaction<'_, Postgres>, key: &str) -> EngineResult<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('morpheus-event:' || $1))")
+        .bind(key)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+async fn deliver_event(
+    tx: &mut Transaction<'_, Postgres>,
+    key: &str,
+    payload: &Value,
+) -> EngineResult<bool> {
+    lock_event_key(tx, key).await?;
+    let inserted = sqlx::query(
+        "INSERT INTO workflow_events (key, payload) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+    )
+    .bind(key)
+    .bind(payload)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected()
+        == 1;
+    let woken = sqlx::query(
+        "UPDATE workflow_runs SET status = 'pending', wake_at = now(), wait_event_key = NULL,
+             updated_at = now()
+         WHERE status = 'waiting' AND wait_event_key = $1",
+    )
+    .bind(key)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    if woken > 0 {
+        notify(tx).await?;
+    }
+    Ok(inserted)
+}
+
+async fn notify(tx: &mut Transaction<'_, Postgres>) -> EngineResult<()> {
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(WAKE_CHANNEL)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+type FinishedRow = (Uuid, Option<Uuid>, String, Option<Value>, Option<String>);
+
+async fn notify_parents(
+    tx: &mut Transaction<'_, Postgres>,
+    finished: &[FinishedRow],
+) -> EngineResult<()> {
+    for (id, parent, status, output, error) in finished {
+        if parent.is_none() {
+            continue;
+        }
+        let key = child_finished_event_key(RunId(*id));
+        let payload = child_finished_payload(status, output.as_ref(), error.as_deref());
+        deliver_event(tx, &key, &payload).await?;
+    }
+    Ok(())
+}
+
+async fn status_of(
+    tx: &mut Transaction<'_, Postgres>,
+    run_id: RunId,
+) -> EngineResult<Option<String>> {
+    Ok(
+        sqlx::query_scalar("SELECT status FROM workflow_runs WHERE id = $1")
+            .bind(run_id.0)
+            .fetch_optional(&mut **tx)
+            .await?,
+    )
+}
+
+#[async_trait]
+impl World for PostgresWorld {
+    fn backend(&self) -> Backend {
+        Backend::Postgres
+    }
+
+    async fn start_run(&self, run: NewRun) -> EngineResult<StartedRun> {
+        let id = RunId::new();
+        let mut tx = self.pool.begin().await?;
+        let inserted: Option<Uuid> = sqlx::query_scalar(
+            "INSERT INTO workflow_runs (id, workflow, workflow_version, input, idempotency_key,
+                 parent_run_id, queue, priority, metadata, status, wake_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', now())
+             ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+             RETURNING id",
+        )
+        .bind(id.0)
+        .bind(&run.workflow)
+        .bind(run.workflow_version as i32)
+        .bind(&run.input)
+        .bind(&run.idempotency_key)
+        .bind(run.parent_run_id.map(|p| p.0))
+        .bind(&run.queue)
+        .bind(run.priority)
+        .bind(&run.metadata)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if inserted.is_some() {
+            notify(&mut tx).await?;
+            tx.commit().await?;
+            return Ok(StartedRun {
+                run_id: id,
+                created: true,
+            });
+        }
+        let existing: Uuid =
+            sqlx::query_scalar("SELECT id FROM workflow_runs WHERE idempotency_key = $1")
+                .bind(&run.idempotency_key)
+                .fetch_one(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        Ok(StartedRun {
+            run_id: RunId(existing),
+            created: false,
+        })
+    }
+
+    async fn claim_runs(&self, request: &ClaimRequest) -> EngineResult<Vec<ClaimedRun>> {
+        // One statement: stranded runs (expired leases) first, then ready runs by
+        // priority and due time, each locked with SKIP LOCKED so concurrent claimers
+        // never wait on each other or take the same run.
+        let rows = sqlx::query(
+            "WITH expired AS (
+                 SELECT id FROM workflow_runs
+                 WHERE status = 'running' AND lease_expires_at < now()
+                   AND workflow || '@' || workflow_version = ANY($3)
+                 ORDER BY lease_expires_at LIMIT $2
+                 FOR UPDATE SKIP LOCKED
+             ), ready AS (
+                 SELECT id FROM workflow_runs
+                 WHERE status IN ('pending', 'sleeping', 'retrying', 'waiting') AND wake_at <= now()
+                   AND workflow || '@' || workflow_version = ANY($3)
+                 ORDER BY priority DESC, wake_at, id LIMIT $2
+                 FOR UPDATE SKIP LOCKED
+             ), chosen AS (
+                 SELECT id FROM expired UNION ALL SELECT id FROM ready LIMIT $2
+             )
+             UPDATE workflow_runs r
+             SET status = 'running', lease_owner = $1, lease_epoch = r.lease_epoch + 1,
+                 lease_expires_at = now() + make_interval(secs => $4), wait_event_key = NULL,
+                 updated_at = now()
+             FROM chosen WHERE r.id = chosen.id
+             RETURNING r.*",
+        )
+        .bind(&request.owner)
+        .bind(request.limit as i64)
+        .bind(workflow_keys(&request.workflows))
+        .bind(request.lease_ttl.as_secs_f64())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| run_from_row(row).map(|run| ClaimedRun { run }))
+            .collect()
+    }
+
+    async fn load_journal(&self, run_id: RunId) -> EngineResult<Vec<StepRecord>> {
+        let rows = sqlx::query("SELECT * FROM workflow_steps WHERE run_id = $1 ORDER BY seq")
+            .bind(run_id.0)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(step_from_row).collect()
+    }
+
+    async fn apply(&self, ops: Vec<WriteOp>) -> EngineResult<Vec<WriteOutcome>> {
+        let now = Utc::now();
+        let fenced: Vec<Uuid> = BatchPlan::fenced_runs(&ops).iter().map(|id| id.0).collect();
+        let mut tx = self.pool.begin().await?;
+        // Lock the runs in id order: a claim, a cancel or another batch touching the same
+        // run waits for this transaction, and two batches never deadlock.
+        let held_rows: Vec<(Uuid, i64)> = sqlx::query_as(
+            "SELECT id, lease_epoch FROM workflow_runs
+             WHERE id = ANY($1) AND status = 'running' ORDER BY id FOR UPDATE",
+        )
+        .bind(&fenced)
+        .fetch_all(&mut *tx)
+        .await?;
+        let held: HashMap<RunId, i64> = held_rows
+            .into_iter()
+            .map(|(id, epoch)| (RunId(id), epoch))
+            .collect();
+        let mut plan = BatchPlan::new(ops, &held, now);
+
+        for chunk in 0..plan.step_chunks.len() {
+            let rows = serde_json::to_value(&plan.step_chunks[chunk])?;
+            let applied: Vec<(Uuid, String)> = sqlx::query_as(
+                "INSERT INTO workflow_steps AS s (run_id, step_key, seq, status, output, error,
+                     attempts, next_attempt_at, executor, started_at, completed_at)
+                 SELECT run_id, step_key, seq, status, output, error, attempts, next_attempt_at,
+                        executor, started_at, completed_at
+                 FROM jsonb_to_recordset($1) AS x(run_id uuid, step_key text, seq int,
+                     status text, output jsonb, error text, attempts int,
+                     next_attempt_at timestamptz, executor text, started_at timestamptz,
+                     completed_at timestamptz)
+                 ON CONFLICT (run_id, step_key) DO UPDATE SET
+                     status = excluded.status, output = excluded.output, error = excluded.error,
+                     attempts = excluded.attempts, next_attempt_at = excluded.next_attempt_at,
+                     executor = excluded.executor, completed_at = excluded.completed_at
+                 WHERE s.status <> 'completed'
+                 RETURNING run_id, step_key",
+            )
+            .bind(rows)
+            .fetch_all(&mut *tx)
+            .await?;
+            let applied_keys: HashSet<(RunId, String)> = applied
+                .into_iter()
+                .map(|(run_id, key)| (RunId(run_id), key))
+                .collect();
+            plan.mark_unapplied_steps(chunk, &applied_keys);
+        }
+
+        let mut wake_others = false;
+        if !plan.transitions.is_empty() {
+            let mut event_keys = plan.event_keys.clone();
+            event_keys.sort();
+            event_keys.dedup();
+            for key in &event_keys {
+                lock_event_key(&mut tx, key).await?;
+            }
+            let arrived: HashSet<String> = if event_keys.is_empty() {
+                HashSet::new()
+            } else {
+                sqlx::query_scalar("SELECT key FROM workflow_events WHERE key = ANY($1)")
+                    .bind(&event_keys)
+                    .fetch_all(&mut *tx)
+                    .await?
+                    .into_iter()
+                    .collect()
+            };
+            let now_text = crate::batch::format_ts(now);
+            for row in &mut plan.transitions {
+                if row
+                    .wait_event_key
+                    .as_ref()
+                    .is_some_and(|key| arrived.contains(key))
+                {
+                    row.status = RunStatus::Pending.as_str();
+                    row.wake_at = Some(now_text.clone());
+                    row.wait_event_key = None;
+                    wake_others = true;
+                }
+            }
+            let finished: Vec<FinishedRow> = sqlx::query_as(
+                "UPDATE workflow_runs r SET
+                     status = t.status, wake_at = t.wake_at, wait_event_key = t.wait_event_key,
+                     output = t.output, error = t.error, completed_at = t.completed_at,
+                     lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+                 FROM jsonb_to_recordset($1) AS t(id uuid, status text, wake_at timestamptz,
+                     wait_event_key text, output jsonb, error text, completed_at timestamptz)
+                 WHERE r.id = t.id
+                 RETURNING r.id, r.parent_run_id, r.status, r.output, r.error",
+            )
+            .bind(serde_json::to_value(&plan.transitions)?)
+            .fetch_all(&mut *tx)
+            .await?;
+            let finished: Vec<FinishedRow> = finished
+                .into_iter()
+                .filter(|row| decode_status(&row.2).is_ok_and(RunStatus::is_terminal))
+                .collect();
+            notify_parents(&mut tx, &finished).await?;
+        }
+
+        if !plan.logs.is_empty() {
+            sqlx::query(
+                "INSERT INTO workflow_logs (run_id, step_key, attempt, level, message, fields, ts)
+                 SELECT run_id, step_key, attempt, level, message, fields, ts
+                 FROM jsonb_to_recordset($1) AS x(run_id uuid, step_key text, attempt int,
+                     level smallint, message text, fields jsonb, ts timestamptz)",
+            )
+            .bind(serde_json::to_value(&plan.logs)?)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if wake_others {
+            notify(&mut tx).await?;
+        }
+        tx.commit().await?;
+        Ok(plan.outcomes)
+    }
+
+    async fn renew_leases(&self, owner: &str, lease_ttl: Duration) -> EngineResult<Vec<RunId>> {
+        let ids: Vec<Uuid> = sqlx::query_scalar(
+            "UPDATE workflow_runs SET lease_expires_at = now() + make_interval(secs => $2)
+             WHERE lease_owner = $1 AND status = 'running' RETURNING id",
+        )
+        .bind(owner)
+        .bind(lease_ttl.as_secs_f64())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ids.into_iter().map(RunId).collect())
+    }
+
+    async fn release_leases(&self, owner: &str) -> EngineResult<u64> {
+        let mut tx = self.pool.begin().await?;
+        let released = sqlx::query(
+            "UPDATE workflow_runs SET status = 'pending', wake_at = now(), lease_owner = NULL,
+                 lease_expires_at = NULL, updated_at = now()
+             WHERE lease_owner = $1 AND status = 'running'",
+        )
+        .bind(owner)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if released > 0 {
+            notify(&mut tx).await?;
+        }
+        tx.commit().await?;
+        Ok(released)
+    }
+
+    async fn next_due_at(
+        &self,
+        workflows: &[(String, u32)],
+    ) -> EngineResult<Option<DateTime<Utc>>> {
+        let keys = workflow_keys(workflows);
+        let next: Option<DateTime<Utc>> = sqlx::query_scalar(
+            "SELECT LEAST(
+                 (SELECT MIN(wake_at) FROM workflow_runs
+                  WHERE status IN ('pending', 'sleeping', 'retrying', 'waiting')
+                    AND workflow || '@' || workflow_version = ANY($1)),
+                 (SELECT MIN(lease_expires_at) FROM workflow_runs
+                  WHERE status = 'running' AND workflow || '@' || workflow_version = ANY($1)))",
+        )
+        .bind(keys)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(next)
+    }
+
+    async fn send_event(&self, key: &str, payload: Value) -> EngineResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        let inserted = deliver_event(&mut tx, key, &payload).await?;
+        tx.commit().await?;
+        Ok(inserted)
+    }
+
+    async fn get_event(&self, key: &str) -> EngineResult<Option<Value>> {
+        Ok(
+            sqlx::query_scalar("SELECT payload FROM workflow_events WHERE key = $1")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn cancel_run(&self, run_id: RunId) -> EngineResult<()> {
+        let mut tx = self.pool.begin().await?;
+        let cancelled: Option<FinishedRow> = sqlx::query_as(
+            "UPDATE workflow_runs SET status = 'cancelled', error = 'cancelled by operator',
+                 completed_at = now(), updated_at = now(), lease_owner = NULL,
+                 lease_expires_at = NULL, wait_event_key = NULL
+             WHERE id = $1 AND status NOT IN ('completed', 'failed', 'cancelled')
+             RETURNING id, parent_run_id, status, output, error",
+        )
+        .bind(run_id.0)
+        .fetch_optional(&mut *tx)
+        .await?;
+        match cancelled {
+            Some(row) => {
+                notify_parents(&mut tx, &[row]).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+            None => {
+                let status = status_of(&mut tx, run_id).await?;
+                tx.rollback().await?;
+                Err(match status {
+                    None => EngineError::RunNotFound(run_id),
+                    Some(status) => EngineError::InvalidState {
+                        run: run_id,
+                        status,
+                        reason: "only a run that has not ended can be cancelled".into(),
+                    },
+                })
+            }
+        }
+    }
+
+    async fn resume_run(&self, run_id: RunId) -> EngineResult<()> {
+        let mut tx = self.pool.begin().await?;
+        let resumed = sqlx::query(
+            "UPDATE workflow_runs SET status = 'pending', wake_at = now(), error = NULL,
+                 output = NULL, completed_at = NULL, updated_at = now()
+             WHERE id = $1 AND status IN ('failed', 'cancelled')",
+        )
+        .bind(run_id.0)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if resumed == 0 {
+            let status = status_of(&mut tx, run_id).await?;
+            tx.rollback().await?;
+            return Err(match status {
+                None => EngineError::RunNotFound(run_id),
+                Some(status) => EngineError::InvalidState {
+                    run: run_id,
+                    status,
+                    reason: "only a failed or cancelled run can be resumed".into(),
+                },
+            });
+        }
+        sqlx::query("DELETE FROM workflow_steps WHERE run_id = $1 AND status <> 'completed'")
+            .bind(run_id.0)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM workflow_events WHERE key = $1")
+            .bind(child_finished_event_key(run_id))
+            .execute(&mut *tx)
+            .await?;
+        notify(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn fork_run(&self, run_id: RunId, from_step: &str) -> EngineResult<RunId> {
+        let new_id = RunId::new();
+        let mut tx = self.pool.begin().await?;
+        if status_of(&mut tx, run_id).await?.is_none() {
+            tx.rollback().await?;
+            return Err(EngineError::RunNotFound(run_id));
+        }
+        let from_seq: Option<i32> =
+            sqlx::query_scalar("SELECT seq FROM workflow_steps WHERE run_id = $1 AND step_key = $2")
+                .bind(run_id.0)
+                .bind(from_step)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(from_seq) = from_seq else {
+            tx.rollback().await?;
+            return Err(EngineError::InvalidState {
+                run: run_id,
+                status: "unchanged".into(),
+                reason: format!("it has no step '{from_step}' to fork from"),
+            });
+        };
+        sqlx::query(
+            "INSERT INTO workflow_runs (id, workflow, workflow_version, input, queue, priority,
+                 metadata, status, wake_at)
+             SELECT $2, workflow, workflow_version, input, queue, priority,
+                    metadata || jsonb_build_object('forked_from', $1::text, 'forked_from_step', $3::text),
+                    'pending', now()
+             FROM workflow_runs WHERE id = $1",
+        )
+        .bind(run_id.0)
+        .bind(new_id.0)
+        .bind(from_step)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO workflow_steps (run_id, step_key, seq, status, output, error, attempts,
+                 next_attempt_at, executor, started_at, completed_at)
+             SELECT $2, step_key, seq, status, output, error, attempts, next_attempt_at, executor,
+                    started_at, completed_at
+             FROM workflow_steps WHERE run_id = $1 AND seq < $3 AND status = 'completed'",
+        )
+        .bind(run_id.0)
+        .bind(new_id.0)
+        .bind(from_seq)
+        .execute(&mut *tx)
+        .await?;
+        notify(&mut tx).await?;
+        tx.commit().await?;
+        Ok(new_id)
+    }
+
+    async fn get_run(&self, run_id: RunId) -> EngineResult<Option<RunRecord>> {
+        let row = sqlx::query("SELECT * FROM workflow_runs WHERE id = $1")
+            .bind(run_id.0)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(run_from_row).transpose()
+    }
+
+    async fn list_runs(&self, filter: &RunFilter) -> EngineResult<Vec<RunRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM workflow_runs
+             WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR workflow = $2)
+             ORDER BY created_at DESC, id DESC LIMIT $3",
+        )
+        .bind(filter.status.map(|s| s.as_str()))
+        .bind(&filter.workflow)
+        .bind(filter.limit.unwrap_or(50) as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(run_from_row).collect()
+    }
+
+    async fn query_logs(&self, query: &LogQuery) -> EngineResult<Vec<LogRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM workflow_logs
+             WHERE ($1::uuid IS NULL OR run_id = $1)
+               AND ($2::text IS NULL OR step_key = $2)
+               AND ($3::smallint IS NULL OR level >= $3)
+               AND ($4::timestamptz IS NULL OR ts >= $4)
+               AND ($5::timestamptz IS NULL OR ts < $5)
+               AND ($6::text IS NULL OR to_tsvector('simple', message) @@ phraseto_tsquery('simple', $6))
+               AND ($7::bigint IS NULL OR id > $7)
+             ORDER BY id LIMIT $8 OFFSET $9",
+        )
+        .bind(query.run_id.map(|id| id.0))
+        .bind(&query.step_key)
+        .bind(query.min_level.map(|l| l.as_i16()))
+        .bind(query.since)
+        .bind(query.until)
+        .bind(&query.text)
+        .bind(query.after_id)
+        .bind(query.limit.unwrap_or(1000) as i64)
+        .bind(query.offset as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(log_from_row).collect()
+    }
+}

@@ -1,0 +1,725 @@
+//! The SQLite adapter: the embedded default. One writer connection (every write goes
+//! through it, inside `BEGIN IMMEDIATE`), a small pool of readers, WAL mode and
+//! `synchronous = FULL` so a commit is on disk before anyone is told it happened.
+
+use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Connection, Row, SqliteConnection, SqlitePool};
+use tokio::sync::Mutex;
+
+use crate::batch::{child_finished_event_key, child_finished_payload, format_ts, BatchPlan};
+use crate::error::{EngineError, EngineResult};
+use crate::ids::RunId;
+use crate::model::{
+    ClaimedRun, LogLevel, LogQuery, LogRecord, NewRun, RunFilter, RunRecord, RunStatus,
+    StartedRun, StepRecord, WriteOp, WriteOutcome,
+};
+use crate::world::{Backend, ClaimRequest, World};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+
+/// SQLite-backed [`World`].
+pub struct SqliteWorld {
+    writer: Mutex<SqliteConnection>,
+    readers: SqlitePool,
+}
+
+impl SqliteWorld {
+    /// Opens (creating if missing) the database at `url` (`sqlite://path`), checks that
+    /// its schema is not newer than this binary, and applies pending migrations.
+    pub async fn connect(url: &str) -> EngineResult<Self> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true)
+            .pragma("temp_store", "memory")
+            .statement_cache_capacity(256);
+        if let Some(parent) = options.get_filename().parent() {
+            if !parent.as_os_str().is_empty() {
+                std::fs::create_dir_all(parent).map_err(|error| {
+                    EngineError::Database(sqlx::Error::Configuration(
+                        format!("cannot create directory {}: {error}", parent.display()).into(),
+                    ))
+                })?;
+            }
+        }
+        let mut writer = SqliteConnection::connect_with(&options).await?;
+        check_schema_not_newer(&mut writer).await?;
+        MIGRATOR.run_direct(&mut writer).await?;
+        let readers = SqlitePoolOptions::new()
+            .max_connections(4)
+            .min_connections(1)
+            .connect_with(options.read_only(true))
+            .await?;
+        Ok(Self {
+            writer: Mutex::new(writer),
+            readers,
+        })
+    }
+}
+
+async fn check_schema_not_newer(connection: &mut SqliteConnection) -> EngineResult<()> {
+    let table_exists: Option<i64> = sqlx::query_scalar(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+    )
+    .fetch_optional(&mut *connection)
+    .await?;
+    if table_exists.is_none() {
+        return Ok(());
+    }
+    let found: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations")
+        .fetch_one(&mut *connection)
+        .await?;
+    let supported = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+    match found {
+        Some(found) if found > supported => Err(EngineError::SchemaTooNew { found, supported }),
+        _ => Ok(()),
+    }
+}
+
+fn parse_ts(text: &str) -> EngineResult<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|ts| ts.with_timezone(&Utc))
+        .map_err(|error| {
+            EngineError::Database(sqlx::Error::Decode(
+                format!("bad timestamp '{text}': {error}").into(),
+            ))
+        })
+}
+
+fn parse_opt_ts(text: Option<String>) -> EngineResult<Option<DateTime<Utc>>> {
+    text.as_deref().map(parse_ts).transpose()
+}
+
+fn parse_json(text: Option<String>) -> EngineResult<Option<Value>> {
+    Ok(text.as_deref().map(serde_json::from_str).transpose()?)
+}
+
+fn parse_run_id(text: &str) -> EngineResult<RunId> {
+    RunId::from_str(text)
+        .map_err(|error| EngineError::Database(sqlx::Error::Decode(error.into())))
+}
+
+fn decode_status(text: &str) -> EngineResult<RunStatus> {
+    RunStatus::from_str(text)
+        .map_err(|error| EngineError::Database(sqlx::Error::Decode(error.into())))
+}
+
+fn run_from_row(row: &SqliteRow) -> EngineResult<RunRecord> {
+    let id: String = row.try_get("id")?;
+    let parent: Option<String> = row.try_get("parent_run_id")?;
+    let status: String = row.try_get("status")?;
+    let version: i64 = row.try_get("workflow_version")?;
+    Ok(RunRecord {
+        id: parse_run_id(&id)?,
+        workflow: row.try_get("workflow")?,
+        workflow_version: version as u32,
+        input: parse_json(row.try_get("input")?)?.unwrap_or(Value::Null),
+        output: parse_json(row.try_get("output")?)?,
+        error: row.try_get("error")?,
+        status: decode_status(&status)?,
+        idempotency_key: row.try_get("idempotency_key")?,
+        parent_run_id: parent.as_deref().map(parse_run_id).transpose()?,
+        queue: row.try_get("queue")?,
+        priority: row.try_get::<i64, _>("priority")? as i32,
+        wake_at: parse_opt_ts(row.try_get("wake_at")?)?,
+        wait_event_key: row.try_get("wait_event_key")?,
+        lease_owner: row.try_get("lease_owner")?,
+        lease_epoch: row.try_get("lease_epoch")?,
+        lease_expires_at: parse_opt_ts(row.try_get("lease_expires_at")?)?,
+        metadata: parse_json(row.try_get("metadata")?)?.unwrap_or(Value::Null),
+        created_at: parse_ts(&row.try_get::<String, _>("created_at")?)?,
+        updated_at: parse_ts(&row.try_get::<String, _>("updated_at")?)?,
+        completed_at: parse_opt_ts(row.try_get("completed_at")?)?,
+    })
+}
+
+fn step_from_row(row: &SqliteRow) -> EngineResult<StepRecord> {
+    let run_id: String = row.try_get("run_id")?;
+    let status: String = row.try_get("status")?;
+    Ok(StepRecord {
+        run_id: parse_run_id(&run_id)?,
+        step_key: row.try_get("step_key")?,
+        seq: row.try_get("seq")?,
+        status: status
+            .parse()
+            .map_err(|error: String| EngineError::Database(sqlx::Error::Decode(error.into())))?,
+        output: parse_json(row.try_get("output")?)?,
+        error: row.try_get("error")?,
+        attempts: row.try_get::<i64, _>("attempts")? as i32,
+        next_attempt_at: parse_opt_ts(row.try_get("next_attempt_at")?)?,
+        executor: row.try_get("executor")?,
+        started_at: parse_ts(&row.try_get::<String, _>("started_at")?)?,
+        completed_at: parse_opt_ts(row.try_get("completed_at")?)?,
+    })
+}
+
+fn log_from_row(row: &SqliteRow) -> EngineResult<LogRecord> {
+    let run_id: String = row.try_get("run_id")?;
+    Ok(LogRecord {
+        id: row.try_get("id")?,
+        run_id: parse_run_id(&run_id)?,
+        step_key: row.try_get("step_key")?,
+        attempt: row.try_get::<Option<i64>, _>("attempt")?.map(|a| a as i32),
+        level: LogLevel::from_i16(row.try_get::<i64, _>("level")? as i16),
+        message: row.try_get("message")?,
+        fields: parse_json(row.try_get("fields")?)?,
+        ts: parse_ts(&row.try_get::<String, _>("ts")?)?,
+    })
+}
+
+fn workflow_keys(workflows: &[(String, u32)]) -> String {
+    let keys: Vec<String> = workflows
+        .iter()
+        .map(|(name, version)| format!("{name}@{version}"))
+        .collect();
+    serde_json::to_string(&keys).expect("strings serialize")
+}
+
+/// Quotes text as one FTS5 phrase.
+fn fts_phrase(text: &str) -> String {
+    format!("\"{}\"", text.replace('"', "\"\""))
+}
+
+/// Ends a run's lease and, if it is a child, tells its parent (shared by finishing and
+/// cancelling). Runs inside the writer's transaction.
+async fn notify_parents(
+    tx: &mut SqliteConnection,
+    finished: &[(String, Option<String>, String, Option<String>, Option<String>)],
+    now: &str,
+) -> EngineResult<()> {
+    for (id, parent, status, output, error) in finished {
+        if parent.is_none() {
+            continue;
+        }
+        let key = child_finished_event_key(parse_run_id(id)?);
+        let output = parse_json(output.clone())?;
+        let payload = child_finished_payload(status, output.as_ref(), error.as_deref());
+        deliver_event(tx, &key, &payload, now).await?;
+    }
+    Ok(())
+}
+
+async fn deliver_event(
+    tx: &mut SqliteConnection,
+    key: &str,
+    payload: &Value,
+    now: &str,
+) -> EngineResult<bool> {
+    let inserted = sqlx::query(
+        "INSERT INTO workflow_events (key, payload, created_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT (key) DO NOTHING",
+    )
+    .bind(key)
+    .bind(payload.to_string())
+    .bind(now)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    sqlx::query(
+        "UPDATE workflow_runs SET status = 'pending', wake_at = ?2, wait_event_key = NULL, updated_at = ?2
+         WHERE status = 'waiting' AND wait_event_key = ?1",
+    )
+    .bind(key)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    Ok(inserted)
+}
+
+type FinishedRow = (String, Option<String>, String, Option<String>, Option<String>);
+
+#[async_trait]
+impl World for SqliteWorld {
+    fn backend(&self) -> Backend {
+        Backend::Sqlite
+    }
+
+    async fn start_run(&self, run: NewRun) -> EngineResult<StartedRun> {
+        let now = format_ts(Utc::now());
+        let id = RunId::new();
+        let mut writer = self.writer.lock().await;
+        let inserted: Option<String> = sqlx::query_scalar(
+            "INSERT INTO workflow_runs (id, workflow, workflow_version, input, idempotency_key,
+                 parent_run_id, queue, priority, metadata, status, wake_at, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending', ?10, ?10, ?10)
+             ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+             RETURNING id",
+        )
+        .bind(id.to_string())
+        .bind(&run.workflow)
+        .bind(run.workflow_version as i64)
+        .bind(run.input.to_string())
+        .bind(&run.idempotency_key)
+        .bind(run.parent_run_id.map(|p| p.to_string()))
+        .bind(&run.queue)
+        .bind(run.priority as i64)
+        .bind(run.metadata.to_string())
+        .bind(&now)
+        .fetch_optional(&mut *writer)
+        .await?;
+        if inserted.is_some() {
+            return Ok(StartedRun {
+                run_id: id,
+                created: true,
+            });
+        }
+        let existing: String =
+            sqlx::query_scalar("SELECT id FROM workflow_runs WHERE idempotency_key = ?1")
+                .bind(&run.idempotency_key)
+                .fetch_one(&mut *writer)
+                .await?;
+        Ok(StartedRun {
+            run_id: parse_run_id(&existing)?,
+            created: false,
+        })
+    }
+
+    async fn claim_runs(&self, request: &ClaimRequest) -> EngineResult<Vec<ClaimedRun>> {
+        let now = Utc::now();
+        let now_text = format_ts(now);
+        let expires = format_ts(now + request.lease_ttl);
+        let keys = workflow_keys(&request.workflows);
+        let mut writer = self.writer.lock().await;
+        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+        // Stranded runs (expired leases) first: they have waited longest.
+        let mut ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM workflow_runs
+             WHERE status = 'running' AND lease_expires_at < ?1
+               AND workflow || '@' || workflow_version IN (SELECT value FROM json_each(?2))
+             ORDER BY lease_expires_at LIMIT ?3",
+        )
+        .bind(&now_text)
+        .bind(&keys)
+        .bind(request.limit as i64)
+        .fetch_all(&mut *tx)
+        .await?;
+        let remaining = request.limit as i64 - ids.len() as i64;
+        if remaining > 0 {
+            let ready: Vec<String> = sqlx::query_scalar(
+                "SELECT id FROM workflow_runs
+                 WHERE status IN ('pending', 'sleeping', 'retrying', 'waiting') AND wake_at <= ?1
+                   AND workflow || '@' || workflow_version IN (SELECT value FROM json_each(?2))
+                 ORDER BY priority DESC, wake_at, id LIMIT ?3",
+            )
+            .bind(&now_text)
+            .bind(&keys)
+            .bind(remaining)
+            .fetch_all(&mut *tx)
+            .await?;
+            ids.extend(ready);
+        }
+        if ids.is_empty() {
+            tx.commit().await?;
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(
+            "UPDATE workflow_runs
+             SET status = 'running', lease_owner = ?1, lease_epoch = lease_epoch + 1,
+                 lease_expires_at = ?2, wait_event_key = NULL, updated_at = ?3
+             WHERE id IN (SELECT value FROM json_each(?4))
+             RETURNING *",
+        )
+        .bind(&request.owner)
+        .bind(&expires)
+        .bind(&now_text)
+        .bind(serde_json::to_string(&ids)?)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rows.iter()
+            .map(|row| run_from_row(row).map(|run| ClaimedRun { run }))
+            .collect()
+    }
+
+    async fn load_journal(&self, run_id: RunId) -> EngineResult<Vec<StepRecord>> {
+        let rows = sqlx::query("SELECT * FROM workflow_steps WHERE run_id = ?1 ORDER BY seq")
+            .bind(run_id.to_string())
+            .fetch_all(&self.readers)
+            .await?;
+        rows.iter().map(step_from_row).collect()
+    }
+
+    async fn apply(&self, ops: Vec<WriteOp>) -> EngineResult<Vec<WriteOutcome>> {
+        let now = Utc::now();
+        let now_text = format_ts(now);
+        let fenced: Vec<String> = BatchPlan::fenced_runs(&ops)
+            .iter()
+            .map(|id| id.to_string())
+            .collect();
+        let mut writer = self.writer.lock().await;
+        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+        let held_rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT id, lease_epoch FROM workflow_runs
+             WHERE id IN (SELECT value FROM json_each(?1)) AND status = 'running'",
+        )
+        .bind(serde_json::to_string(&fenced)?)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut held = HashMap::new();
+        for (id, epoch) in held_rows {
+            held.insert(parse_run_id(&id)?, epoch);
+        }
+        let mut plan = BatchPlan::new(ops, &held, now);
+
+        for chunk in 0..plan.step_chunks.len() {
+            let rows = serde_json::to_string(&plan.step_chunks[chunk])?;
+            let applied: Vec<(String, String)> = sqlx::query_as(
+                "INSERT INTO workflow_steps (run_id, step_key, seq, status, output, error, attempts,
+                     next_attempt_at, executor, started_at, completed_at)
+                 SELECT value ->> '$.run_id', value ->> '$.step_key', value ->> '$.seq',
+                        value ->> '$.status', value -> '$.output', value ->> '$.error',
+                        value ->> '$.attempts', value ->> '$.next_attempt_at',
+                        value ->> '$.executor', value ->> '$.started_at', value ->> '$.completed_at'
+                 FROM json_each(?1) WHERE true
+                 ON CONFLICT (run_id, step_key) DO UPDATE SET
+                     status = excluded.status, output = excluded.output, error = excluded.error,
+                     attempts = excluded.attempts, next_attempt_at = excluded.next_attempt_at,
+                     executor = excluded.executor, completed_at = excluded.completed_at
+                 WHERE workflow_steps.status <> 'completed'
+                 RETURNING run_id, step_key",
+            )
+            .bind(rows)
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut applied_keys = HashSet::new();
+            for (run_id, step_key) in applied {
+                applied_keys.insert((parse_run_id(&run_id)?, step_key));
+            }
+            plan.mark_unapplied_steps(chunk, &applied_keys);
+        }
+
+        if !plan.transitions.is_empty() {
+            let arrived: HashSet<String> = if plan.event_keys.is_empty() {
+                HashSet::new()
+            } else {
+                sqlx::query_scalar(
+                    "SELECT key FROM workflow_events WHERE key IN (SELECT value FROM json_each(?1))",
+                )
+                .bind(serde_json::to_string(&plan.event_keys)?)
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .collect()
+            };
+            for row in &mut plan.transitions {
+                if row
+                    .wait_event_key
+                    .as_ref()
+                    .is_some_and(|key| arrived.contains(key))
+                {
+                    // The event came before the park: wake at once, nothing to wait for.
+                    row.status = RunStatus::Pending.as_str();
+                    row.wake_at = Some(now_text.clone());
+                    row.wait_event_key = None;
+                }
+            }
+            let finished: Vec<FinishedRow> = sqlx::query_as(
+                "UPDATE workflow_runs SET
+                     status = t.value ->> '$.status',
+                     wake_at = t.value ->> '$.wake_at',
+                     wait_event_key = t.value ->> '$.wait_event_key',
+                     output = CASE WHEN t.value ->> '$.output' IS NULL THEN NULL ELSE t.value -> '$.output' END,
+                     error = t.value ->> '$.error',
+                     completed_at = t.value ->> '$.completed_at',
+                     lease_owner = NULL, lease_expires_at = NULL, updated_at = ?2
+                 FROM json_each(?1) AS t
+                 WHERE workflow_runs.id = t.value ->> '$.id'
+                 RETURNING id, parent_run_id, status, output, error",
+            )
+            .bind(serde_json::to_string(&plan.transitions)?)
+            .bind(&now_text)
+            .fetch_all(&mut *tx)
+            .await?;
+            let finished: Vec<FinishedRow> = finished
+                .into_iter()
+                .filter(|row| decode_status(&row.2).is_ok_and(RunStatus::is_terminal))
+                .collect();
+            notify_parents(&mut tx, &finished, &now_text).await?;
+        }
+
+        if !plan.logs.is_empty() {
+            sqlx::query(
+                "INSERT INTO workflow_logs (run_id, step_key, attempt, level, message, fields, ts)
+                 SELECT value ->> '$.run_id', value ->> '$.step_key', value ->> '$.attempt',
+                        value ->> '$.level', value ->> '$.message',
+                        CASE WHEN value ->> '$.fields' IS NULL THEN NULL ELSE value -> '$.fields' END,
+                        value ->> '$.ts'
+                 FROM json_each(?1)",
+            )
+            .bind(serde_json::to_string(&plan.logs)?)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(plan.outcomes)
+    }
+
+    async fn renew_leases(&self, owner: &str, lease_ttl: Duration) -> EngineResult<Vec<RunId>> {
+        let expires = format_ts(Utc::now() + lease_ttl);
+        let mut writer = self.writer.lock().await;
+        let ids: Vec<String> = sqlx::query_scalar(
+            "UPDATE workflow_runs SET lease_expires_at = ?2
+             WHERE lease_owner = ?1 AND status = 'running' RETURNING id",
+        )
+        .bind(owner)
+        .bind(expires)
+        .fetch_all(&mut *writer)
+        .await?;
+        ids.iter().map(|id| parse_run_id(id)).collect()
+    }
+
+    async fn release_leases(&self, owner: &str) -> EngineResult<u64> {
+        let now = format_ts(Utc::now());
+        let mut writer = self.writer.lock().await;
+        let released = sqlx::query(
+            "UPDATE workflow_runs SET status = 'pending', wake_at = ?2, lease_owner = NULL,
+                 lease_expires_at = NULL, updated_at = ?2
+             WHERE lease_owner = ?1 AND status = 'running'",
+        )
+        .bind(owner)
+        .bind(now)
+        .execute(&mut *writer)
+        .await?
+        .rows_affected();
+        Ok(released)
+    }
+
+    async fn next_due_at(
+        &self,
+        workflows: &[(String, u32)],
+    ) -> EngineResult<Option<DateTime<Utc>>> {
+        let keys = workflow_keys(workflows);
+        let next: Option<String> = sqlx::query_scalar(
+            "SELECT MIN(due) FROM (
+                 SELECT MIN(wake_at) AS due FROM workflow_runs
+                 WHERE status IN ('pending', 'sleeping', 'retrying', 'waiting') AND wake_at IS NOT NULL
+                   AND workflow || '@' || workflow_version IN (SELECT value FROM json_each(?1))
+                 UNION ALL
+                 SELECT MIN(lease_expires_at) FROM workflow_runs
+                 WHERE status = 'running'
+                   AND workflow || '@' || workflow_version IN (SELECT value FROM json_each(?1)))",
+        )
+        .bind(keys)
+        .fetch_one(&self.readers)
+        .await?;
+        parse_opt_ts(next)
+    }
+
+    async fn send_event(&self, key: &str, payload: Value) -> EngineResult<bool> {
+        let now = format_ts(Utc::now());
+        let mut writer = self.writer.lock().await;
+        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+        let inserted = deliver_event(&mut tx, key, &payload, &now).await?;
+        tx.commit().await?;
+        Ok(inserted)
+    }
+
+    async fn get_event(&self, key: &str) -> EngineResult<Option<Value>> {
+        let payload: Option<String> =
+            sqlx::query_scalar("SELECT payload FROM workflow_events WHERE key = ?1")
+                .bind(key)
+                .fetch_optional(&self.readers)
+                .await?;
+        parse_json(payload)
+    }
+
+    async fn cancel_run(&self, run_id: RunId) -> EngineResult<()> {
+        let now = format_ts(Utc::now());
+        let mut writer = self.writer.lock().await;
+        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+        let cancelled: Option<FinishedRow> = sqlx::query_as(
+            "UPDATE workflow_runs SET status = 'cancelled', error = 'cancelled by operator',
+                 completed_at = ?2, updated_at = ?2, lease_owner = NULL, lease_expires_at = NULL,
+                 wait_event_key = NULL
+             WHERE id = ?1 AND status NOT IN ('completed', 'failed', 'cancelled')
+             RETURNING id, parent_run_id, status, output, error",
+        )
+        .bind(run_id.to_string())
+        .bind(&now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        match cancelled {
+            Some(row) => {
+                notify_parents(&mut tx, &[row], &now).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+            None => {
+                let status: Option<String> =
+                    sqlx::query_scalar("SELECT status FROM workflow_runs WHERE id = ?1")
+                        .bind(run_id.to_string())
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                tx.rollback().await?;
+                match status {
+                    None => Err(EngineError::RunNotFound(run_id)),
+                    Some(status) => Err(EngineError::InvalidState {
+                        run: run_id,
+                        status,
+                        reason: "only a run that has not ended can be cancelled".into(),
+                    }),
+                }
+            }
+        }
+    }
+
+    async fn resume_run(&self, run_id: RunId) -> EngineResult<()> {
+        let now = format_ts(Utc::now());
+        let mut writer = self.writer.lock().await;
+        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+        let resumed = sqlx::query(
+            "UPDATE workflow_runs SET status = 'pending', wake_at = ?2, error = NULL, output = NULL,
+                 completed_at = NULL, updated_at = ?2
+             WHERE id = ?1 AND status IN ('failed', 'cancelled')",
+        )
+        .bind(run_id.to_string())
+        .bind(&now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if resumed == 0 {
+            let status: Option<String> =
+                sqlx::query_scalar("SELECT status FROM workflow_runs WHERE id = ?1")
+                    .bind(run_id.to_string())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            tx.rollback().await?;
+            return Err(match status {
+                None => EngineError::RunNotFound(run_id),
+                Some(status) => EngineError::InvalidState {
+                    run: run_id,
+                    status,
+                    reason: "only a failed or cancelled run can be resumed".into(),
+                },
+            });
+        }
+        // Failed steps run again from their first attempt; completed ones are kept.
+        sqlx::query("DELETE FROM workflow_steps WHERE run_id = ?1 AND status <> 'completed'")
+            .bind(run_id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM workflow_events WHERE key = ?1")
+            .bind(child_finished_event_key(run_id))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn fork_run(&self, run_id: RunId, from_step: &str) -> EngineResult<RunId> {
+        let now = format_ts(Utc::now());
+        let new_id = RunId::new();
+        let mut writer = self.writer.lock().await;
+        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM workflow_runs WHERE id = ?1")
+            .bind(run_id.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+        if exists.is_none() {
+            tx.rollback().await?;
+            return Err(EngineError::RunNotFound(run_id));
+        }
+        let from_seq: Option<i64> =
+            sqlx::query_scalar("SELECT seq FROM workflow_steps WHERE run_id = ?1 AND step_key = ?2")
+                .bind(run_id.to_string())
+                .bind(from_step)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(from_seq) = from_seq else {
+            tx.rollback().await?;
+            return Err(EngineError::InvalidState {
+                run: run_id,
+                status: "unchanged".into(),
+                reason: format!("it has no step '{from_step}' to fork from"),
+            });
+        };
+        sqlx::query(
+            "INSERT INTO workflow_runs (id, workflow, workflow_version, input, queue, priority,
+                 metadata, status, wake_at, created_at, updated_at)
+             SELECT ?2, workflow, workflow_version, input, queue, priority,
+                    json_set(metadata, '$.forked_from', ?1, '$.forked_from_step', ?3),
+                    'pending', ?4, ?4, ?4
+             FROM workflow_runs WHERE id = ?1",
+        )
+        .bind(run_id.to_string())
+        .bind(new_id.to_string())
+        .bind(from_step)
+        .bind(&now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO workflow_steps (run_id, step_key, seq, status, output, error, attempts,
+                 next_attempt_at, executor, started_at, completed_at)
+             SELECT ?2, step_key, seq, status, output, error, attempts, next_attempt_at, executor,
+                    started_at, completed_at
+             FROM workflow_steps WHERE run_id = ?1 AND seq < ?3 AND status = 'completed'",
+        )
+        .bind(run_id.to_string())
+        .bind(new_id.to_string())
+        .bind(from_seq)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(new_id)
+    }
+
+    async fn get_run(&self, run_id: RunId) -> EngineResult<Option<RunRecord>> {
+        let row = sqlx::query("SELECT * FROM workflow_runs WHERE id = ?1")
+            .bind(run_id.to_string())
+            .fetch_optional(&self.readers)
+            .await?;
+        row.as_ref().map(run_from_row).transpose()
+    }
+
+    async fn list_runs(&self, filter: &RunFilter) -> EngineResult<Vec<RunRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM workflow_runs
+             WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR workflow = ?2)
+             ORDER BY created_at DESC, id DESC LIMIT ?3",
+        )
+        .bind(filter.status.map(|s| s.as_str()))
+        .bind(&filter.workflow)
+        .bind(filter.limit.unwrap_or(50) as i64)
+        .fetch_all(&self.readers)
+        .await?;
+        rows.iter().map(run_from_row).collect()
+    }
+
+    async fn query_logs(&self, query: &LogQuery) -> EngineResult<Vec<LogRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM workflow_logs
+             WHERE (?1 IS NULL OR run_id = ?1)
+               AND (?2 IS NULL OR step_key = ?2)
+               AND (?3 IS NULL OR level >= ?3)
+               AND (?4 IS NULL OR ts >= ?4)
+               AND (?5 IS NULL OR ts < ?5)
+               AND (?6 IS NULL OR id IN (SELECT rowid FROM workflow_logs_fts WHERE workflow_logs_fts MATCH ?6))
+               AND (?7 IS NULL OR id > ?7)
+             ORDER BY id LIMIT ?8 OFFSET ?9",
+        )
+        .bind(query.run_id.map(|id| id.to_string()))
+        .bind(&query.step_key)
+        .bind(query.min_level.map(|l| l.as_i16() as i64))
+        .bind(query.since.map(format_ts))
+        .bind(query.until.map(format_ts))
+        .bind(query.text.as_deref().map(fts_phrase))
+        .bind(query.after_id)
+        .bind(query.limit.unwrap_or(1000) as i64)
+        .bind(query.offset as i64)
+        .fetch_all(&self.readers)
+        .await?;
+        rows.iter().map(log_from_row).collect()
+    }
+}

@@ -1,0 +1,367 @@
+//! The worker: claims runnable runs under a lease, executes them with bounded
+//! concurrency, renews all its leases in one statement per heartbeat, drops any run
+//! whose lease it lost, and on shutdown stops claiming, lets in-flight runs finish
+//! within a grace period and gives the rest back.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use futures::FutureExt;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::committer::Committer;
+use crate::ctx::{Ctx, CtxShared};
+use crate::engine::Engine;
+use crate::error::EngineResult;
+use crate::ids::RunId;
+use crate::model::{ClaimedRun, Fence, LogLevel, NewLog, Outcome, Park, WriteOp};
+use crate::workflow::WorkflowError;
+use crate::world::{Backend, ClaimRequest};
+
+/// Worker tunables.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Identifies this worker in `lease_owner` (unique per process).
+    pub worker_id: String,
+    /// Most runs executing at once.
+    pub concurrency: usize,
+    /// How long a lease lasts without renewal.
+    pub lease_ttl: Duration,
+    /// How often all held leases are renewed (well under `lease_ttl`).
+    pub heartbeat_interval: Duration,
+    /// Longest idle wait between claim attempts when nothing says work arrived.
+    pub poll_interval: Duration,
+    /// How long in-flight runs may take to finish after shutdown is requested.
+    pub shutdown_grace: Duration,
+}
+
+impl WorkerConfig {
+    /// Defaults for a backend: SQLite polls its local file every second (other processes
+    /// cannot notify it); Postgres waits on `LISTEN` and polls only every 10 s.
+    pub fn for_backend(backend: Backend) -> Self {
+        Self {
+            worker_id: format!(
+                "{}:{}:{}",
+                hostname(),
+                std::process::id(),
+                &uuid::Uuid::new_v4().simple().to_string()[..8]
+            ),
+            concurrency: 50,
+            lease_ttl: Duration::from_secs(30),
+            heartbeat_interval: Duration::from_secs(10),
+            poll_interval: match backend {
+                Backend::Sqlite => Duration::from_secs(1),
+                Backend::Postgres => Duration::from_secs(10),
+            },
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// Runs workflows of one [`Engine`].
+pub struct Worker {
+    engine: Engine,
+    config: WorkerConfig,
+}
+
+struct InFlight {
+    epoch: i64,
+    abort: tokio::task::AbortHandle,
+}
+
+impl Worker {
+    /// A worker for `engine`.
+    pub fn new(engine: Engine, config: WorkerConfig) -> Self {
+        Self { engine, config }
+    }
+
+    /// Runs until `shutdown` resolves, then shuts down gracefully.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> EngineResult<()> {
+        let Worker { engine, config } = self;
+        let world = engine.world();
+        let workflows = engine.workflows().versions();
+        let (committer, commit_task) = Committer::start(world.clone());
+        let wake = engine.wake_signal();
+        let permits = Arc::new(Semaphore::new(config.concurrency));
+        let in_flight: Arc<Mutex<HashMap<RunId, InFlight>>> = Default::default();
+        let mut tasks = JoinSet::new();
+
+        let listener_task = engine.spawn_wake_listener().await;
+        let heartbeat_task = tokio::spawn(heartbeat(
+            engine.clone(),
+            config.clone(),
+            in_flight.clone(),
+        ));
+
+        tokio::pin!(shutdown);
+        tracing::info!(worker = %config.worker_id, backend = world.backend().as_str(),
+            concurrency = config.concurrency, "worker started");
+        let mut claim_failures = 0u32;
+        loop {
+            while tasks.try_join_next().is_some() {}
+            let available = permits.available_permits();
+            let mut claimed_full = false;
+            if available > 0 {
+                let request = ClaimRequest {
+                    owner: config.worker_id.clone(),
+                    limit: available.min(256) as u32,
+                    lease_ttl: config.lease_ttl,
+                    workflows: workflows.clone(),
+                };
+                match world.claim_runs(&request).await {
+                    Ok(claimed) => {
+                        if claim_failures > 0 {
+                            tracing::info!("database reachable again; claiming resumed");
+                        }
+                        claim_failures = 0;
+                        claimed_full = claimed.len() as u32 == request.limit;
+                        for run in claimed {
+                            let permit = permits
+                                .clone()
+                                .try_acquire_owned()
+                                .expect("claimed no more than the free permits");
+                            let run_id = run.run.id;
+                            let epoch = run.run.lease_epoch;
+                            let engine = engine.clone();
+                            let committer = committer.clone();
+                            let wake = wake.clone();
+                            let in_flight_for_task = in_flight.clone();
+                            // Hold the map while spawning so the task cannot finish (and
+                            // remove itself) before it has been inserted.
+                            let mut map = in_flight.lock().expect("in-flight");
+                            let handle = tasks.spawn(async move {
+                                execute(engine, committer, run).await;
+                                in_flight_for_task.lock().expect("in-flight").remove(&run_id);
+                                drop(permit);
+                                wake.notify_one();
+                            });
+                            map.insert(
+                                run_id,
+                                InFlight {
+                                    epoch,
+                                    abort: handle,
+                                },
+                            );
+                        }
+                    }
+                    Err(error) => {
+                        claim_failures += 1;
+                        // One line per retry interval, not a flood.
+                        tracing::warn!(%error, attempt = claim_failures, "claim failed; retrying");
+                    }
+                }
+            }
+            if claimed_full {
+                continue;
+            }
+            let wait = if claim_failures > 0 {
+                Duration::from_millis(500 * 2u64.pow(claim_failures.min(5)))
+                    .min(Duration::from_secs(10))
+            } else if permits.available_permits() == 0 {
+                config.poll_interval
+            } else {
+                match world.next_due_at(&workflows).await {
+                    Ok(Some(due)) => (due - Utc::now())
+                        .to_std()
+                        .unwrap_or(Duration::ZERO)
+                        .min(config.poll_interval),
+                    Ok(None) => config.poll_interval,
+                    Err(_) => config.poll_interval,
+                }
+            };
+            if wait.is_zero() {
+                // Due now but not claimed (another worker holds it, or a lease has not
+                // quite expired): yield briefly rather than spin.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                continue;
+            }
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+
+        tracing::info!(in_flight = tasks.len(), grace = ?config.shutdown_grace, "shutting down: no more claims");
+        let drained = tokio::time::timeout(config.shutdown_grace, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                remaining = tasks.len(),
+                "grace period over; abandoning in-flight runs"
+            );
+            tasks.abort_all();
+            while tasks.join_next().await.is_some() {}
+        }
+        heartbeat_task.abort();
+        if let Some(listener) = listener_task {
+            listener.abort();
+        }
+        drop(committer);
+        let _ = commit_task.await;
+        let released = world.release_leases(&config.worker_id).await?;
+        tracing::info!(released, "worker stopped");
+        Ok(())
+    }
+}
+
+async fn heartbeat(
+    engine: Engine,
+    config: WorkerConfig,
+    in_flight: Arc<Mutex<HashMap<RunId, InFlight>>>,
+) {
+    let world = engine.world();
+    let mut ticker = tokio::time::interval(config.heartbeat_interval);
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        let before: Vec<(RunId, i64)> = in_flight
+            .lock()
+            .expect("in-flight")
+            .iter()
+            .map(|(id, f)| (*id, f.epoch))
+            .collect();
+        match world
+            .renew_leases(&config.worker_id, config.lease_ttl)
+            .await
+        {
+            Ok(held) => {
+                let held: std::collections::HashSet<RunId> = held.into_iter().collect();
+                let map = in_flight.lock().expect("in-flight");
+                for (run_id, epoch) in before {
+                    if held.contains(&run_id) {
+                        continue;
+                    }
+                    // Gone from our leases (cancelled, or expired and taken over): stop
+                    // it now; its writes would be rejected anyway.
+                    if let Some(flight) = map.get(&run_id).filter(|f| f.epoch == epoch) {
+                        tracing::warn!(run = %run_id, "lease lost; abandoning run");
+                        flight.abort.abort();
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(%error, "lease renewal failed"),
+        }
+    }
+}
+
+async fn execute(engine: Engine, committer: Committer, claimed: ClaimedRun) {
+    let run = claimed.run;
+    let fence = Fence {
+        run_id: run.id,
+        epoch: run.lease_epoch,
+    };
+    let world = engine.world();
+    let Some(workflow) = engine.workflows().get(&run.workflow) else {
+        return;
+    };
+    let journal = match world.load_journal(run.id).await {
+        Ok(journal) => journal,
+        Err(error) => {
+            tracing::warn!(run = %run.id, %error, "cannot load journal; run will be retried");
+            return;
+        }
+    };
+    let keys_by_seq = journal
+        .iter()
+        .map(|step| (step.seq, step.step_key.clone()))
+        .collect();
+    let journal = journal
+        .into_iter()
+        .map(|step| (step.step_key.clone(), step))
+        .collect();
+    let ctx = Ctx::new(CtxShared {
+        run_id: run.id,
+        fence,
+        journal,
+        keys_by_seq,
+        committer: committer.clone(),
+        world: world.clone(),
+        executors: engine.executors().clone(),
+        workflows: engine.workflows().clone(),
+    });
+    let result = AssertUnwindSafe(workflow.run_json(&ctx, run.input.clone()))
+        .catch_unwind()
+        .await;
+    let op = match result {
+        Ok(Ok(output)) => WriteOp::Finish {
+            fence,
+            outcome: Outcome::Completed(output),
+        },
+        Ok(Err(WorkflowError::Suspended)) => match ctx.take_park() {
+            Some(park) => WriteOp::Park { fence, park },
+            None => WriteOp::Finish {
+                fence,
+                outcome: Outcome::Failed(
+                    "workflow returned Suspended without a durable operation asking to park"
+                        .into(),
+                ),
+            },
+        },
+        Ok(Err(WorkflowError::LeaseLost)) => return,
+        Ok(Err(WorkflowError::Storage(error))) => {
+            tracing::warn!(run = %run.id, %error, "storage error; run will be retried after its lease expires");
+            return;
+        }
+        Ok(Err(error)) => WriteOp::Finish {
+            fence,
+            outcome: Outcome::Failed(error.to_string()),
+        },
+        Err(panic) => {
+            let message = panic_message(&panic);
+            committer.write_later(WriteOp::Log {
+                fence,
+                log: NewLog {
+                    run_id: run.id,
+                    step_key: None,
+                    attempt: None,
+                    level: LogLevel::Error,
+                    message: format!("workflow panicked: {message}"),
+                    fields: None,
+                    ts: Utc::now(),
+                },
+            });
+            WriteOp::Finish {
+                fence,
+                outcome: Outcome::Failed(format!("workflow panicked: {message}")),
+            }
+        }
+    };
+    let parked_until = match &op {
+        WriteOp::Park { park, .. } => Some(park.clone()),
+        _ => None,
+    };
+    match committer.write(op).await {
+        Ok(_) => {
+            if let Some(Park::Sleep { .. } | Park::Retry { .. }) = parked_until {
+                engine.wake_signal().notify_one();
+            }
+        }
+        Err(error) => {
+            tracing::warn!(run = %run.id, %error, "could not record the run's end; it will be retried")
+        }
+    }
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(text) = panic.downcast_ref::<&str>() {
+        (*text).to_owned()
+    } else if let Some(text) = panic.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "non-string panic payload".into()
+    }
+}

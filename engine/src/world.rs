@@ -1,0 +1,146 @@
+//! `World`: the storage port. Everything the engine remembers goes through it, and two
+//! adapters implement it with the same semantics: [`crate::sqlite::SqliteWorld`] (the
+//! embedded default) and [`crate::postgres::PostgresWorld`] (scale-out). One conformance
+//! suite (`engine/tests/conformance.rs`) runs against both.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use crate::error::EngineResult;
+use crate::ids::RunId;
+use crate::model::{
+    ClaimedRun, Fence, LogQuery, LogRecord, NewRun, Outcome, Park, RunFilter, RunRecord,
+    StartedRun, StepRecord, WriteOp, WriteOutcome,
+};
+
+/// Which database a `World` talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Embedded SQLite file.
+    Sqlite,
+    /// PostgreSQL server.
+    Postgres,
+}
+
+impl Backend {
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+        }
+    }
+}
+
+/// Which runs a worker may claim.
+#[derive(Debug, Clone)]
+pub struct ClaimRequest {
+    /// The claiming worker's id (stored as `lease_owner`).
+    pub owner: String,
+    /// At most this many runs.
+    pub limit: u32,
+    /// Lease length.
+    pub lease_ttl: Duration,
+    /// `(workflow, version)` pairs this worker can replay; other runs are left alone.
+    pub workflows: Vec<(String, u32)>,
+}
+
+/// The storage port. All methods are safe to call concurrently; writes for a run held
+/// under a lease are fenced by its epoch (see [`Fence`]).
+#[async_trait]
+pub trait World: Send + Sync + 'static {
+    /// The backend behind this world.
+    fn backend(&self) -> Backend;
+
+    /// Starts a run, or returns the existing run with the same idempotency key.
+    async fn start_run(&self, run: NewRun) -> EngineResult<StartedRun>;
+
+    /// Claims up to `limit` runnable runs (pending, parked and due, or running with an
+    /// expired lease), bumping each one's lease epoch.
+    async fn claim_runs(&self, request: &ClaimRequest) -> EngineResult<Vec<ClaimedRun>>;
+
+    /// The run's journal in program order.
+    async fn load_journal(&self, run_id: RunId) -> EngineResult<Vec<StepRecord>>;
+
+    /// Applies a batch of fenced writes in one transaction and reports each one's fate.
+    /// A write whose fence no longer holds writes nothing.
+    async fn apply(&self, ops: Vec<WriteOp>) -> EngineResult<Vec<WriteOutcome>>;
+
+    /// Extends every lease `owner` holds, in one statement; returns the runs still held.
+    async fn renew_leases(&self, owner: &str, lease_ttl: Duration) -> EngineResult<Vec<RunId>>;
+
+    /// Gives back every lease `owner` holds (graceful shutdown): the runs become pending.
+    async fn release_leases(&self, owner: &str) -> EngineResult<u64>;
+
+    /// The earliest time a run this worker could claim becomes due (parked wake time or
+    /// lease expiry), so an idle worker sleeps exactly until then.
+    async fn next_due_at(&self, workflows: &[(String, u32)]) -> EngineResult<Option<DateTime<Utc>>>;
+
+    /// Delivers an event (first delivery of a key wins) and wakes runs waiting for it.
+    /// Returns false when the key had already been delivered.
+    async fn send_event(&self, key: &str, payload: Value) -> EngineResult<bool>;
+
+    /// The payload of a delivered event.
+    async fn get_event(&self, key: &str) -> EngineResult<Option<Value>>;
+
+    /// Cancels a run that has not ended. The holder of its lease, if any, loses it.
+    async fn cancel_run(&self, run_id: RunId) -> EngineResult<()>;
+
+    /// Makes a failed or cancelled run runnable again: its failed steps are retried,
+    /// its completed steps kept.
+    async fn resume_run(&self, run_id: RunId) -> EngineResult<()>;
+
+    /// A new run of the same workflow and input that keeps the completed steps before
+    /// `from_step` (in program order) and runs the rest again.
+    async fn fork_run(&self, run_id: RunId, from_step: &str) -> EngineResult<RunId>;
+
+    /// One run.
+    async fn get_run(&self, run_id: RunId) -> EngineResult<Option<RunRecord>>;
+
+    /// Runs, newest first.
+    async fn list_runs(&self, filter: &RunFilter) -> EngineResult<Vec<RunRecord>>;
+
+    /// Log lines matching the query, in emission order.
+    async fn query_logs(&self, query: &LogQuery) -> EngineResult<Vec<LogRecord>>;
+
+    /// Records a completed step (one-write convenience over [`World::apply`]).
+    #[allow(clippy::too_many_arguments)]
+    async fn complete_step(
+        &self,
+        fence: Fence,
+        step_key: &str,
+        seq: i64,
+        output: Value,
+        attempts: i32,
+    ) -> EngineResult<WriteOutcome> {
+        self.apply_one(WriteOp::CompleteStep {
+            fence,
+            step_key: step_key.to_owned(),
+            seq,
+            output,
+            attempts,
+            executor: None,
+            started_at: Utc::now(),
+        })
+        .await
+    }
+
+    /// Parks a run (one-write convenience over [`World::apply`]).
+    async fn park_run(&self, fence: Fence, park: Park) -> EngineResult<WriteOutcome> {
+        self.apply_one(WriteOp::Park { fence, park }).await
+    }
+
+    /// Finishes a run (one-write convenience over [`World::apply`]).
+    async fn finish_run(&self, fence: Fence, outcome: Outcome) -> EngineResult<WriteOutcome> {
+        self.apply_one(WriteOp::Finish { fence, outcome }).await
+    }
+
+    /// Applies one write.
+    async fn apply_one(&self, op: WriteOp) -> EngineResult<WriteOutcome> {
+        let outcomes = self.apply(vec![op]).await?;
+        Ok(outcomes[0])
+    }
+}

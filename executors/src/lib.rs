@@ -1,0 +1,43 @@
+//! Effectful step executors for Morpheus.
+//!
+//! An executor performs one effect on behalf of a workflow step. It gets an
+//! [`ExecRequest`](morpheus_engine::ExecRequest) (idempotency key, deadline, JSON
+//! payload, log sink) and answers with JSON or a
+//! [`StepError`](morpheus_engine::StepError) whose variant tells the engine whether a
+//! retry can help. Register executors once at startup:
+//!
+//! ```no_run
+//! use morpheus_engine::ExecutorRegistry;
+//! use morpheus_executors::ProcessExecutor;
+//!
+//! let mut registry = ExecutorRegistry::new();
+//! registry.register(ProcessExecutor::new());
+//! ```
+//!
+//! # `process`: run a local command
+//!
+//! [`ProcessExecutor`] runs `/bin/sh -c <command>`. Payload ([`ProcessRequest`]):
+//!
+//! ```json
+//! {"command": "make deploy", "env": {"STAGE": "prod"}, "cwd": "/srv/app", "timeout_s": 600}
+//! ```
+//!
+//! - stdout lines go to the step's logs at `info`, stderr lines at `warn`, as they are
+//!   written (fields `{"stream": "stdout"|"stderr"}`).
+//! - `MORPHEUS_IDEMPOTENCY_KEY` is set to the request's idempotency key, which stays the
+//!   same across retries and re-executions, so a script can make its effect
+//!   exactly-once (e.g. `docker run --name "$MORPHEUS_IDEMPOTENCY_KEY"`).
+//! - Exit code 0 gives a [`ProcessOutput`]. A non-zero exit, a signal or a timeout is
+//!   `Retryable` (the step's retry policy decides how often to try again); a bad
+//!   payload, a missing `cwd` or a shell that cannot be started is `Permanent`.
+//! - The command runs in its own process group. The whole group is killed on timeout,
+//!   when the call's future is dropped (run cancelled, lease lost), and when the
+//!   command exits (so background jobs it leaves behind cannot run beside the next
+//!   attempt). The shell also gets `SIGKILL` if the worker process dies.
+//!   Detach deliberately with `setsid` if a process must outlive its step.
+
+#![warn(missing_docs)]
+
+pub mod process;
+
+pub use process::{ProcessExecutor, ProcessOutput, ProcessRequest};

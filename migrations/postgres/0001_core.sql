@@ -1,0 +1,85 @@
+-- Morpheus core schema (PostgreSQL). Never edit after it lands; add a new file.
+
+CREATE TABLE workflow_runs (
+    id               UUID PRIMARY KEY,
+    workflow         TEXT        NOT NULL,
+    workflow_version INTEGER     NOT NULL DEFAULT 1,
+    input            JSONB       NOT NULL,
+    output           JSONB,
+    error            TEXT,
+    status           TEXT        NOT NULL DEFAULT 'pending',
+    idempotency_key  TEXT,
+    parent_run_id    UUID REFERENCES workflow_runs (id) ON DELETE SET NULL,
+    queue            TEXT        NOT NULL DEFAULT 'default',
+    priority         INTEGER     NOT NULL DEFAULT 0,
+    wake_at          TIMESTAMPTZ,
+    wait_event_key   TEXT,
+    lease_owner      TEXT,
+    lease_epoch      BIGINT      NOT NULL DEFAULT 0,
+    lease_expires_at TIMESTAMPTZ,
+    metadata         JSONB       NOT NULL DEFAULT '{}'::jsonb,
+    created_at       TIMESTAMPTZ NOT NULL DEFAULT now(),
+    updated_at       TIMESTAMPTZ NOT NULL DEFAULT now(),
+    completed_at     TIMESTAMPTZ,
+    CONSTRAINT workflow_runs_status_valid CHECK (status IN
+        ('pending', 'running', 'sleeping', 'retrying', 'waiting', 'completed', 'failed', 'cancelled')),
+    CONSTRAINT workflow_runs_running_has_lease CHECK (status <> 'running'
+        OR (lease_owner IS NOT NULL AND lease_expires_at IS NOT NULL)),
+    CONSTRAINT workflow_runs_finished_has_time CHECK (status NOT IN ('completed', 'failed', 'cancelled')
+        OR completed_at IS NOT NULL),
+    CONSTRAINT workflow_runs_waiting_has_key CHECK (status <> 'waiting' OR wait_event_key IS NOT NULL)
+);
+
+CREATE UNIQUE INDEX workflow_runs_idempotency_key ON workflow_runs (idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+-- The "ready" predicate: only runs a worker could pick up are in this index,
+-- so claims stay fast however much history the table holds.
+CREATE INDEX workflow_runs_ready ON workflow_runs (priority DESC, wake_at, id)
+    WHERE status IN ('pending', 'sleeping', 'retrying', 'waiting');
+CREATE INDEX workflow_runs_lease_expiry ON workflow_runs (lease_expires_at)
+    WHERE status = 'running';
+CREATE INDEX workflow_runs_lease_owner ON workflow_runs (lease_owner)
+    WHERE status = 'running';
+CREATE INDEX workflow_runs_waiting_event ON workflow_runs (wait_event_key)
+    WHERE status = 'waiting';
+CREATE INDEX workflow_runs_created ON workflow_runs (created_at DESC, id DESC);
+CREATE INDEX workflow_runs_parent ON workflow_runs (parent_run_id) WHERE parent_run_id IS NOT NULL;
+
+CREATE TABLE workflow_steps (
+    run_id          UUID        NOT NULL REFERENCES workflow_runs (id) ON DELETE CASCADE,
+    step_key        TEXT        NOT NULL,
+    seq             INTEGER     NOT NULL,
+    status          TEXT        NOT NULL,
+    output          JSONB,
+    error           TEXT,
+    attempts        INTEGER     NOT NULL DEFAULT 0,
+    next_attempt_at TIMESTAMPTZ,
+    executor        TEXT,
+    started_at      TIMESTAMPTZ NOT NULL DEFAULT now(),
+    completed_at    TIMESTAMPTZ,
+    PRIMARY KEY (run_id, step_key),
+    CONSTRAINT workflow_steps_status_valid CHECK (status IN ('retrying', 'waiting', 'completed', 'failed')),
+    CONSTRAINT workflow_steps_completed_has_time CHECK (status <> 'completed' OR completed_at IS NOT NULL)
+);
+
+CREATE TABLE workflow_logs (
+    id       BIGSERIAL PRIMARY KEY,
+    run_id   UUID        NOT NULL REFERENCES workflow_runs (id) ON DELETE CASCADE,
+    step_key TEXT,
+    attempt  INTEGER,
+    level    SMALLINT    NOT NULL,
+    message  TEXT        NOT NULL,
+    fields   JSONB,
+    ts       TIMESTAMPTZ NOT NULL DEFAULT now(),
+    CONSTRAINT workflow_logs_level_valid CHECK (level BETWEEN 1 AND 5)
+);
+CREATE INDEX workflow_logs_by_run ON workflow_logs (run_id, id);
+CREATE INDEX workflow_logs_by_time ON workflow_logs (ts);
+CREATE INDEX workflow_logs_by_level ON workflow_logs (run_id, level, id);
+CREATE INDEX workflow_logs_text ON workflow_logs USING gin (to_tsvector('simple', message));
+
+CREATE TABLE workflow_events (
+    key        TEXT PRIMARY KEY,
+    payload    JSONB       NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
