@@ -128,21 +128,9 @@ impl Engine {
         input: Value,
         idempotency_key: Option<String>,
     ) -> EngineResult<NewRun> {
-        let registered = self
-            .inner
+        self.inner
             .workflows
-            .get(workflow)
-            .ok_or_else(|| EngineError::UnknownWorkflow(workflow.to_owned()))?;
-        registered
-            .check_input(&input)
-            .map_err(|reason| EngineError::InvalidInput {
-                workflow: workflow.to_owned(),
-                reason,
-            })?;
-        let mut new_run = NewRun::new(workflow, input);
-        new_run.workflow_version = registered.version();
-        new_run.idempotency_key = idempotency_key;
-        Ok(new_run)
+            .prepare(workflow, input, idempotency_key)
     }
 
     /// On Postgres, a task forwarding `NOTIFY`s to the wake signal.

@@ -11,7 +11,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::ctx::Ctx;
-use crate::error::StepError;
+use crate::error::{EngineError, StepError};
+use crate::model::NewRun;
 
 /// Why a workflow run stopped without an output.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -185,6 +186,29 @@ impl WorkflowRegistry {
             .collect();
         versions.sort();
         versions
+    }
+
+    /// Checks a start request (known workflow, input that decodes and validates) and
+    /// builds it, without touching the database.
+    pub fn prepare(
+        &self,
+        workflow: &str,
+        input: Value,
+        idempotency_key: Option<String>,
+    ) -> Result<NewRun, EngineError> {
+        let registered = self
+            .get(workflow)
+            .ok_or_else(|| EngineError::UnknownWorkflow(workflow.to_owned()))?;
+        registered
+            .check_input(&input)
+            .map_err(|reason| EngineError::InvalidInput {
+                workflow: workflow.to_owned(),
+                reason,
+            })?;
+        let mut new_run = NewRun::new(workflow, input);
+        new_run.workflow_version = registered.version();
+        new_run.idempotency_key = idempotency_key;
+        Ok(new_run)
     }
 
     /// Registered names, sorted.

@@ -33,8 +33,9 @@
 //! - The command runs in its own process group. The whole group is killed on timeout,
 //!   when the call's future is dropped (run cancelled, lease lost), and when the
 //!   command exits (so background jobs it leaves behind cannot run beside the next
-//!   attempt). The shell also gets `SIGKILL` if the worker process dies.
-//!   Detach deliberately with `setsid` if a process must outlive its step.
+//!   attempt). The shell also gets `SIGKILL` if the worker process dies (processes the
+//!   shell forked do not; see [`process`]). Detach deliberately with `setsid`, and
+//!   redirect its output, if a process must outlive its step.
 
 #![warn(missing_docs)]
 

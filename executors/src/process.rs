@@ -5,7 +5,9 @@
 //!   together (timeout, cancellation, exit) instead of only the shell.
 //! - The shell gets `PR_SET_PDEATHSIG(SIGKILL)`: if the worker is `SIGKILL`ed, the
 //!   engine re-executes the step elsewhere and the old command must not keep running
-//!   beside it.
+//!   beside it. Limitation: the kernel clears PDEATHSIG in forked children, so only
+//!   the shell (or what it `exec`s) gets it; background jobs and pipeline members it
+//!   forked survive a worker crash. `exec` the main program where possible.
 //! - The exit is observed with `waitid(WNOWAIT)` before the group is killed and the
 //!   child is reaped: while the leader is an unreaped zombie its pid (the group id)
 //!   cannot be reused, so `killpg` can never hit an unrelated process group.
@@ -871,18 +873,17 @@ mod tests {
         let (sink, lines) = capture();
         let handle = runtime.handle().clone();
         let call = std::thread::spawn(move || {
-            handle.block_on(async move {
-                let payload = json!({"command": "echo started; sleep 1; echo done"});
-                let mut call =
-                    Box::pin(
-                        async move { ProcessExecutor::new().call(request(payload, sink)).await },
-                    );
+            let payload = json!({"command": "echo started; sleep 1; echo done"});
+            let mut call =
+                Box::pin(async move { ProcessExecutor::new().call(request(payload, sink)).await });
+            // First polls (and so the fork) happen on this thread, which then exits.
+            handle.block_on(async {
                 while !messages(&lines, "stdout").contains(&"started".to_owned()) {
                     let poll = tokio::time::timeout(Duration::from_millis(10), &mut call);
                     assert!(poll.await.is_err(), "call finished early");
                 }
-                call
-            })
+            });
+            call
         })
         .join()
         .unwrap();

@@ -1,0 +1,198 @@
+//! Command-line grammar.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// The default database: an embedded SQLite file, created on first use.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://./.morpheus/morpheus.db";
+
+/// Morpheus: a durable workflow engine. Runs resume after any crash from their last
+/// completed step; step results are recorded exactly once.
+#[derive(Debug, Parser)]
+#[command(name = "morpheus", version, propagate_version = true)]
+pub struct Cli {
+    /// Database URL: sqlite://PATH (embedded, default) or postgres://USER:PASS@HOST/DB.
+    #[arg(long, global = true, env = "MORPHEUS_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    pub database_url: String,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run workers until stopped (SIGTERM or Ctrl-C stops gracefully).
+    Up(UpArgs),
+    /// Create or upgrade the database schema, then exit.
+    Migrate,
+    /// Start a run of a workflow and print its id.
+    Start(StartArgs),
+    /// Inspect and operate runs.
+    #[command(subcommand)]
+    Runs(RunsCommand),
+    /// Show a run's logs.
+    Logs(LogsArgs),
+    /// Deliver an event to runs waiting for it (`ctx.wait_for_event`).
+    #[command(subcommand)]
+    Events(EventsCommand),
+    /// Measure throughput and step latency on a fresh set of no-op runs.
+    Bench(BenchArgs),
+}
+
+/// `morpheus up`.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Most runs executing at once in this process.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub concurrency: u32,
+    /// Lease length; a run whose worker died is taken over after this long.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub lease_ttl: std::time::Duration,
+    /// How often held leases are renewed (must be under --lease-ttl).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub heartbeat: std::time::Duration,
+    /// Longest idle wait between claims when no wake-up arrives (default: 1s on SQLite,
+    /// 10s on Postgres, which is woken by LISTEN/NOTIFY).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub poll_interval: Option<std::time::Duration>,
+    /// How long in-flight runs may take to finish after SIGTERM/Ctrl-C.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: std::time::Duration,
+    /// Worker id stored as the lease owner (default: host:pid:random).
+    #[arg(long)]
+    pub worker_id: Option<String>,
+}
+
+/// `morpheus start`.
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// Workflow name (e.g. `shell`).
+    pub workflow: String,
+    /// Input as JSON, or @FILE to read it from a file (@- for stdin).
+    #[arg(long)]
+    pub input: String,
+    /// Starting twice with the same key returns the first run and creates nothing.
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `morpheus runs …`.
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// List runs, newest first.
+    List {
+        /// Only runs with this status (pending, running, sleeping, retrying, waiting,
+        /// completed, failed, cancelled).
+        #[arg(long)]
+        status: Option<String>,
+        /// Only runs of this workflow.
+        #[arg(long)]
+        workflow: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: u64,
+        /// One JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a run: status, steps with attempts and timings, error.
+    Show {
+        /// Run id.
+        run: String,
+        /// One JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a run that has not ended (observed by its worker at the next step
+    /// boundary; a step's process is stopped).
+    Cancel {
+        /// Run id.
+        run: String,
+    },
+    /// Resume a failed or cancelled run: completed steps are kept, failed ones re-run.
+    Resume {
+        /// Run id.
+        run: String,
+    },
+    /// Start a new run of the same workflow and input that keeps the steps before
+    /// --from-step and runs the rest again.
+    Fork {
+        /// Run id.
+        run: String,
+        /// The first step to run again.
+        #[arg(long)]
+        from_step: String,
+    },
+}
+
+/// `morpheus logs`.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Run id.
+    pub run: String,
+    /// Only this step's lines.
+    #[arg(long)]
+    pub step: Option<String>,
+    /// Only lines at or above this level (trace, debug, info, warn, error).
+    #[arg(long)]
+    pub level: Option<String>,
+    /// Only lines containing these words (full-text phrase match, case-insensitive).
+    #[arg(long)]
+    pub grep: Option<String>,
+    /// Only lines since this time: RFC 3339 (2026-11-23T10:00:00Z) or an age (10m, 2h).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Skip this many matching lines.
+    #[arg(long, default_value_t = 0)]
+    pub offset: u64,
+    /// At most this many lines.
+    #[arg(long)]
+    pub limit: Option<u64>,
+    /// Keep printing new lines until the run ends.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// One JSON object per line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `morpheus events …`.
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// Deliver an event once (a second delivery of the same key is refused).
+    Send {
+        /// Event key.
+        key: String,
+        /// JSON payload, or @FILE.
+        #[arg(long, default_value = "null")]
+        payload: String,
+    },
+}
+
+/// `morpheus bench`. With a `postgres://` --database-url it benchmarks that database;
+/// otherwise a fresh temporary SQLite file (never the operator's own database).
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Number of runs.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
+    pub runs: u64,
+    /// No-op steps per run.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub steps: u64,
+    /// Runs executing at once.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub concurrency: u32,
+    /// Also start this many runs that park (durable sleep of an hour) before the
+    /// measured ones, to show memory stays flat with many parked runs.
+    #[arg(long, default_value_t = 0)]
+    pub parked: u64,
+    /// Where to put the temporary SQLite database (default: the system temp dir).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}

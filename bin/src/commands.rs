@@ -1,0 +1,314 @@
+//! What each command does.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use chrono::{DateTime, Utc};
+use morpheus_engine::{
+    Engine, EngineError, ExecutorRegistry, LogLevel, LogQuery, RunFilter, RunId, RunStatus,
+    StepLogLayer, Worker, WorkerConfig, World, WorkflowRegistry,
+};
+use morpheus_executors::ProcessExecutor;
+use serde_json::{json, Value};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+use crate::cli::{Cli, Command, EventsCommand, LogsArgs, RunsCommand, StartArgs, UpArgs};
+use crate::output;
+
+/// Process logs go to stderr (filter with `MORPHEUS_LOG`, default `info`); events
+/// emitted inside step bodies also go to the run's own logs.
+pub fn init_tracing() {
+    let filter = EnvFilter::try_from_env("MORPHEUS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(filter),
+        )
+        .with(StepLogLayer.with_filter(tracing_subscriber::filter::LevelFilter::DEBUG))
+        .try_init();
+}
+
+/// Every workflow and executor this binary ships.
+pub fn registries() -> (WorkflowRegistry, ExecutorRegistry) {
+    let mut workflows = WorkflowRegistry::new();
+    morpheus_workflows::register_builtin(&mut workflows);
+    let mut executors = ExecutorRegistry::new();
+    executors.register(ProcessExecutor::new());
+    (workflows, executors)
+}
+
+/// Hides the password in a database URL.
+pub fn redact(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((credentials, host)) => {
+                let user = credentials.split(':').next().unwrap_or("");
+                format!("{scheme}://{user}:***@{host}")
+            }
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+/// Opens the database, with an error that names it.
+pub async fn open(url: &str) -> Result<Arc<dyn World>> {
+    morpheus_engine::connect(url).await.map_err(|error| match error {
+        EngineError::SchemaTooNew { .. } | EngineError::UnsupportedUrl(_) => anyhow!(error),
+        other => anyhow!("cannot open database {}: {other}", redact(url)),
+    })
+}
+
+fn parse_run_id(text: &str) -> Result<RunId> {
+    text.parse().map_err(|error: String| anyhow!(error))
+}
+
+/// Reads `--input`-style arguments: inline JSON, `@file`, or `@-` for stdin.
+fn read_json_argument(what: &str, text: &str) -> Result<Value> {
+    let raw = match text.strip_prefix('@') {
+        Some("-") => std::io::read_to_string(std::io::stdin()).context("cannot read stdin")?,
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {what} file '{path}'"))?,
+        None => text.to_owned(),
+    };
+    serde_json::from_str(&raw).map_err(|error| anyhow!("{what} is not valid JSON: {error}"))
+}
+
+fn parse_since(text: &str) -> Result<DateTime<Utc>> {
+    if let Ok(ts) = DateTime::parse_from_rfc3339(text) {
+        return Ok(ts.with_timezone(&Utc));
+    }
+    let age = humantime::parse_duration(text).map_err(|_| {
+        anyhow!("--since '{text}' is neither an RFC 3339 time (2026-11-23T10:00:00Z) nor an age (10m, 2h)")
+    })?;
+    Ok(Utc::now() - chrono::Duration::from_std(age)?)
+}
+
+async fn require_run(world: &dyn World, run: &str) -> Result<morpheus_engine::RunRecord> {
+    let run_id = parse_run_id(run)?;
+    world
+        .get_run(run_id)
+        .await?
+        .ok_or_else(|| anyhow!(EngineError::RunNotFound(run_id)))
+}
+
+/// Dispatches a parsed command line.
+pub async fn run(cli: Cli) -> Result<()> {
+    let url = cli.database_url;
+    match cli.command {
+        Command::Up(args) => up(&url, args).await,
+        Command::Migrate => {
+            open(&url).await?;
+            println!("database {} is up to date", redact(&url));
+            Ok(())
+        }
+        Command::Start(args) => start(&url, args).await,
+        Command::Runs(command) => runs(&url, command).await,
+        Command::Logs(args) => logs(&url, args).await,
+        Command::Events(EventsCommand::Send { key, payload }) => {
+            let payload = read_json_argument("--payload", &payload)?;
+            let world = open(&url).await?;
+            if world.send_event(&key, payload).await? {
+                println!("delivered event '{key}'");
+                Ok(())
+            } else {
+                bail!("event '{key}' was already delivered; the first delivery stands")
+            }
+        }
+        Command::Bench(args) => crate::bench::run(&url, args).await,
+    }
+}
+
+async fn up(url: &str, args: UpArgs) -> Result<()> {
+    if args.heartbeat >= args.lease_ttl {
+        bail!(
+            "--heartbeat ({:?}) must be shorter than --lease-ttl ({:?})",
+            args.heartbeat,
+            args.lease_ttl
+        );
+    }
+    let world = open(url).await?;
+    let (workflows, executors) = registries();
+    let mut config = WorkerConfig::for_backend(world.backend());
+    config.concurrency = args.concurrency as usize;
+    config.lease_ttl = args.lease_ttl;
+    config.heartbeat_interval = args.heartbeat;
+    config.shutdown_grace = args.shutdown_grace;
+    if let Some(poll) = args.poll_interval {
+        config.poll_interval = poll;
+    }
+    if let Some(id) = args.worker_id {
+        config.worker_id = id;
+    }
+    tracing::info!(
+        database = %redact(url),
+        workflows = ?workflows.names(),
+        executors = ?executors.kinds(),
+        "morpheus up"
+    );
+    let engine = Engine::with_listen_url(world, workflows, executors, url);
+    Worker::new(engine, config).run(shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("install SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("Ctrl-C: shutting down"),
+        _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
+    }
+}
+
+async fn start(url: &str, args: StartArgs) -> Result<()> {
+    let input = read_json_argument("--input", &args.input)?;
+    let (workflows, executors) = registries();
+    if workflows.get(&args.workflow).is_none() {
+        bail!(
+            "unknown workflow '{}' (known: {})",
+            args.workflow,
+            workflows.names().join(", ")
+        );
+    }
+    // Validate before opening the database, so bad input writes nothing at all.
+    workflows.prepare(&args.workflow, input.clone(), args.idempotency_key.clone())?;
+    let world = open(url).await?;
+    let engine = Engine::new(world, workflows, executors);
+    let started = engine
+        .start(&args.workflow, input, args.idempotency_key)
+        .await?;
+    if args.json {
+        println!(
+            "{}",
+            json!({"run_id": started.run_id, "created": started.created})
+        );
+    } else {
+        println!("{}", started.run_id);
+        if !started.created {
+            eprintln!("note: a run with this idempotency key already exists; nothing new was started");
+        }
+    }
+    Ok(())
+}
+
+async fn runs(url: &str, command: RunsCommand) -> Result<()> {
+    match command {
+        RunsCommand::List {
+            status,
+            workflow,
+            limit,
+            json,
+        } => {
+            let status = status
+                .as_deref()
+                .map(str::parse::<RunStatus>)
+                .transpose()
+                .map_err(|error| anyhow!("--status: {error}"))?;
+            let world = open(url).await?;
+            let runs = world
+                .list_runs(&RunFilter {
+                    status,
+                    workflow,
+                    limit: Some(limit),
+                })
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string(&runs)?);
+            } else {
+                print!("{}", output::run_table(&runs));
+            }
+        }
+        RunsCommand::Show { run, json } => {
+            parse_run_id(&run)?;
+            let world = open(url).await?;
+            let record = require_run(world.as_ref(), &run).await?;
+            let steps = world.load_journal(record.id).await?;
+            if json {
+                println!("{}", json!({"run": record, "steps": steps}));
+            } else {
+                print!("{}", output::run_detail(&record, &steps));
+            }
+        }
+        RunsCommand::Cancel { run } => {
+            let run_id = parse_run_id(&run)?;
+            open(url).await?.cancel_run(run_id).await?;
+            println!("cancelled {run_id}");
+        }
+        RunsCommand::Resume { run } => {
+            let run_id = parse_run_id(&run)?;
+            open(url).await?.resume_run(run_id).await?;
+            println!("resumed {run_id}");
+        }
+        RunsCommand::Fork { run, from_step } => {
+            let run_id = parse_run_id(&run)?;
+            let forked = open(url).await?.fork_run(run_id, &from_step).await?;
+            println!("{forked}");
+        }
+    }
+    Ok(())
+}
+
+async fn logs(url: &str, args: LogsArgs) -> Result<()> {
+    let run_id = parse_run_id(&args.run)?;
+    let min_level = args
+        .level
+        .as_deref()
+        .map(str::parse::<LogLevel>)
+        .transpose()
+        .map_err(|error| anyhow!("--level: {error}"))?;
+    let since = args.since.as_deref().map(parse_since).transpose()?;
+    let world = open(url).await?;
+    require_run(world.as_ref(), &args.run).await?;
+    let mut query = LogQuery {
+        run_id: Some(run_id),
+        step_key: args.step,
+        min_level,
+        since,
+        text: args.grep,
+        offset: args.offset,
+        limit: args.limit,
+        ..Default::default()
+    };
+    let mut printed = 0u64;
+    loop {
+        let lines = world.query_logs(&query).await?;
+        for line in &lines {
+            if args.json {
+                println!("{}", serde_json::to_string(line)?);
+            } else {
+                println!("{}", output::log_line(line));
+            }
+        }
+        printed += lines.len() as u64;
+        if let Some(last) = lines.last() {
+            query.after_id = Some(last.id);
+            // The offset applies to the first page only; afterwards the cursor moves.
+            query.offset = 0;
+        }
+        if !args.follow || args.limit.is_some_and(|limit| printed >= limit) {
+            return Ok(());
+        }
+        if lines.is_empty() {
+            let run = require_run(world.as_ref(), &args.run).await?;
+            if run.status.is_terminal() {
+                // One more read: lines committed together with the run's end.
+                let tail = world.query_logs(&query).await?;
+                for line in &tail {
+                    if args.json {
+                        println!("{}", serde_json::to_string(line)?);
+                    } else {
+                        println!("{}", output::log_line(line));
+                    }
+                }
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+}
+
