@@ -311,7 +311,10 @@ async fn execute(engine: Engine, committer: Committer, claimed: ClaimedRun) {
                 ),
             },
         },
-        Ok(Err(WorkflowError::LeaseLost)) => return,
+        Ok(Err(WorkflowError::LeaseLost)) => {
+            tracing::warn!(run = %run.id, epoch = fence.epoch, "lease lost: write rejected, abandoning run");
+            return;
+        }
         Ok(Err(WorkflowError::Storage(error))) => {
             tracing::warn!(run = %run.id, %error, "storage error; run will be retried after its lease expires");
             return;
@@ -345,6 +348,9 @@ async fn execute(engine: Engine, committer: Committer, claimed: ClaimedRun) {
         _ => None,
     };
     match committer.write(op).await {
+        Ok(crate::model::WriteOutcome::LeaseLost) => {
+            tracing::warn!(run = %run.id, epoch = fence.epoch, "lease lost: write rejected, abandoning run");
+        }
         Ok(_) => {
             if let Some(Park::Sleep { .. } | Park::Retry { .. }) = parked_until {
                 engine.wake_signal().notify_one();
