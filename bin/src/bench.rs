@@ -1,13 +1,13 @@
 //! `morpheus bench`: N runs of M no-op steps with C runs in flight, through the real
 //! engine (claims, leases, journal, group commit), on a fresh database.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use morpheus_engine::{
     async_trait, Ctx, Engine, ExecutorRegistry, RunFilter, RunStatus, Worker, WorkerConfig,
-    Workflow, WorkflowRegistry, WorkflowResult,
+    Workflow, WorkflowRegistry, WorkflowResult, World,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -90,48 +90,33 @@ pub async fn run(url: &str, args: BenchArgs) -> Result<()> {
     workflows.register(BenchNoop);
     let engine = Engine::with_listen_url(world.clone(), workflows, ExecutorRegistry::new(), &bench_url);
 
-    for _ in 0..args.parked {
-        engine
-            .start(BenchNoop::NAME, json!({"steps": 0, "park_for_s": 3600}), None)
-            .await?;
-    }
-    let mut ids = Vec::with_capacity(args.runs as usize);
-    for _ in 0..args.runs {
-        let started = engine
-            .start(BenchNoop::NAME, json!({"steps": args.steps}), None)
-            .await?;
-        ids.push(started.run_id);
-    }
-    STEP_LATENCIES_US.lock().expect("latencies").clear();
-
     let mut config = WorkerConfig::for_backend(world.backend());
     config.concurrency = args.concurrency as usize;
     config.poll_interval = Duration::from_millis(100);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let worker = tokio::spawn(Worker::new(engine.clone(), config).run(async {
-        let _ = stopped.await;
-    }));
 
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs(3600);
-    let last = *ids.last().expect("at least one run");
-    // Runs complete in roughly claim order; check the last one first, then all of them.
-    loop {
-        if Instant::now() > deadline {
-            bail!("benchmark did not finish within an hour");
+    if args.parked > 0 {
+        // Phase 1 (not timed): park filler runs, so phase 2 runs beside them.
+        for _ in 0..args.parked {
+            engine
+                .start(BenchNoop::NAME, json!({"steps": 0, "park_for_s": 3600}), None)
+                .await?;
         }
-        let last_run = world.get_run(last).await?.context("bench run vanished")?;
-        if last_run.status.is_terminal() {
-            let unfinished = count_unfinished(&*world, &ids).await?;
-            if unfinished == 0 {
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        let worker = start_worker(&engine, &config);
+        wait_for_count(&*world, RunStatus::Sleeping, args.parked).await?;
+        worker.stop().await?;
     }
+
+    for _ in 0..args.runs {
+        engine
+            .start(BenchNoop::NAME, json!({"steps": args.steps}), None)
+            .await?;
+    }
+    STEP_LATENCIES_US.lock().expect("latencies").clear();
+    let started = Instant::now();
+    let worker = start_worker(&engine, &config);
+    wait_for_count(&*world, RunStatus::Completed, args.runs).await?;
     let seconds = started.elapsed().as_secs_f64();
-    let _ = stop.send(());
-    worker.await??;
+    worker.stop().await?;
 
     let failed = world
         .list_runs(&RunFilter {
@@ -163,14 +148,45 @@ pub async fn run(url: &str, args: BenchArgs) -> Result<()> {
     Ok(())
 }
 
-async fn count_unfinished(world: &dyn morpheus_engine::World, ids: &[morpheus_engine::RunId]) -> Result<usize> {
-    let shared: Arc<Vec<_>> = Arc::new(ids.to_vec());
-    let mut unfinished = 0;
-    for id in shared.iter() {
-        let run = world.get_run(*id).await?.context("bench run vanished")?;
-        if !run.status.is_terminal() {
-            unfinished += 1;
-        }
+struct RunningWorker {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<morpheus_engine::EngineResult<()>>,
+}
+
+impl RunningWorker {
+    async fn stop(self) -> Result<()> {
+        let _ = self.stop.send(());
+        self.task.await??;
+        Ok(())
     }
-    Ok(unfinished)
+}
+
+fn start_worker(engine: &Engine, config: &WorkerConfig) -> RunningWorker {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(Worker::new(engine.clone(), config.clone()).run(async {
+        let _ = stopped.await;
+    }));
+    RunningWorker { stop, task }
+}
+
+/// Waits until `expected` bench runs have `status`; fails fast if any bench run failed.
+async fn wait_for_count(world: &dyn World, status: RunStatus, expected: u64) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(3600);
+    let filter = |status| RunFilter {
+        status: Some(status),
+        workflow: Some(BenchNoop::NAME.into()),
+        limit: None,
+    };
+    loop {
+        if world.count_runs(&filter(status)).await? >= expected {
+            return Ok(());
+        }
+        if world.count_runs(&filter(RunStatus::Failed)).await? > 0 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("benchmark did not finish within an hour");
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
 }

@@ -39,10 +39,7 @@ impl Committer {
     pub async fn write(&self, op: WriteOp) -> EngineResult<WriteOutcome> {
         let (ack, done) = oneshot::channel();
         self.sender
-            .send(Pending {
-                op,
-                ack: Some(ack),
-            })
+            .send(Pending { op, ack: Some(ack) })
             .map_err(|_| EngineError::ShuttingDown)?;
         match done.await {
             Ok(Ok(outcome)) => Ok(outcome),

@@ -218,8 +218,15 @@ impl Ctx {
             }
         }
         let value = value();
-        self.complete(&key, seq, serde_json::to_value(&value)?, 1, None, Utc::now())
-            .await?;
+        self.complete(
+            &key,
+            seq,
+            serde_json::to_value(&value)?,
+            1,
+            None,
+            Utc::now(),
+        )
+        .await?;
         Ok(value)
     }
 
@@ -380,11 +387,10 @@ impl Ctx {
         &self,
         input: W::Input,
     ) -> WorkflowResult<ChildRun<W::Output>> {
-        let workflow = self
-            .shared
-            .workflows
-            .get(W::NAME)
-            .ok_or_else(|| WorkflowError::failed(EngineError::UnknownWorkflow(W::NAME.into())))?;
+        let workflow =
+            self.shared.workflows.get(W::NAME).ok_or_else(|| {
+                WorkflowError::failed(EngineError::UnknownWorkflow(W::NAME.into()))
+            })?;
         let input = serde_json::to_value(input)?;
         workflow
             .check_input(&input)
@@ -552,13 +558,13 @@ impl<'a> StepBuilder<'a> {
         let sink = step.logs.clone();
         let body = STEP_LOG_SINK.scope(sink, body(step));
         let result = match self.timeout {
-            Some(limit) if self.executor.is_none() => tokio::time::timeout(limit, body)
-                .await
-                .unwrap_or_else(|_| {
+            Some(limit) if self.executor.is_none() => {
+                tokio::time::timeout(limit, body).await.unwrap_or_else(|_| {
                     Err(StepError::retryable(format!(
                         "step timed out after {limit:?}"
                     )))
-                }),
+                })
+            }
             _ => body.await,
         };
         match result {
@@ -601,7 +607,10 @@ impl<'a> StepBuilder<'a> {
                     Some(at) => {
                         ctx.log_sink(Some(key.clone()), Some(attempt as i32)).log(
                             LogLevel::Warn,
-                            format!("attempt {attempt} failed, retrying at {at}: {}", error.message()),
+                            format!(
+                                "attempt {attempt} failed, retrying at {at}: {}",
+                                error.message()
+                            ),
                             None,
                         );
                         ctx.request_park(Park::Retry { at });
@@ -616,4 +625,3 @@ impl<'a> StepBuilder<'a> {
         }
     }
 }
-

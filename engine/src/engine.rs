@@ -142,11 +142,7 @@ impl Engine {
             loop {
                 match sqlx::postgres::PgListener::connect(&url).await {
                     Ok(mut listener) => {
-                        if listener
-                            .listen(crate::postgres::WAKE_CHANNEL)
-                            .await
-                            .is_ok()
-                        {
+                        if listener.listen(crate::postgres::WAKE_CHANNEL).await.is_ok() {
                             failures = 0;
                             // After (re)connecting, notifications may have been missed.
                             wake.notify_one();

@@ -81,7 +81,10 @@ impl FromStr for RunStatus {
             .find(|status| status.as_str() == text)
             .ok_or_else(|| {
                 let names: Vec<_> = Self::ALL.iter().map(|s| s.as_str()).collect();
-                format!("unknown status '{text}' (expected one of: {})", names.join(", "))
+                format!(
+                    "unknown status '{text}' (expected one of: {})",
+                    names.join(", ")
+                )
             })
     }
 }

@@ -16,8 +16,8 @@ use crate::batch::{child_finished_event_key, child_finished_payload, BatchPlan};
 use crate::error::{EngineError, EngineResult};
 use crate::ids::RunId;
 use crate::model::{
-    ClaimedRun, LogLevel, LogQuery, LogRecord, NewRun, RunFilter, RunRecord, RunStatus,
-    StartedRun, StepRecord, WriteOp, WriteOutcome,
+    ClaimedRun, LogLevel, LogQuery, LogRecord, NewRun, RunFilter, RunRecord, RunStatus, StartedRun,
+    StepRecord, WriteOp, WriteOutcome,
 };
 use crate::world::{Backend, ClaimRequest, World};
 
@@ -60,10 +60,9 @@ impl PostgresWorld {
 }
 
 async fn check_schema_not_newer(pool: &PgPool) -> EngineResult<()> {
-    let table: Option<String> =
-        sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations')::text")
-            .fetch_one(pool)
-            .await?;
+    let table: Option<String> = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations')::text")
+        .fetch_one(pool)
+        .await?;
     if table.is_none() {
         return Ok(());
     }
@@ -574,12 +573,13 @@ impl World for PostgresWorld {
             tx.rollback().await?;
             return Err(EngineError::RunNotFound(run_id));
         }
-        let from_seq: Option<i32> =
-            sqlx::query_scalar("SELECT seq FROM workflow_steps WHERE run_id = $1 AND step_key = $2")
-                .bind(run_id.0)
-                .bind(from_step)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let from_seq: Option<i32> = sqlx::query_scalar(
+            "SELECT seq FROM workflow_steps WHERE run_id = $1 AND step_key = $2",
+        )
+        .bind(run_id.0)
+        .bind(from_step)
+        .fetch_optional(&mut *tx)
+        .await?;
         let Some(from_seq) = from_seq else {
             tx.rollback().await?;
             return Err(EngineError::InvalidState {
@@ -638,6 +638,18 @@ impl World for PostgresWorld {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(run_from_row).collect()
+    }
+
+    async fn count_runs(&self, filter: &RunFilter) -> EngineResult<u64> {
+        let count: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM workflow_runs
+             WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR workflow = $2)",
+        )
+        .bind(filter.status.map(|s| s.as_str()))
+        .bind(&filter.workflow)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(count as u64)
     }
 
     async fn query_logs(&self, query: &LogQuery) -> EngineResult<Vec<LogRecord>> {

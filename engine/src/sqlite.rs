@@ -19,8 +19,8 @@ use crate::batch::{child_finished_event_key, child_finished_payload, format_ts, 
 use crate::error::{EngineError, EngineResult};
 use crate::ids::RunId;
 use crate::model::{
-    ClaimedRun, LogLevel, LogQuery, LogRecord, NewRun, RunFilter, RunRecord, RunStatus,
-    StartedRun, StepRecord, WriteOp, WriteOutcome,
+    ClaimedRun, LogLevel, LogQuery, LogRecord, NewRun, RunFilter, RunRecord, RunStatus, StartedRun,
+    StepRecord, WriteOp, WriteOutcome,
 };
 use crate::world::{Backend, ClaimRequest, World};
 
@@ -106,8 +106,7 @@ fn parse_json(text: Option<String>) -> EngineResult<Option<Value>> {
 }
 
 fn parse_run_id(text: &str) -> EngineResult<RunId> {
-    RunId::from_str(text)
-        .map_err(|error| EngineError::Database(sqlx::Error::Decode(error.into())))
+    RunId::from_str(text).map_err(|error| EngineError::Database(sqlx::Error::Decode(error.into())))
 }
 
 fn decode_status(text: &str) -> EngineResult<RunStatus> {
@@ -195,7 +194,13 @@ fn fts_phrase(text: &str) -> String {
 /// cancelling). Runs inside the writer's transaction.
 async fn notify_parents(
     tx: &mut SqliteConnection,
-    finished: &[(String, Option<String>, String, Option<String>, Option<String>)],
+    finished: &[(
+        String,
+        Option<String>,
+        String,
+        Option<String>,
+        Option<String>,
+    )],
     now: &str,
 ) -> EngineResult<()> {
     for (id, parent, status, output, error) in finished {
@@ -238,7 +243,13 @@ async fn deliver_event(
     Ok(inserted)
 }
 
-type FinishedRow = (String, Option<String>, String, Option<String>, Option<String>);
+type FinishedRow = (
+    String,
+    Option<String>,
+    String,
+    Option<String>,
+    Option<String>,
+);
 
 #[async_trait]
 impl World for SqliteWorld {
@@ -631,12 +642,13 @@ impl World for SqliteWorld {
             tx.rollback().await?;
             return Err(EngineError::RunNotFound(run_id));
         }
-        let from_seq: Option<i64> =
-            sqlx::query_scalar("SELECT seq FROM workflow_steps WHERE run_id = ?1 AND step_key = ?2")
-                .bind(run_id.to_string())
-                .bind(from_step)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let from_seq: Option<i64> = sqlx::query_scalar(
+            "SELECT seq FROM workflow_steps WHERE run_id = ?1 AND step_key = ?2",
+        )
+        .bind(run_id.to_string())
+        .bind(from_step)
+        .fetch_optional(&mut *tx)
+        .await?;
         let Some(from_seq) = from_seq else {
             tx.rollback().await?;
             return Err(EngineError::InvalidState {
@@ -695,6 +707,18 @@ impl World for SqliteWorld {
         .fetch_all(&self.readers)
         .await?;
         rows.iter().map(run_from_row).collect()
+    }
+
+    async fn count_runs(&self, filter: &RunFilter) -> EngineResult<u64> {
+        let count: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM workflow_runs
+             WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR workflow = ?2)",
+        )
+        .bind(filter.status.map(|s| s.as_str()))
+        .bind(&filter.workflow)
+        .fetch_one(&self.readers)
+        .await?;
+        Ok(count as u64)
     }
 
     async fn query_logs(&self, query: &LogQuery) -> EngineResult<Vec<LogRecord>> {

@@ -98,11 +98,8 @@ impl Worker {
         let mut tasks = JoinSet::new();
 
         let listener_task = engine.spawn_wake_listener().await;
-        let heartbeat_task = tokio::spawn(heartbeat(
-            engine.clone(),
-            config.clone(),
-            in_flight.clone(),
-        ));
+        let heartbeat_task =
+            tokio::spawn(heartbeat(engine.clone(), config.clone(), in_flight.clone()));
 
         tokio::pin!(shutdown);
         tracing::info!(worker = %config.worker_id, backend = world.backend().as_str(),
@@ -142,7 +139,10 @@ impl Worker {
                             let mut map = in_flight.lock().expect("in-flight");
                             let handle = tasks.spawn(async move {
                                 execute(engine, committer, run).await;
-                                in_flight_for_task.lock().expect("in-flight").remove(&run_id);
+                                in_flight_for_task
+                                    .lock()
+                                    .expect("in-flight")
+                                    .remove(&run_id);
                                 drop(permit);
                                 wake.notify_one();
                             });
@@ -306,8 +306,7 @@ async fn execute(engine: Engine, committer: Committer, claimed: ClaimedRun) {
             None => WriteOp::Finish {
                 fence,
                 outcome: Outcome::Failed(
-                    "workflow returned Suspended without a durable operation asking to park"
-                        .into(),
+                    "workflow returned Suspended without a durable operation asking to park".into(),
                 ),
             },
         },

@@ -77,7 +77,8 @@ pub trait World: Send + Sync + 'static {
 
     /// The earliest time a run this worker could claim becomes due (parked wake time or
     /// lease expiry), so an idle worker sleeps exactly until then.
-    async fn next_due_at(&self, workflows: &[(String, u32)]) -> EngineResult<Option<DateTime<Utc>>>;
+    async fn next_due_at(&self, workflows: &[(String, u32)])
+        -> EngineResult<Option<DateTime<Utc>>>;
 
     /// Delivers an event (first delivery of a key wins) and wakes runs waiting for it.
     /// Returns false when the key had already been delivered.
@@ -102,6 +103,9 @@ pub trait World: Send + Sync + 'static {
 
     /// Runs, newest first.
     async fn list_runs(&self, filter: &RunFilter) -> EngineResult<Vec<RunRecord>>;
+
+    /// How many runs match the filter (its limit is ignored).
+    async fn count_runs(&self, filter: &RunFilter) -> EngineResult<u64>;
 
     /// Log lines matching the query, in emission order.
     async fn query_logs(&self, query: &LogQuery) -> EngineResult<Vec<LogRecord>>;

@@ -12,7 +12,7 @@ use morpheus_engine::postgres::PostgresWorld;
 use morpheus_engine::sqlite::SqliteWorld;
 use morpheus_engine::{
     async_trait, Backend, EngineResult, ExecutorRegistry, RunId, RunRecord, RunStatus, Worker,
-    WorkerConfig, World, WorkflowRegistry,
+    WorkerConfig, WorkflowRegistry, World,
 };
 use morpheus_engine::{Engine, EngineError};
 use sqlx::Connection;
@@ -285,7 +285,9 @@ pub async fn wait_for(
             return run;
         }
         if tokio::time::Instant::now() >= deadline {
-            panic!("run {run_id} did not become {what} within {WAIT_DEADLINE:?}; last seen: {run:#?}");
+            panic!(
+                "run {run_id} did not become {what} within {WAIT_DEADLINE:?}; last seen: {run:#?}"
+            );
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
