@@ -7,7 +7,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use chrono::{DateTime, Utc};
 use morpheus_engine::{
     Engine, EngineError, ExecutorRegistry, LogLevel, LogQuery, RunFilter, RunId, RunStatus,
-    StepLogLayer, Worker, WorkerConfig, World, WorkflowRegistry,
+    StepLogLayer, Worker, WorkerConfig, WorkflowRegistry, World,
 };
 use morpheus_executors::ProcessExecutor;
 use serde_json::{json, Value};
@@ -57,10 +57,12 @@ pub fn redact(url: &str) -> String {
 
 /// Opens the database, with an error that names it.
 pub async fn open(url: &str) -> Result<Arc<dyn World>> {
-    morpheus_engine::connect(url).await.map_err(|error| match error {
-        EngineError::SchemaTooNew { .. } | EngineError::UnsupportedUrl(_) => anyhow!(error),
-        other => anyhow!("cannot open database {}: {other}", redact(url)),
-    })
+    morpheus_engine::connect(url)
+        .await
+        .map_err(|error| match error {
+            EngineError::SchemaTooNew { .. } | EngineError::UnsupportedUrl(_) => anyhow!(error),
+            other => anyhow!("cannot open database {}: {other}", redact(url)),
+        })
 }
 
 fn parse_run_id(text: &str) -> Result<RunId> {
@@ -190,7 +192,9 @@ async fn start(url: &str, args: StartArgs) -> Result<()> {
     } else {
         println!("{}", started.run_id);
         if !started.created {
-            eprintln!("note: a run with this idempotency key already exists; nothing new was started");
+            eprintln!(
+                "note: a run with this idempotency key already exists; nothing new was started"
+            );
         }
     }
     Ok(())
@@ -228,10 +232,23 @@ async fn runs(url: &str, command: RunsCommand) -> Result<()> {
             let world = open(url).await?;
             let record = require_run(world.as_ref(), &run).await?;
             let steps = world.load_journal(record.id).await?;
+            let (workflows, _) = registries();
+            let replayable = workflows
+                .get(&record.workflow)
+                .is_some_and(|w| w.version() == record.workflow_version);
             if json {
-                println!("{}", json!({"run": record, "steps": steps}));
+                println!(
+                    "{}",
+                    json!({"run": record, "steps": steps, "replayable_by_this_binary": replayable})
+                );
             } else {
                 print!("{}", output::run_detail(&record, &steps));
+                if !replayable && !record.status.is_terminal() {
+                    println!(
+                        "note: this binary cannot run {}@{}; the run waits for a worker that has that workflow version",
+                        record.workflow, record.workflow_version
+                    );
+                }
             }
         }
         RunsCommand::Cancel { run } => {
@@ -311,4 +328,3 @@ async fn logs(url: &str, args: LogsArgs) -> Result<()> {
         }
     }
 }
-

@@ -49,7 +49,10 @@ pub fn run_detail(run: &RunRecord, steps: &[StepRecord]) -> String {
     out.push_str(&format!("status:     {}\n", run.status));
     out.push_str(&format!("created:    {}\n", time(run.created_at)));
     out.push_str(&format!("updated:    {}\n", time(run.updated_at)));
-    out.push_str(&format!("finished:   {}\n", optional_time(run.completed_at)));
+    out.push_str(&format!(
+        "finished:   {}\n",
+        optional_time(run.completed_at)
+    ));
     if let Some(wake_at) = run.wake_at.filter(|_| !run.status.is_terminal()) {
         out.push_str(&format!("wakes at:   {}\n", time(wake_at)));
     }
@@ -83,7 +86,9 @@ pub fn run_detail(run: &RunRecord, steps: &[StepRecord]) -> String {
     ));
     for step in steps {
         let note = match (&step.error, step.next_attempt_at) {
-            (Some(error), Some(next)) => format!("{} (next attempt {})", first_line(error), time(next)),
+            (Some(error), Some(next)) => {
+                format!("{} (next attempt {})", first_line(error), time(next))
+            }
             (Some(error), None) => first_line(error).to_owned(),
             (None, Some(next)) => format!("until {}", time(next)),
             (None, None) => String::new(),

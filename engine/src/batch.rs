@@ -19,6 +19,9 @@ pub(crate) struct StepRow {
     pub step_key: String,
     pub seq: i64,
     pub status: &'static str,
+    /// Absent (not `null`) when the step has no output, so a completed step whose output
+    /// is JSON `null` stays distinguishable from one without output.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub output: Option<Value>,
     pub error: Option<String>,
     pub attempts: i32,

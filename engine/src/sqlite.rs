@@ -194,13 +194,7 @@ fn fts_phrase(text: &str) -> String {
 /// cancelling). Runs inside the writer's transaction.
 async fn notify_parents(
     tx: &mut SqliteConnection,
-    finished: &[(
-        String,
-        Option<String>,
-        String,
-        Option<String>,
-        Option<String>,
-    )],
+    finished: &[FinishedRow],
     now: &str,
 ) -> EngineResult<()> {
     for (id, parent, status, output, error) in finished {

@@ -139,10 +139,13 @@ impl Worker {
                             let mut map = in_flight.lock().expect("in-flight");
                             let handle = tasks.spawn(async move {
                                 execute(engine, committer, run).await;
-                                in_flight_for_task
-                                    .lock()
-                                    .expect("in-flight")
-                                    .remove(&run_id);
+                                let mut map = in_flight_for_task.lock().expect("in-flight");
+                                // Only our own entry: the run may have been re-claimed (new
+                                // epoch) by this worker meanwhile.
+                                if map.get(&run_id).is_some_and(|f| f.epoch == epoch) {
+                                    map.remove(&run_id);
+                                }
+                                drop(map);
                                 drop(permit);
                                 wake.notify_one();
                             });
@@ -240,16 +243,19 @@ async fn heartbeat(
         {
             Ok(held) => {
                 let held: std::collections::HashSet<RunId> = held.into_iter().collect();
-                let map = in_flight.lock().expect("in-flight");
+                let mut map = in_flight.lock().expect("in-flight");
                 for (run_id, epoch) in before {
                     if held.contains(&run_id) {
                         continue;
                     }
                     // Gone from our leases (cancelled, or expired and taken over): stop
-                    // it now; its writes would be rejected anyway.
-                    if let Some(flight) = map.get(&run_id).filter(|f| f.epoch == epoch) {
-                        tracing::warn!(run = %run_id, "lease lost; abandoning run");
-                        flight.abort.abort();
+                    // it now; its writes would be rejected anyway. The aborted task never
+                    // reaches its own cleanup, so the entry goes here.
+                    if map.get(&run_id).is_some_and(|f| f.epoch == epoch) {
+                        if let Some(flight) = map.remove(&run_id) {
+                            tracing::warn!(run = %run_id, "lease lost; abandoning run");
+                            flight.abort.abort();
+                        }
                     }
                 }
             }

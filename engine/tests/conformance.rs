@@ -1250,6 +1250,22 @@ async fn list_runs_filters_by_status_and_workflow_newest_first(world: Arc<dyn Wo
         .await
         .unwrap();
     assert!(none.is_empty());
+
+    // count_runs applies the same filters and ignores the limit.
+    let count = |status: Option<RunStatus>, workflow: Option<&str>| {
+        let world = world.clone();
+        let filter = RunFilter {
+            status,
+            workflow: workflow.map(str::to_owned),
+            limit: Some(1),
+        };
+        async move { world.count_runs(&filter).await.expect("count_runs") }
+    };
+    assert_eq!(count(None, None).await, 5);
+    assert_eq!(count(None, Some("a")).await, 3);
+    assert_eq!(count(Some(RunStatus::Pending), Some("a")).await, 2);
+    assert_eq!(count(Some(RunStatus::Completed), None).await, 1);
+    assert_eq!(count(Some(RunStatus::Failed), None).await, 0);
 }
 
 async fn schema_newer_than_binary_is_refused(url: String) {

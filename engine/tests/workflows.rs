@@ -456,8 +456,11 @@ async fn child_workflow_start_and_await(world: Arc<dyn World>) {
 
 // --- 7 ----------------------------------------------------------------------------------
 
+/// What one execution of the `Clock` body saw.
+type Observed = (DateTime<Utc>, Uuid);
+
 struct Clock {
-    seen: Arc<Mutex<Vec<(DateTime<Utc>, Uuid)>>>,
+    seen: Arc<Mutex<Vec<Observed>>>,
 }
 
 #[async_trait]
@@ -771,11 +774,55 @@ async fn cancel_running_run_stops_it(world: Arc<dyn World>) {
 
 // --- 12 ---------------------------------------------------------------------------------
 
-fn install_step_log_layer() {
+/// Warnings "lease lost; abandoning run" the worker emitted, as the `run` field.
+static ABANDON_WARNINGS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Records the worker's "abandoning run" warnings (the run id of each).
+struct AbandonWarnings;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for AbandonWarnings {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        #[derive(Default)]
+        struct Fields {
+            message: String,
+            run: String,
+        }
+        impl tracing::field::Visit for Fields {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                match field.name() {
+                    "message" => self.message = format!("{value:?}"),
+                    "run" => self.run = format!("{value:?}"),
+                    _ => {}
+                }
+            }
+        }
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        if fields.message == "lease lost; abandoning run" {
+            ABANDON_WARNINGS.lock().unwrap().push(fields.run);
+        }
+    }
+}
+
+fn abandon_warnings_for(run_id: morpheus_engine::RunId) -> usize {
+    let run = run_id.to_string();
+    ABANDON_WARNINGS
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|seen| **seen == run)
+        .count()
+}
+
+/// One global subscriber per test binary: the engine's step-log layer plus a layer
+/// that watches the worker's own warnings.
+fn install_subscriber() {
     static INSTALL: Once = Once::new();
     INSTALL.call_once(|| {
         use tracing_subscriber::layer::SubscriberExt;
-        let subscriber = tracing_subscriber::registry().with(morpheus_engine::StepLogLayer);
+        let subscriber = tracing_subscriber::registry()
+            .with(morpheus_engine::StepLogLayer)
+            .with(AbandonWarnings);
         tracing::subscriber::set_global_default(subscriber)
             .expect("no other global subscriber in this test binary");
     });
@@ -800,7 +847,7 @@ impl Workflow for Traced {
 }
 
 async fn tracing_events_inside_a_step_land_in_run_logs(world: Arc<dyn World>) {
-    install_step_log_layer();
+    install_subscriber();
     let harness = Harness::start(
         world.clone(),
         registry(|r| {
@@ -906,6 +953,42 @@ async fn resumed_run_reruns_only_what_failed(world: Arc<dyn World>) {
     harness.stop().await;
 }
 
+/// After a cancel the worker drops the run once. Its bookkeeping entry must go with it:
+/// otherwise every later heartbeat finds the run "lost" again and warns again.
+async fn cancelled_run_is_abandoned_once_not_every_heartbeat(world: Arc<dyn World>) {
+    install_subscriber();
+    let started = Arc::new(AtomicBool::new(false));
+    let harness = Harness::start(
+        world.clone(),
+        registry(|r| {
+            r.register(Slow {
+                started: started.clone(),
+                finished: Arc::new(AtomicBool::new(false)),
+            });
+        }),
+    );
+    let run_id = harness
+        .engine
+        .start_typed::<Slow>((), None)
+        .await
+        .unwrap()
+        .run_id;
+    wait_for(&world, run_id, "running with its step started", |run| {
+        run.status == RunStatus::Running && started.load(Ordering::SeqCst)
+    })
+    .await;
+    world.cancel_run(run_id).await.unwrap();
+    // Six heartbeats (200 ms apart).
+    tokio::time::sleep(Duration::from_millis(1_300)).await;
+    let warnings = abandon_warnings_for(run_id);
+    assert_eq!(
+        warnings, 1,
+        "the worker warned 'lease lost; abandoning run' {warnings} times for one cancelled run: \
+         its in-flight entry is never removed when the heartbeat aborts the task"
+    );
+    harness.stop().await;
+}
+
 for_each_backend!(
     steps_are_memoized_and_run_once,
     retry_then_success_with_persisted_next_attempt,
@@ -920,4 +1003,5 @@ for_each_backend!(
     cancel_running_run_stops_it,
     tracing_events_inside_a_step_land_in_run_logs,
     resumed_run_reruns_only_what_failed,
+    cancelled_run_is_abandoned_once_not_every_heartbeat,
 );

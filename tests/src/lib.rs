@@ -128,7 +128,10 @@ impl Drop for PgDatabase {
             conn.close().await
         });
         if let Err(error) = dropped {
-            eprintln!("warning: could not drop test database {}: {error}", self.name);
+            eprintln!(
+                "warning: could not drop test database {}: {error}",
+                self.name
+            );
         }
     }
 }
@@ -174,16 +177,16 @@ impl CliOutput {
 
     /// Runs `command` to completion (stdin closed) and captures its output.
     pub fn from_command(command: &mut Command) -> Self {
-        let output = command
-            .stdin(Stdio::null())
-            .output()
-            .expect("run morpheus");
+        let output = command.stdin(Stdio::null()).output().expect("run morpheus");
         Self::from_output(output)
     }
 
     /// Non-empty stderr lines.
     pub fn stderr_lines(&self) -> Vec<&str> {
-        self.stderr.lines().filter(|l| !l.trim().is_empty()).collect()
+        self.stderr
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .collect()
     }
 }
 
@@ -295,13 +298,19 @@ impl TestEnv {
 
     /// A `morpheus` command with `--database-url` set and a clean environment for it.
     pub fn command(&self) -> Command {
+        self.command_for(&self.url)
+    }
+
+    /// A `morpheus` command against another database URL (run in the temporary
+    /// directory, with a clean environment).
+    pub fn command_for(&self, url: &str) -> Command {
         let mut command = Command::new(morpheus_bin());
         command
             .env_remove("MORPHEUS_DATABASE_URL")
             .env("NO_COLOR", "1")
             .current_dir(self.dir.path())
             .arg("--database-url")
-            .arg(&self.url);
+            .arg(url);
         command
     }
 
@@ -326,8 +335,9 @@ impl TestEnv {
     /// Like [`TestEnv::cli_ok`], parsing stdout as one JSON document.
     pub fn cli_json(&self, args: &[&str]) -> Value {
         let stdout = self.cli_ok(args);
-        serde_json::from_str(&stdout)
-            .unwrap_or_else(|error| panic!("morpheus {args:?}: stdout is not JSON ({error}): {stdout}"))
+        serde_json::from_str(&stdout).unwrap_or_else(|error| {
+            panic!("morpheus {args:?}: stdout is not JSON ({error}): {stdout}")
+        })
     }
 
     /// `morpheus start shell --input INPUT`: returns the new run's id.
@@ -474,7 +484,9 @@ impl WorkerProcess {
     /// If it is still running after `timeout`.
     pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         let name = self.name.clone();
-        wait_for(&format!("worker {name} to exit"), timeout, || self.try_exit())
+        wait_for(&format!("worker {name} to exit"), timeout, || {
+            self.try_exit()
+        })
     }
 
     /// Everything it wrote to stderr so far.

@@ -156,8 +156,10 @@ mod tests {
 
     #[test]
     fn accepts_the_documented_example() {
-        let example = input(json!({"steps":[{"name":"build","run":"make build","timeout_s":600,
-            "retry":{"max_attempts":3,"initial_delay_ms":500}}], "env":{}, "cwd":"/path"}));
+        let example = input(
+            json!({"steps":[{"name":"build","run":"make build","timeout_s":600,
+            "retry":{"max_attempts":3,"initial_delay_ms":500}}], "env":{}, "cwd":"/path"}),
+        );
         assert_eq!(Shell.validate(&example), Ok(()));
         assert_eq!(example.steps[0].retry.as_ref().unwrap().max_attempts, 3);
     }
@@ -166,8 +168,12 @@ mod tests {
     fn rejects_empty_duplicate_and_reserved_names() {
         let empty = input(json!({"steps": []}));
         assert!(Shell.validate(&empty).unwrap_err().contains("at least one"));
-        let duplicate = input(json!({"steps": [{"name":"a","run":"true"},{"name":"a","run":"true"}]}));
-        assert!(Shell.validate(&duplicate).unwrap_err().contains("used twice"));
+        let duplicate =
+            input(json!({"steps": [{"name":"a","run":"true"},{"name":"a","run":"true"}]}));
+        assert!(Shell
+            .validate(&duplicate)
+            .unwrap_err()
+            .contains("used twice"));
         let reserved = input(json!({"steps": [{"name":"$now","run":"true"}]}));
         assert!(Shell.validate(&reserved).unwrap_err().contains("reserved"));
     }
