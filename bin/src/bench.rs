@@ -203,6 +203,6 @@ async fn wait_for_count(world: &dyn World, status: RunStatus, expected: u64) -> 
         if Instant::now() > deadline {
             bail!("benchmark did not finish within an hour");
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

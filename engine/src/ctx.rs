@@ -312,7 +312,9 @@ impl Ctx {
 
     /// Waits for the event `key` (delivered by [`Ctx::send_event`], `morpheus` or
     /// [`World::send_event`]). Returns its payload, or `None` if `timeout` passed first.
-    /// The run parks while waiting.
+    /// The run parks while waiting. A run waits for one key at a time: if concurrent
+    /// branches wait for different keys without timeouts, the run parks on the first.
+    /// (Wait with timeouts, or in child runs, to wait for several at once.)
     pub async fn wait_for_event(
         &self,
         key: &str,

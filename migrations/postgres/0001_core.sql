@@ -43,7 +43,9 @@ CREATE INDEX workflow_runs_lease_owner ON workflow_runs (lease_owner)
 CREATE INDEX workflow_runs_waiting_event ON workflow_runs (wait_event_key)
     WHERE status = 'waiting';
 CREATE INDEX workflow_runs_created ON workflow_runs (created_at DESC, id DESC);
-CREATE INDEX workflow_runs_status_workflow ON workflow_runs (status, workflow, created_at DESC);
+-- Operators list failed runs often; a partial index keeps that cheap without steering
+-- the planner away from the ready/lease indexes for the hot queries.
+CREATE INDEX workflow_runs_failed ON workflow_runs (created_at DESC) WHERE status = 'failed';
 CREATE INDEX workflow_runs_parent ON workflow_runs (parent_run_id) WHERE parent_run_id IS NOT NULL;
 
 CREATE TABLE workflow_steps (
