@@ -38,6 +38,9 @@ pub enum Command {
     /// Deliver an event to runs waiting for it (`ctx.wait_for_event`).
     #[command(subcommand)]
     Events(EventsCommand),
+    /// Delete finished runs (with their steps and logs) older than a cutoff, in bounded
+    /// batches. Running and parked runs are never touched.
+    Prune(PruneArgs),
     /// Measure throughput and step latency on a fresh set of no-op runs.
     Bench(BenchArgs),
 }
@@ -158,6 +161,24 @@ pub struct LogsArgs {
     #[arg(long, short = 'f')]
     pub follow: bool,
     /// One JSON object per line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `morpheus prune`.
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Delete runs that finished (completed, failed, cancelled) longer ago than this
+    /// (e.g. 7d, 12h).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub completed_older_than: std::time::Duration,
+    /// Only report what would be deleted.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Runs deleted per transaction (smaller = shorter locks).
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub batch_size: u32,
+    /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
 }

@@ -15,7 +15,9 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-use crate::cli::{Cli, Command, EventsCommand, LogsArgs, RunsCommand, StartArgs, UpArgs};
+use crate::cli::{
+    Cli, Command, EventsCommand, LogsArgs, PruneArgs, RunsCommand, StartArgs, UpArgs,
+};
 use crate::output;
 
 /// Process logs go to stderr (filter with `MORPHEUS_LOG`, default `info`); events
@@ -121,6 +123,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 bail!("event '{key}' was already delivered; the first delivery stands")
             }
         }
+        Command::Prune(args) => prune(&url, args).await,
         Command::Bench(args) => crate::bench::run(&url, args).await,
     }
 }
@@ -327,4 +330,37 @@ async fn logs(url: &str, args: LogsArgs) -> Result<()> {
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
     }
+}
+
+async fn prune(url: &str, args: PruneArgs) -> Result<()> {
+    let cutoff = Utc::now() - chrono::Duration::from_std(args.completed_older_than)?;
+    let world = open(url).await?;
+    let report = world
+        .prune_finished(cutoff, args.batch_size, args.dry_run)
+        .await?;
+    if args.json {
+        println!(
+            "{}",
+            json!({"dry_run": args.dry_run, "cutoff": cutoff, "runs": report.runs,
+                   "steps": report.steps, "logs": report.logs, "batches": report.batches})
+        );
+    } else if args.dry_run {
+        println!(
+            "would delete {} runs finished before {} ({} steps, {} log lines)",
+            report.runs,
+            output::time(cutoff),
+            report.steps,
+            report.logs
+        );
+    } else {
+        println!(
+            "deleted {} runs finished before {} ({} steps, {} log lines) in {} batches",
+            report.runs,
+            output::time(cutoff),
+            report.steps,
+            report.logs,
+            report.batches
+        );
+    }
+    Ok(())
 }

@@ -541,3 +541,16 @@ pub enum WriteOutcome {
     /// A completion for this step already exists: it was kept, this one rejected.
     AlreadyCompleted,
 }
+
+/// What a retention pass removed (or, in a dry run, would remove).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PruneReport {
+    /// Finished runs deleted.
+    pub runs: u64,
+    /// Their journal entries.
+    pub steps: u64,
+    /// Their log lines.
+    pub logs: u64,
+    /// Transactions used (each bounded by the batch size).
+    pub batches: u64,
+}

@@ -16,8 +16,8 @@ use crate::batch::{child_finished_event_key, child_finished_payload, BatchPlan};
 use crate::error::{EngineError, EngineResult};
 use crate::ids::RunId;
 use crate::model::{
-    ClaimedRun, LogLevel, LogQuery, LogRecord, NewRun, RunFilter, RunRecord, RunStatus, StartedRun,
-    StepRecord, WriteOp, WriteOutcome,
+    ClaimedRun, LogLevel, LogQuery, LogRecord, NewRun, PruneReport, RunFilter, RunRecord,
+    RunStatus, StartedRun, StepRecord, WriteOp, WriteOutcome,
 };
 use crate::world::{Backend, ClaimRequest, World};
 
@@ -638,6 +638,73 @@ impl World for PostgresWorld {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(run_from_row).collect()
+    }
+
+    async fn prune_finished(
+        &self,
+        cutoff: DateTime<Utc>,
+        batch_size: u32,
+        dry_run: bool,
+    ) -> EngineResult<PruneReport> {
+        let mut report = PruneReport::default();
+        if dry_run {
+            let (runs, steps, logs): (i64, i64, i64) = sqlx::query_as(
+                "WITH doomed AS (SELECT id FROM workflow_runs
+                     WHERE status IN ('completed', 'failed', 'cancelled') AND completed_at < $1)
+                 SELECT (SELECT COUNT(*) FROM doomed),
+                        (SELECT COUNT(*) FROM workflow_steps WHERE run_id IN (SELECT id FROM doomed)),
+                        (SELECT COUNT(*) FROM workflow_logs WHERE run_id IN (SELECT id FROM doomed))",
+            )
+            .bind(cutoff)
+            .fetch_one(&self.pool)
+            .await?;
+            report.runs = runs as u64;
+            report.steps = steps as u64;
+            report.logs = logs as u64;
+            return Ok(report);
+        }
+        loop {
+            let mut tx = self.pool.begin().await?;
+            // SKIP LOCKED: a run some transaction is still touching waits for the next pass.
+            let ids: Vec<Uuid> = sqlx::query_scalar(
+                "SELECT id FROM workflow_runs
+                 WHERE status IN ('completed', 'failed', 'cancelled') AND completed_at < $1
+                 ORDER BY completed_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+            )
+            .bind(cutoff)
+            .bind(batch_size as i64)
+            .fetch_all(&mut *tx)
+            .await?;
+            if ids.is_empty() {
+                tx.commit().await?;
+                return Ok(report);
+            }
+            let event_keys: Vec<String> = ids
+                .iter()
+                .map(|id| child_finished_event_key(RunId(*id)))
+                .collect();
+            report.logs += sqlx::query("DELETE FROM workflow_logs WHERE run_id = ANY($1)")
+                .bind(&ids)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            report.steps += sqlx::query("DELETE FROM workflow_steps WHERE run_id = ANY($1)")
+                .bind(&ids)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            sqlx::query("DELETE FROM workflow_events WHERE key = ANY($1)")
+                .bind(&event_keys)
+                .execute(&mut *tx)
+                .await?;
+            report.runs += sqlx::query("DELETE FROM workflow_runs WHERE id = ANY($1)")
+                .bind(&ids)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            tx.commit().await?;
+            report.batches += 1;
+        }
     }
 
     async fn count_runs(&self, filter: &RunFilter) -> EngineResult<u64> {

@@ -19,8 +19,8 @@ use crate::batch::{child_finished_event_key, child_finished_payload, format_ts, 
 use crate::error::{EngineError, EngineResult};
 use crate::ids::RunId;
 use crate::model::{
-    ClaimedRun, LogLevel, LogQuery, LogRecord, NewRun, RunFilter, RunRecord, RunStatus, StartedRun,
-    StepRecord, WriteOp, WriteOutcome,
+    ClaimedRun, LogLevel, LogQuery, LogRecord, NewRun, PruneReport, RunFilter, RunRecord,
+    RunStatus, StartedRun, StepRecord, WriteOp, WriteOutcome,
 };
 use crate::world::{Backend, ClaimRequest, World};
 
@@ -701,6 +701,88 @@ impl World for SqliteWorld {
         .fetch_all(&self.readers)
         .await?;
         rows.iter().map(run_from_row).collect()
+    }
+
+    async fn prune_finished(
+        &self,
+        cutoff: DateTime<Utc>,
+        batch_size: u32,
+        dry_run: bool,
+    ) -> EngineResult<PruneReport> {
+        let cutoff = format_ts(cutoff);
+        let mut report = PruneReport::default();
+        if dry_run {
+            let (runs, steps, logs): (i64, i64, i64) = sqlx::query_as(
+                "WITH doomed AS (SELECT id FROM workflow_runs
+                     WHERE status IN ('completed', 'failed', 'cancelled') AND completed_at < ?1)
+                 SELECT (SELECT COUNT(*) FROM doomed),
+                        (SELECT COUNT(*) FROM workflow_steps WHERE run_id IN (SELECT id FROM doomed)),
+                        (SELECT COUNT(*) FROM workflow_logs WHERE run_id IN (SELECT id FROM doomed))",
+            )
+            .bind(&cutoff)
+            .fetch_one(&self.readers)
+            .await?;
+            report.runs = runs as u64;
+            report.steps = steps as u64;
+            report.logs = logs as u64;
+            return Ok(report);
+        }
+        loop {
+            // One short write transaction per batch; the writer lock is released between
+            // batches so checkpoints and claims keep flowing.
+            let mut writer = self.writer.lock().await;
+            let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+            let ids: Vec<String> = sqlx::query_scalar(
+                "SELECT id FROM workflow_runs
+                 WHERE status IN ('completed', 'failed', 'cancelled') AND completed_at < ?1
+                 ORDER BY completed_at LIMIT ?2",
+            )
+            .bind(&cutoff)
+            .bind(batch_size as i64)
+            .fetch_all(&mut *tx)
+            .await?;
+            if ids.is_empty() {
+                tx.commit().await?;
+                return Ok(report);
+            }
+            let ids_json = serde_json::to_string(&ids)?;
+            let event_keys: Vec<String> = ids
+                .iter()
+                .map(|id| parse_run_id(id).map(child_finished_event_key))
+                .collect::<EngineResult<_>>()?;
+            report.logs += sqlx::query(
+                "DELETE FROM workflow_logs WHERE run_id IN (SELECT value FROM json_each(?1))",
+            )
+            .bind(&ids_json)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            report.steps += sqlx::query(
+                "DELETE FROM workflow_steps WHERE run_id IN (SELECT value FROM json_each(?1))",
+            )
+            .bind(&ids_json)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            sqlx::query(
+                "DELETE FROM workflow_events WHERE key IN (SELECT value FROM json_each(?1))",
+            )
+            .bind(serde_json::to_string(&event_keys)?)
+            .execute(&mut *tx)
+            .await?;
+            report.runs += sqlx::query(
+                "DELETE FROM workflow_runs WHERE id IN (SELECT value FROM json_each(?1))
+                   AND status IN ('completed', 'failed', 'cancelled')",
+            )
+            .bind(&ids_json)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            tx.commit().await?;
+            report.batches += 1;
+            drop(writer);
+            tokio::task::yield_now().await;
+        }
     }
 
     async fn count_runs(&self, filter: &RunFilter) -> EngineResult<u64> {

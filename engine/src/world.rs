@@ -12,8 +12,8 @@ use serde_json::Value;
 use crate::error::EngineResult;
 use crate::ids::RunId;
 use crate::model::{
-    ClaimedRun, Fence, LogQuery, LogRecord, NewRun, Outcome, Park, RunFilter, RunRecord,
-    StartedRun, StepRecord, WriteOp, WriteOutcome,
+    ClaimedRun, Fence, LogQuery, LogRecord, NewRun, Outcome, Park, PruneReport, RunFilter,
+    RunRecord, StartedRun, StepRecord, WriteOp, WriteOutcome,
 };
 
 /// Which database a `World` talks to.
@@ -106,6 +106,17 @@ pub trait World: Send + Sync + 'static {
 
     /// How many runs match the filter (its limit is ignored).
     async fn count_runs(&self, filter: &RunFilter) -> EngineResult<u64>;
+
+    /// Deletes runs that finished (completed, failed or cancelled) before `cutoff`, with
+    /// their steps, logs and child-finished events, `batch_size` runs per transaction so
+    /// no lock is held for long. Running and parked runs are never touched. With
+    /// `dry_run`, only counts.
+    async fn prune_finished(
+        &self,
+        cutoff: DateTime<Utc>,
+        batch_size: u32,
+        dry_run: bool,
+    ) -> EngineResult<PruneReport>;
 
     /// Log lines matching the query, in emission order.
     async fn query_logs(&self, query: &LogQuery) -> EngineResult<Vec<LogRecord>>;

@@ -1321,7 +1321,93 @@ async fn schema_newer_than_binary_is_refused(url: String) {
     common::assert_schema_too_new(morpheus_engine::connect(&url).await);
 }
 
+
+async fn prune_deletes_only_old_finished_runs_in_batches(world: Arc<dyn World>) {
+    // Five finished runs with a step and a log line each, one parked, one running.
+    let mut finished = Vec::new();
+    for index in 0..5 {
+        let run_id = start(&world, json!({ "finished": index })).await;
+        let fence = claim_one(&world, "pruner-test").await;
+        assert_eq!(fence.run_id, run_id);
+        let outcomes = world
+            .apply(vec![
+                complete(fence, "a", 0, json!(index)),
+                WriteOp::Log {
+                    fence,
+                    log: NewLog {
+                        run_id,
+                        step_key: Some("a".into()),
+                        attempt: Some(1),
+                        level: LogLevel::Info,
+                        message: format!("line {index}"),
+                        fields: None,
+                        ts: Utc::now(),
+                    },
+                },
+                WriteOp::Finish {
+                    fence,
+                    outcome: Outcome::Completed(json!(index)),
+                },
+            ])
+            .await
+            .expect("apply");
+        assert!(outcomes.iter().all(|o| *o == WriteOutcome::Applied));
+        finished.push(run_id);
+    }
+    let parked = start(&world, json!({"parked": true})).await;
+    let parked_fence = claim_one(&world, "pruner-test").await;
+    assert_eq!(parked_fence.run_id, parked);
+    let outcome = apply_one(
+        &world,
+        WriteOp::Park {
+            fence: parked_fence,
+            park: Park::Sleep {
+                until: Utc::now() + chrono::Duration::hours(1),
+            },
+        },
+    )
+    .await;
+    assert_eq!(outcome, WriteOutcome::Applied);
+    let running = start(&world, json!({"running": true})).await;
+    let running_fence = claim_one(&world, "pruner-test").await;
+    assert_eq!(running_fence.run_id, running);
+
+    // A cutoff in the past removes nothing.
+    let past = Utc::now() - chrono::Duration::hours(1);
+    let report = world.prune_finished(past, 2, false).await.expect("prune");
+    assert_eq!(report.runs, 0);
+    assert_eq!(all_runs(&world).await.len(), 7);
+
+    // A dry run counts without deleting.
+    let future = Utc::now() + chrono::Duration::seconds(1);
+    let dry = world.prune_finished(future, 2, true).await.expect("dry run");
+    assert_eq!((dry.runs, dry.steps, dry.logs), (5, 5, 5));
+    assert_eq!(all_runs(&world).await.len(), 7);
+
+    // The real pass deletes the five finished runs, two per batch.
+    let report = world.prune_finished(future, 2, false).await.expect("prune");
+    assert_eq!((report.runs, report.steps, report.logs), (5, 5, 5));
+    assert_eq!(report.batches, 3);
+    let remaining: HashSet<RunId> = all_runs(&world).await.iter().map(|r| r.id).collect();
+    assert_eq!(remaining, HashSet::from([parked, running]));
+    for run_id in finished {
+        assert!(world.load_journal(run_id).await.unwrap().is_empty());
+        let logs = world
+            .query_logs(&LogQuery {
+                run_id: Some(run_id),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(logs.is_empty());
+    }
+    // The running run's holder can still write.
+    let outcome = apply_one(&world, complete(running_fence, "a", 0, json!(1))).await;
+    assert_eq!(outcome, WriteOutcome::Applied);
+}
+
 for_each_backend!(
+    prune_deletes_only_old_finished_runs_in_batches,
     start_run_is_idempotent_on_key,
     claim_takes_each_run_once_and_bumps_epoch,
     concurrent_claims_never_share_a_run,

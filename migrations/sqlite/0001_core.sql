@@ -46,6 +46,9 @@ CREATE INDEX workflow_runs_created ON workflow_runs (created_at DESC, id DESC);
 -- Operators list failed runs often; a partial index keeps that cheap without steering
 -- the planner away from the ready/lease indexes for the hot queries.
 CREATE INDEX workflow_runs_failed ON workflow_runs (created_at DESC) WHERE status = 'failed';
+-- Retention (`morpheus prune`) walks finished runs oldest first.
+CREATE INDEX workflow_runs_finished ON workflow_runs (completed_at)
+    WHERE status IN ('completed', 'failed', 'cancelled');
 CREATE INDEX workflow_runs_parent ON workflow_runs (parent_run_id) WHERE parent_run_id IS NOT NULL;
 
 CREATE TABLE workflow_steps (
