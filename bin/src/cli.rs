@@ -35,6 +35,9 @@ pub enum Command {
     Runs(RunsCommand),
     /// Show a run's logs.
     Logs(LogsArgs),
+    /// Configure and inspect queues.
+    #[command(subcommand)]
+    Queues(QueuesCommand),
     /// Deliver an event to runs waiting for it (`ctx.wait_for_event`).
     #[command(subcommand)]
     Events(EventsCommand),
@@ -67,6 +70,9 @@ pub struct UpArgs {
     /// Worker id stored as the lease owner (default: host:pid:random).
     #[arg(long)]
     pub worker_id: Option<String>,
+    /// Only run this queue (repeat for several; default: every queue).
+    #[arg(long = "queue")]
+    pub queues: Vec<String>,
 }
 
 /// `morpheus start`.
@@ -80,6 +86,12 @@ pub struct StartArgs {
     /// Starting twice with the same key returns the first run and creates nothing.
     #[arg(long)]
     pub idempotency_key: Option<String>,
+    /// Queue (workers can be limited to queues; queues can have a concurrency limit).
+    #[arg(long, default_value = "default")]
+    pub queue: String,
+    /// Higher priorities are claimed first.
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
+    pub priority: i32,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -163,6 +175,29 @@ pub struct LogsArgs {
     /// One JSON object per line.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `morpheus queues …`.
+#[derive(Debug, Subcommand)]
+pub enum QueuesCommand {
+    /// Set a queue's concurrency limit: at most N of its runs run at once across all
+    /// workers (enforced in the database).
+    Set {
+        /// Queue name.
+        name: String,
+        /// Most runs running at once.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..), conflicts_with = "unlimited", required_unless_present = "unlimited")]
+        concurrency: Option<u32>,
+        /// Remove the limit.
+        #[arg(long)]
+        unlimited: bool,
+    },
+    /// Queues with their limits and load.
+    List {
+        /// One JSON document.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `morpheus prune`.

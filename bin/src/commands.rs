@@ -16,7 +16,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::cli::{
-    Cli, Command, EventsCommand, LogsArgs, PruneArgs, RunsCommand, StartArgs, UpArgs,
+    Cli, Command, EventsCommand, LogsArgs, PruneArgs, QueuesCommand, RunsCommand, StartArgs, UpArgs,
 };
 use crate::output;
 
@@ -124,6 +124,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Prune(args) => prune(&url, args).await,
+        Command::Queues(command) => queues(&url, command).await,
         Command::Bench(args) => crate::bench::run(&url, args).await,
     }
 }
@@ -148,6 +149,9 @@ async fn up(url: &str, args: UpArgs) -> Result<()> {
     }
     if let Some(id) = args.worker_id {
         config.worker_id = id;
+    }
+    if !args.queues.is_empty() {
+        config.queues = Some(args.queues);
     }
     tracing::info!(
         database = %redact(url),
@@ -181,12 +185,16 @@ async fn start(url: &str, args: StartArgs) -> Result<()> {
         );
     }
     // Validate before opening the database, so bad input writes nothing at all.
-    workflows.prepare(&args.workflow, input.clone(), args.idempotency_key.clone())?;
+    if args.queue.trim().is_empty() {
+        bail!("--queue must not be empty");
+    }
+    let new_run = workflows
+        .prepare(&args.workflow, input, args.idempotency_key)?
+        .queue(args.queue)
+        .priority(args.priority);
     let world = open(url).await?;
     let engine = Engine::new(world, workflows, executors);
-    let started = engine
-        .start(&args.workflow, input, args.idempotency_key)
-        .await?;
+    let started = engine.start_prepared(new_run).await?;
     if args.json {
         println!(
             "{}",
@@ -361,6 +369,47 @@ async fn prune(url: &str, args: PruneArgs) -> Result<()> {
             report.logs,
             report.batches
         );
+    }
+    Ok(())
+}
+
+async fn queues(url: &str, command: QueuesCommand) -> Result<()> {
+    match command {
+        QueuesCommand::Set {
+            name,
+            concurrency,
+            unlimited: _,
+        } => {
+            if name.trim().is_empty() {
+                bail!("queue name must not be empty");
+            }
+            open(url).await?.set_queue_limit(&name, concurrency).await?;
+            match concurrency {
+                Some(limit) => println!("queue '{name}': at most {limit} running"),
+                None => println!("queue '{name}': unlimited"),
+            }
+        }
+        QueuesCommand::List { json } => {
+            let queues = open(url).await?.list_queues().await?;
+            if json {
+                println!("{}", serde_json::to_string(&queues)?);
+            } else {
+                println!(
+                    "{:<24}  {:>7}  {:>7}  {:>7}",
+                    "QUEUE", "LIMIT", "RUNNING", "QUEUED"
+                );
+                for queue in queues {
+                    let limit = queue
+                        .concurrency_limit
+                        .map(|l| l.to_string())
+                        .unwrap_or_else(|| "-".into());
+                    println!(
+                        "{:<24}  {:>7}  {:>7}  {:>7}",
+                        queue.name, limit, queue.running, queue.queued
+                    );
+                }
+            }
+        }
     }
     Ok(())
 }

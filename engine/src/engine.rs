@@ -106,6 +106,11 @@ impl Engine {
         idempotency_key: Option<String>,
     ) -> EngineResult<StartedRun> {
         let new_run = self.prepare(workflow, input, idempotency_key)?;
+        self.start_prepared(new_run).await
+    }
+
+    /// Starts a prepared run (see [`Engine::prepare`]; set queue or priority on it first).
+    pub async fn start_prepared(&self, new_run: NewRun) -> EngineResult<StartedRun> {
         let started = self.inner.world.start_run(new_run).await?;
         self.inner.wake.notify_one();
         Ok(started)

@@ -125,6 +125,18 @@ impl NewRun {
         }
     }
 
+    /// Sets the queue.
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.queue = queue.into();
+        self
+    }
+
+    /// Sets the priority (higher runs first).
+    pub fn priority(mut self, priority: i32) -> Self {
+        self.priority = priority;
+        self
+    }
+
     /// Sets the idempotency key.
     pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
         self.idempotency_key = Some(key.into());
@@ -553,4 +565,17 @@ pub struct PruneReport {
     pub logs: u64,
     /// Transactions used (each bounded by the batch size).
     pub batches: u64,
+}
+
+/// A queue and its load.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueInfo {
+    /// Queue name.
+    pub name: String,
+    /// Most runs `running` at once across all workers (`None`: unlimited).
+    pub concurrency_limit: Option<u32>,
+    /// Runs running now.
+    pub running: u64,
+    /// Runs waiting to run or parked (pending, sleeping, retrying, waiting).
+    pub queued: u64,
 }

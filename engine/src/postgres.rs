@@ -16,8 +16,8 @@ use crate::batch::{child_finished_event_key, child_finished_payload, BatchPlan};
 use crate::error::{EngineError, EngineResult};
 use crate::ids::RunId;
 use crate::model::{
-    ClaimedRun, LogLevel, LogQuery, LogRecord, NewRun, PruneReport, RunFilter, RunRecord,
-    RunStatus, StartedRun, StepRecord, WriteOp, WriteOutcome,
+    ClaimedRun, LogLevel, LogQuery, LogRecord, NewRun, PruneReport, QueueInfo, RunFilter,
+    RunRecord, RunStatus, StartedRun, StepRecord, WriteOp, WriteOutcome,
 };
 use crate::world::{Backend, ClaimRequest, World};
 
@@ -271,20 +271,34 @@ impl World for PostgresWorld {
     }
 
     async fn claim_runs(&self, request: &ClaimRequest) -> EngineResult<Vec<ClaimedRun>> {
-        // One statement: stranded runs (expired leases) first, then ready runs by
-        // priority and due time, each locked with SKIP LOCKED so concurrent claimers
-        // never wait on each other or take the same run.
-        let rows = sqlx::query(
+        let keys = workflow_keys(&request.workflows);
+        let mut tx = self.pool.begin().await?;
+        let limited: Vec<(String, i32)> = sqlx::query_as(
+            "SELECT name, concurrency_limit FROM workflow_queues
+             WHERE concurrency_limit IS NOT NULL AND ($1::text[] IS NULL OR name = ANY($1))
+             ORDER BY name",
+        )
+        .bind(&request.queues)
+        .fetch_all(&mut *tx)
+        .await?;
+        let limited_names: Vec<String> = limited.iter().map(|(name, _)| name.clone()).collect();
+        // One statement for the common case: stranded runs (expired leases) first, then
+        // ready runs of unlimited queues by priority and due time, each locked with SKIP
+        // LOCKED so concurrent claimers never wait on each other or take the same run.
+        let mut rows = sqlx::query(
             "WITH expired AS (
                  SELECT id FROM workflow_runs
                  WHERE status = 'running' AND lease_expires_at < now()
                    AND workflow || '@' || workflow_version = ANY($3)
+                   AND ($5::text[] IS NULL OR queue = ANY($5))
                  ORDER BY lease_expires_at LIMIT $2
                  FOR UPDATE SKIP LOCKED
              ), ready AS (
                  SELECT id FROM workflow_runs
                  WHERE status IN ('pending', 'sleeping', 'retrying', 'waiting') AND wake_at <= now()
                    AND workflow || '@' || workflow_version = ANY($3)
+                   AND ($5::text[] IS NULL OR queue = ANY($5))
+                   AND NOT (queue = ANY($6))
                  ORDER BY priority DESC, wake_at, id LIMIT $2
                  FOR UPDATE SKIP LOCKED
              ), chosen AS (
@@ -299,10 +313,68 @@ impl World for PostgresWorld {
         )
         .bind(&request.owner)
         .bind(request.limit as i64)
-        .bind(workflow_keys(&request.workflows))
+        .bind(&keys)
         .bind(request.lease_ttl.as_secs_f64())
-        .fetch_all(&self.pool)
+        .bind(&request.queues)
+        .bind(&limited_names)
+        .fetch_all(&mut *tx)
         .await?;
+        let mut remaining = request.limit as i64 - rows.len() as i64;
+        if !limited.is_empty() && remaining > 0 {
+            // Limited queues: lock their rows (in name order) so claimers count and claim
+            // one at a time; each count then sees every claim committed before it.
+            sqlx::query(
+                "SELECT name FROM workflow_queues WHERE name = ANY($1) ORDER BY name FOR UPDATE",
+            )
+            .bind(&limited_names)
+            .execute(&mut *tx)
+            .await?;
+            let running: HashMap<String, i64> = sqlx::query_as(
+                "SELECT queue, COUNT(*) FROM workflow_runs
+                 WHERE status = 'running' AND queue = ANY($1) GROUP BY queue",
+            )
+            .bind(&limited_names)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .collect();
+            for (queue, limit) in &limited {
+                let take =
+                    (*limit as i64 - running.get(queue).copied().unwrap_or(0)).min(remaining);
+                if take <= 0 {
+                    continue;
+                }
+                let claimed = sqlx::query(
+                    "WITH ready AS (
+                         SELECT id FROM workflow_runs
+                         WHERE status IN ('pending', 'sleeping', 'retrying', 'waiting')
+                           AND wake_at <= now() AND queue = $5
+                           AND workflow || '@' || workflow_version = ANY($3)
+                         ORDER BY priority DESC, wake_at, id LIMIT $2
+                         FOR UPDATE SKIP LOCKED
+                     )
+                     UPDATE workflow_runs r
+                     SET status = 'running', lease_owner = $1, lease_epoch = r.lease_epoch + 1,
+                         lease_expires_at = now() + make_interval(secs => $4),
+                         wait_event_key = NULL, updated_at = now()
+                     FROM ready WHERE r.id = ready.id
+                     RETURNING r.*",
+                )
+                .bind(&request.owner)
+                .bind(take)
+                .bind(&keys)
+                .bind(request.lease_ttl.as_secs_f64())
+                .bind(queue)
+                .fetch_all(&mut *tx)
+                .await?;
+                remaining -= claimed.len() as i64;
+                rows.extend(claimed);
+                if remaining <= 0 {
+                    break;
+                }
+            }
+        }
+        tx.commit().await?;
         rows.iter()
             .map(|row| run_from_row(row).map(|run| ClaimedRun { run }))
             .collect()
@@ -705,6 +777,49 @@ impl World for PostgresWorld {
             tx.commit().await?;
             report.batches += 1;
         }
+    }
+
+    async fn set_queue_limit(&self, queue: &str, limit: Option<u32>) -> EngineResult<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO workflow_queues (name, concurrency_limit) VALUES ($1, $2)
+             ON CONFLICT (name) DO UPDATE SET concurrency_limit = excluded.concurrency_limit,
+                 updated_at = now()",
+        )
+        .bind(queue)
+        .bind(limit.map(|l| l as i32))
+        .execute(&mut *tx)
+        .await?;
+        // A raised or removed limit may let waiting runs start.
+        notify(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_queues(&self) -> EngineResult<Vec<QueueInfo>> {
+        let rows: Vec<(String, Option<i32>, i64, i64)> = sqlx::query_as(
+            "WITH names AS (
+                 SELECT name FROM workflow_queues
+                 UNION SELECT DISTINCT queue FROM workflow_runs
+                 WHERE status NOT IN ('completed', 'failed', 'cancelled'))
+             SELECT names.name, q.concurrency_limit,
+                    (SELECT COUNT(*) FROM workflow_runs r WHERE r.queue = names.name AND r.status = 'running'),
+                    (SELECT COUNT(*) FROM workflow_runs r WHERE r.queue = names.name
+                        AND r.status IN ('pending', 'sleeping', 'retrying', 'waiting'))
+             FROM names LEFT JOIN workflow_queues q ON q.name = names.name
+             ORDER BY names.name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(name, limit, running, queued)| QueueInfo {
+                name,
+                concurrency_limit: limit.map(|l| l as u32),
+                running: running as u64,
+                queued: queued as u64,
+            })
+            .collect())
     }
 
     async fn count_runs(&self, filter: &RunFilter) -> EngineResult<u64> {

@@ -19,8 +19,8 @@ use crate::batch::{child_finished_event_key, child_finished_payload, format_ts, 
 use crate::error::{EngineError, EngineResult};
 use crate::ids::RunId;
 use crate::model::{
-    ClaimedRun, LogLevel, LogQuery, LogRecord, NewRun, PruneReport, RunFilter, RunRecord,
-    RunStatus, StartedRun, StepRecord, WriteOp, WriteOutcome,
+    ClaimedRun, LogLevel, LogQuery, LogRecord, NewRun, PruneReport, QueueInfo, RunFilter,
+    RunRecord, RunStatus, StartedRun, StepRecord, WriteOp, WriteOutcome,
 };
 use crate::world::{Backend, ClaimRequest, World};
 
@@ -296,33 +296,89 @@ impl World for SqliteWorld {
         let now_text = format_ts(now);
         let expires = format_ts(now + request.lease_ttl);
         let keys = workflow_keys(&request.workflows);
+        let queues = request
+            .queues
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()?;
         let mut writer = self.writer.lock().await;
         let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
-        // Stranded runs (expired leases) first: they have waited longest.
+        let limited: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT name, concurrency_limit FROM workflow_queues
+             WHERE concurrency_limit IS NOT NULL
+               AND (?1 IS NULL OR name IN (SELECT value FROM json_each(?1)))
+             ORDER BY name",
+        )
+        .bind(&queues)
+        .fetch_all(&mut *tx)
+        .await?;
+        let limited_names =
+            serde_json::to_string(&limited.iter().map(|(name, _)| name).collect::<Vec<_>>())?;
+        // Stranded runs (expired leases) first: they have waited longest, and taking one
+        // over does not change how many of its queue are running.
         let mut ids: Vec<String> = sqlx::query_scalar(
             "SELECT id FROM workflow_runs
              WHERE status = 'running' AND lease_expires_at < ?1
                AND workflow || '@' || workflow_version IN (SELECT value FROM json_each(?2))
+               AND (?4 IS NULL OR queue IN (SELECT value FROM json_each(?4)))
              ORDER BY lease_expires_at LIMIT ?3",
         )
         .bind(&now_text)
         .bind(&keys)
         .bind(request.limit as i64)
+        .bind(&queues)
         .fetch_all(&mut *tx)
         .await?;
-        let remaining = request.limit as i64 - ids.len() as i64;
+        let mut remaining = request.limit as i64 - ids.len() as i64;
         if remaining > 0 {
             let ready: Vec<String> = sqlx::query_scalar(
                 "SELECT id FROM workflow_runs
                  WHERE status IN ('pending', 'sleeping', 'retrying', 'waiting') AND wake_at <= ?1
                    AND workflow || '@' || workflow_version IN (SELECT value FROM json_each(?2))
+                   AND (?4 IS NULL OR queue IN (SELECT value FROM json_each(?4)))
+                   AND queue NOT IN (SELECT value FROM json_each(?5))
                  ORDER BY priority DESC, wake_at, id LIMIT ?3",
             )
             .bind(&now_text)
             .bind(&keys)
             .bind(remaining)
+            .bind(&queues)
+            .bind(&limited_names)
             .fetch_all(&mut *tx)
             .await?;
+            remaining -= ready.len() as i64;
+            ids.extend(ready);
+        }
+        // Limited queues: this transaction is the only writer, so counting and claiming
+        // here cannot overshoot a limit.
+        for (queue, limit) in &limited {
+            if remaining <= 0 {
+                break;
+            }
+            let running: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM workflow_runs WHERE status = 'running' AND queue = ?1",
+            )
+            .bind(queue)
+            .fetch_one(&mut *tx)
+            .await?;
+            let take = (limit - running).min(remaining);
+            if take <= 0 {
+                continue;
+            }
+            let ready: Vec<String> = sqlx::query_scalar(
+                "SELECT id FROM workflow_runs
+                 WHERE status IN ('pending', 'sleeping', 'retrying', 'waiting') AND wake_at <= ?1
+                   AND workflow || '@' || workflow_version IN (SELECT value FROM json_each(?2))
+                   AND queue = ?4
+                 ORDER BY priority DESC, wake_at, id LIMIT ?3",
+            )
+            .bind(&now_text)
+            .bind(&keys)
+            .bind(take)
+            .bind(queue)
+            .fetch_all(&mut *tx)
+            .await?;
+            remaining -= ready.len() as i64;
             ids.extend(ready);
         }
         if ids.is_empty() {
@@ -783,6 +839,47 @@ impl World for SqliteWorld {
             drop(writer);
             tokio::task::yield_now().await;
         }
+    }
+
+    async fn set_queue_limit(&self, queue: &str, limit: Option<u32>) -> EngineResult<()> {
+        let mut writer = self.writer.lock().await;
+        sqlx::query(
+            "INSERT INTO workflow_queues (name, concurrency_limit, updated_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (name) DO UPDATE SET concurrency_limit = excluded.concurrency_limit,
+                 updated_at = excluded.updated_at",
+        )
+        .bind(queue)
+        .bind(limit.map(i64::from))
+        .bind(format_ts(Utc::now()))
+        .execute(&mut *writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn list_queues(&self) -> EngineResult<Vec<QueueInfo>> {
+        let rows: Vec<(String, Option<i64>, i64, i64)> = sqlx::query_as(
+            "WITH names AS (
+                 SELECT name FROM workflow_queues
+                 UNION SELECT DISTINCT queue FROM workflow_runs
+                 WHERE status NOT IN ('completed', 'failed', 'cancelled'))
+             SELECT names.name, q.concurrency_limit,
+                    (SELECT COUNT(*) FROM workflow_runs r WHERE r.queue = names.name AND r.status = 'running'),
+                    (SELECT COUNT(*) FROM workflow_runs r WHERE r.queue = names.name
+                        AND r.status IN ('pending', 'sleeping', 'retrying', 'waiting'))
+             FROM names LEFT JOIN workflow_queues q ON q.name = names.name
+             ORDER BY names.name",
+        )
+        .fetch_all(&self.readers)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(name, limit, running, queued)| QueueInfo {
+                name,
+                concurrency_limit: limit.map(|l| l as u32),
+                running: running as u64,
+                queued: queued as u64,
+            })
+            .collect())
     }
 
     async fn count_runs(&self, filter: &RunFilter) -> EngineResult<u64> {

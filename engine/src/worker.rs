@@ -38,6 +38,8 @@ pub struct WorkerConfig {
     pub poll_interval: Duration,
     /// How long in-flight runs may take to finish after shutdown is requested.
     pub shutdown_grace: Duration,
+    /// Only claim runs of these queues (`None`: every queue).
+    pub queues: Option<Vec<String>>,
 }
 
 impl WorkerConfig {
@@ -59,6 +61,7 @@ impl WorkerConfig {
                 Backend::Postgres => Duration::from_secs(10),
             },
             shutdown_grace: Duration::from_secs(30),
+            queues: None,
         }
     }
 }
@@ -115,6 +118,7 @@ impl Worker {
                     limit: available.min(256) as u32,
                     lease_ttl: config.lease_ttl,
                     workflows: workflows.clone(),
+                    queues: config.queues.clone(),
                 };
                 match world.claim_runs(&request).await {
                     Ok(claimed) => {

@@ -12,8 +12,8 @@ use serde_json::Value;
 use crate::error::EngineResult;
 use crate::ids::RunId;
 use crate::model::{
-    ClaimedRun, Fence, LogQuery, LogRecord, NewRun, Outcome, Park, PruneReport, RunFilter,
-    RunRecord, StartedRun, StepRecord, WriteOp, WriteOutcome,
+    ClaimedRun, Fence, LogQuery, LogRecord, NewRun, Outcome, Park, PruneReport, QueueInfo,
+    RunFilter, RunRecord, StartedRun, StepRecord, WriteOp, WriteOutcome,
 };
 
 /// Which database a `World` talks to.
@@ -46,6 +46,8 @@ pub struct ClaimRequest {
     pub lease_ttl: Duration,
     /// `(workflow, version)` pairs this worker can replay; other runs are left alone.
     pub workflows: Vec<(String, u32)>,
+    /// Only runs in these queues (`None`: every queue).
+    pub queues: Option<Vec<String>>,
 }
 
 /// The storage port. All methods are safe to call concurrently; writes for a run held
@@ -117,6 +119,13 @@ pub trait World: Send + Sync + 'static {
         batch_size: u32,
         dry_run: bool,
     ) -> EngineResult<PruneReport>;
+
+    /// Sets (or with `None` removes) a queue's concurrency limit: at most that many of
+    /// its runs are `running` at once across all workers.
+    async fn set_queue_limit(&self, queue: &str, limit: Option<u32>) -> EngineResult<()>;
+
+    /// Queues that have runs or a configured limit, with their current load.
+    async fn list_queues(&self) -> EngineResult<Vec<QueueInfo>>;
 
     /// Log lines matching the query, in emission order.
     async fn query_logs(&self, query: &LogQuery) -> EngineResult<Vec<LogRecord>>;

@@ -30,6 +30,7 @@ fn request(owner: &str, limit: u32, ttl: Duration) -> ClaimRequest {
         limit,
         lease_ttl: ttl,
         workflows: registered(),
+        queues: None,
     }
 }
 
@@ -1321,7 +1322,6 @@ async fn schema_newer_than_binary_is_refused(url: String) {
     common::assert_schema_too_new(morpheus_engine::connect(&url).await);
 }
 
-
 async fn prune_deletes_only_old_finished_runs_in_batches(world: Arc<dyn World>) {
     // Five finished runs with a step and a log line each, one parked, one running.
     let mut finished = Vec::new();
@@ -1380,7 +1380,10 @@ async fn prune_deletes_only_old_finished_runs_in_batches(world: Arc<dyn World>) 
 
     // A dry run counts without deleting.
     let future = Utc::now() + chrono::Duration::seconds(1);
-    let dry = world.prune_finished(future, 2, true).await.expect("dry run");
+    let dry = world
+        .prune_finished(future, 2, true)
+        .await
+        .expect("dry run");
     assert_eq!((dry.runs, dry.steps, dry.logs), (5, 5, 5));
     assert_eq!(all_runs(&world).await.len(), 7);
 
@@ -1406,7 +1409,121 @@ async fn prune_deletes_only_old_finished_runs_in_batches(world: Arc<dyn World>) 
     assert_eq!(outcome, WriteOutcome::Applied);
 }
 
+async fn claim_orders_by_priority_then_due_time(world: Arc<dyn World>) {
+    let low = world
+        .start_run(NewRun::new(WF, json!("low")))
+        .await
+        .unwrap()
+        .run_id;
+    let high = world
+        .start_run(NewRun::new(WF, json!("high")).priority(10))
+        .await
+        .unwrap()
+        .run_id;
+    let middle = world
+        .start_run(NewRun::new(WF, json!("middle")).priority(5))
+        .await
+        .unwrap()
+        .run_id;
+    let order: Vec<RunId> = {
+        let mut order = Vec::new();
+        for _ in 0..3 {
+            let claimed = claim(&world, "prio", 1).await;
+            assert_eq!(claimed.len(), 1);
+            order.push(claimed[0].run.id);
+        }
+        order
+    };
+    assert_eq!(order, vec![high, middle, low]);
+}
+
+async fn claim_only_from_requested_queues(world: Arc<dyn World>) {
+    let billing = world
+        .start_run(NewRun::new(WF, json!(1)).queue("billing"))
+        .await
+        .unwrap()
+        .run_id;
+    let default = start(&world, json!(2)).await;
+    let only_billing = ClaimRequest {
+        queues: Some(vec!["billing".into()]),
+        ..request("q", 10, Duration::from_secs(30))
+    };
+    let claimed = world.claim_runs(&only_billing).await.unwrap();
+    assert_eq!(
+        claimed.iter().map(|c| c.run.id).collect::<Vec<_>>(),
+        vec![billing]
+    );
+    assert_eq!(claimed[0].run.queue, "billing");
+    let rest = claim(&world, "any", 10).await;
+    assert_eq!(
+        rest.iter().map(|c| c.run.id).collect::<Vec<_>>(),
+        vec![default]
+    );
+}
+
+async fn queue_concurrency_limit_holds_across_concurrent_claimers(world: Arc<dyn World>) {
+    world.set_queue_limit("deploys", Some(3)).await.unwrap();
+    for index in 0..20 {
+        world
+            .start_run(NewRun::new(WF, json!(index)).queue("deploys"))
+            .await
+            .unwrap();
+    }
+    for index in 0..5 {
+        start(&world, json!({ "unlimited": index })).await;
+    }
+    // Eight claimers at once, each asking for plenty.
+    let claims = (0..8).map(|worker| {
+        let world = world.clone();
+        async move { claim(&world, &format!("w{worker}"), 10).await }
+    });
+    let claimed: Vec<ClaimedRun> = futures::future::join_all(claims)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    let deploys: Vec<&ClaimedRun> = claimed
+        .iter()
+        .filter(|c| c.run.queue == "deploys")
+        .collect();
+    assert_eq!(deploys.len(), 3, "limit 3 must hold across claimers");
+    assert_eq!(
+        claimed.len() - deploys.len(),
+        5,
+        "unlimited queue is not held back"
+    );
+    let queues = world.list_queues().await.unwrap();
+    let info = queues.iter().find(|q| q.name == "deploys").unwrap();
+    assert_eq!(
+        (info.concurrency_limit, info.running, info.queued),
+        (Some(3), 3, 17)
+    );
+
+    // Finishing one frees exactly one slot.
+    let fence = fence_of(deploys[0]);
+    let outcome = apply_one(
+        &world,
+        WriteOp::Finish {
+            fence,
+            outcome: Outcome::Completed(json!(null)),
+        },
+    )
+    .await;
+    assert_eq!(outcome, WriteOutcome::Applied);
+    let next = claim(&world, "after", 10).await;
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].run.queue, "deploys");
+
+    // Removing the limit lets the rest go.
+    world.set_queue_limit("deploys", None).await.unwrap();
+    let rest = claim(&world, "unlimited", 100).await;
+    assert_eq!(rest.len(), 16);
+}
+
 for_each_backend!(
+    claim_orders_by_priority_then_due_time,
+    claim_only_from_requested_queues,
+    queue_concurrency_limit_holds_across_concurrent_claimers,
     prune_deletes_only_old_finished_runs_in_batches,
     start_run_is_idempotent_on_key,
     claim_takes_each_run_once_and_bumps_epoch,

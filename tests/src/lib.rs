@@ -397,6 +397,98 @@ impl TestEnv {
         )
     }
 
+    /// Whether some other connection holds a transaction open in this database right
+    /// now: on Postgres, a session of this database that is `idle in transaction`; on
+    /// SQLite, the write lock being taken (a `BEGIN IMMEDIATE` probe times out).
+    ///
+    /// A worker frozen (SIGSTOP) while this is true keeps the lock until it is thawed.
+    pub fn transaction_open(&self) -> bool {
+        let url = self.url.clone();
+        match self.backend {
+            Backend::Postgres => block_on(async move {
+                let mut conn = sqlx::PgConnection::connect(&url).await?;
+                let open: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM pg_stat_activity
+                     WHERE datname = current_database() AND pid <> pg_backend_pid()
+                       AND state LIKE 'idle in transaction%'",
+                )
+                .fetch_one(&mut conn)
+                .await?;
+                conn.close().await?;
+                Ok::<_, sqlx::Error>(open > 0)
+            })
+            .expect("query pg_stat_activity"),
+            Backend::Sqlite => block_on(async move {
+                use std::str::FromStr as _;
+                let options = sqlx::sqlite::SqliteConnectOptions::from_str(&url)?
+                    .busy_timeout(Duration::from_millis(200));
+                let mut conn = sqlx::SqliteConnection::connect_with(&options).await?;
+                let locked = match sqlx::query("BEGIN IMMEDIATE").execute(&mut conn).await {
+                    Ok(_) => {
+                        sqlx::query("ROLLBACK").execute(&mut conn).await?;
+                        false
+                    }
+                    Err(sqlx::Error::Database(error))
+                        if error.message().contains("locked")
+                            || error.message().contains("busy") =>
+                    {
+                        true
+                    }
+                    Err(error) => return Err(error),
+                };
+                conn.close().await?;
+                Ok::<_, sqlx::Error>(locked)
+            })
+            .expect("probe the SQLite write lock"),
+        }
+    }
+
+    /// SIGSTOPs `worker` at a moment it holds no open database transaction (retrying
+    /// SIGCONT/SIGSTOP until [`TestEnv::transaction_open`] says so), so that other
+    /// workers are only kept out by its lease, not by a lock it froze with.
+    ///
+    /// # Panics
+    /// If no such moment is found in 50 tries.
+    pub fn freeze_outside_transaction(&self, worker: &WorkerProcess) {
+        for attempt in 0..50 {
+            worker.stop();
+            // Let a statement already sent finish on the server.
+            std::thread::sleep(Duration::from_millis(100));
+            if !self.transaction_open() {
+                if attempt > 0 {
+                    eprintln!(
+                        "froze worker {} outside a transaction after {} retries",
+                        worker.name(),
+                        attempt
+                    );
+                }
+                return;
+            }
+            worker.cont();
+            std::thread::sleep(Duration::from_millis(20 + 7 * attempt));
+        }
+        panic!(
+            "worker {} was inside a transaction at every SIGSTOP",
+            worker.name()
+        );
+    }
+
+    /// SIGSTOPs `worker` at a moment it holds an open database transaction (retrying
+    /// SIGCONT/SIGSTOP up to `tries` times). Returns whether it succeeded (the worker
+    /// is left running if not).
+    pub fn freeze_inside_transaction(&self, worker: &WorkerProcess, tries: u32) -> bool {
+        for attempt in 0..tries {
+            worker.stop();
+            std::thread::sleep(Duration::from_millis(100));
+            if self.transaction_open() {
+                return true;
+            }
+            worker.cont();
+            std::thread::sleep(Duration::from_millis(u64::from(attempt % 7) * 3));
+        }
+        false
+    }
+
     /// Starts `morpheus up <args>` with stderr captured to `<dir>/<name>.stderr`.
     pub fn spawn_worker(&self, name: &str, args: &[&str]) -> WorkerProcess {
         let stderr_path = self.path(&format!("{name}.stderr"));

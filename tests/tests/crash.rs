@@ -222,7 +222,9 @@ fn stale_worker_late_write(backend: Backend, thaw: Thaw) {
     let a = fast_worker(&env, "A");
     let a_pid = a.pid();
     assert_eq!(env.wait_for_start(&run, "s1", LONG), a_pid);
-    a.stop();
+    // Frozen holding no lock: only its lease keeps B out (see
+    // `frozen_worker_inside_a_transaction_blocks_takeover_postgres` for the other case).
+    env.freeze_outside_transaction(&a);
     let stopped = Instant::now();
 
     let b = fast_worker(&env, "B");
@@ -887,5 +889,47 @@ fn unreachable_postgres_error_names_the_cause() {
         out.stderr.to_lowercase().contains("refused"),
         "the error hides the cause (connection refused) after {took:?}: {}",
         out.stderr
+    );
+}
+
+/// A worker frozen (SIGSTOP, VM pause, long stall) *inside* a database transaction keeps
+/// its row locks: `PostgresWorld::apply` (engine/src/postgres.rs) takes
+/// `SELECT … FOR UPDATE` on the run before writing each batch (a log line is enough), and
+/// claims use `FOR UPDATE SKIP LOCKED`, so no other worker can ever claim the run while
+/// the frozen one lives; the lease expiring does not help. The server could end such
+/// sessions (e.g. `idle_in_transaction_session_timeout` below the lease TTL on the
+/// engine's connections); today nothing does.
+#[test]
+fn frozen_worker_inside_a_transaction_blocks_takeover_postgres() {
+    let env = TestEnv::postgres();
+    let ledger = env.ledger_path();
+    // Output every 10 ms: a steady stream of fenced log batches, i.e. transactions.
+    let chatty = "i=0; while [ $i -lt 2000 ]; do echo tick $i; i=$((i+1)); sleep 0.01; done";
+    let run = env.start_shell(&json!({"steps": [ledger_step(&ledger, "s1", chatty)]}));
+    let a = fast_worker(&env, "A");
+    env.wait_for_start(&run, "s1", LONG);
+    assert!(
+        env.freeze_inside_transaction(&a, 200),
+        "could not catch worker A inside a transaction (inconclusive)"
+    );
+    let frozen = Instant::now();
+    let b = fast_worker(&env, "B");
+    let b_pid = b.pid();
+    let taken_over = (|| {
+        while frozen.elapsed() < Duration::from_secs(8) {
+            if env.ledger().starts(&run, "s1").contains(&b_pid) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    })();
+    let shown = env.show(&run);
+    a.cont();
+    assert!(
+        taken_over,
+        "8 s after worker A froze inside a transaction (lease TTL 2 s), worker B still had \
+         not taken the run over: A's row lock outlives its lease. Run: {}",
+        shown["run"]
     );
 }
