@@ -8,11 +8,15 @@ mod output;
 
 use std::process::ExitCode;
 
+use clap::error::ErrorKind;
 use clap::Parser;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return usage_error(error),
+    };
     commands::init_tracing();
     match commands::run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
@@ -23,4 +27,36 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Help and version print as usual; a usage mistake is one line (plus a pointer to
+/// `--help`) and exit code 2.
+fn usage_error(error: clap::Error) -> ExitCode {
+    if matches!(
+        error.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = error.print();
+        return ExitCode::SUCCESS;
+    }
+    let rendered = error.render().to_string();
+    let first = rendered
+        .lines()
+        .map(str::trim)
+        .find(|line| !line.is_empty())
+        .unwrap_or("invalid arguments");
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    let missing_detail = rendered
+        .lines()
+        .skip_while(|line| !line.trim_start().starts_with("error:"))
+        .nth(1)
+        .map(str::trim)
+        .filter(|line| line.starts_with("--") || line.starts_with('<'));
+    match missing_detail {
+        Some(detail) => eprintln!("error: {first} {detail} (see --help)"),
+        None => eprintln!("error: {first} (see --help)"),
+    }
+    ExitCode::from(2)
 }
