@@ -16,7 +16,7 @@ use crate::batch::{child_finished_event_key, child_finished_payload, BatchPlan};
 use crate::error::{EngineError, EngineResult};
 use crate::ids::RunId;
 use crate::model::{
-    ClaimedRun, LogLevel, LogQuery, LogRecord, NewRun, PruneReport, QueueInfo, RunFilter,
+    ClaimedRun, Fence, LogLevel, LogQuery, LogRecord, NewRun, PruneReport, QueueInfo, RunFilter,
     RunRecord, RunStatus, StartedRun, StepRecord, WriteOp, WriteOutcome,
 };
 use crate::world::{Backend, ClaimRequest, World};
@@ -504,16 +504,28 @@ impl World for PostgresWorld {
         Ok(plan.outcomes)
     }
 
-    async fn renew_leases(&self, owner: &str, lease_ttl: Duration) -> EngineResult<Vec<RunId>> {
-        let ids: Vec<Uuid> = sqlx::query_scalar(
-            "UPDATE workflow_runs SET lease_expires_at = now() + make_interval(secs => $2)
-             WHERE lease_owner = $1 AND status = 'running' RETURNING id",
+    async fn renew_leases(
+        &self,
+        leases: &[Fence],
+        lease_ttl: Duration,
+    ) -> EngineResult<Vec<RunId>> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<Uuid> = leases.iter().map(|fence| fence.run_id.0).collect();
+        let epochs: Vec<i64> = leases.iter().map(|fence| fence.epoch).collect();
+        let renewed: Vec<Uuid> = sqlx::query_scalar(
+            "UPDATE workflow_runs SET lease_expires_at = now() + make_interval(secs => $3)
+             WHERE status = 'running'
+               AND (id, lease_epoch) IN (SELECT * FROM unnest($1::uuid[], $2::bigint[]))
+             RETURNING id",
         )
-        .bind(owner)
+        .bind(&ids)
+        .bind(&epochs)
         .bind(lease_ttl.as_secs_f64())
         .fetch_all(&self.pool)
         .await?;
-        Ok(ids.into_iter().map(RunId).collect())
+        Ok(renewed.into_iter().map(RunId).collect())
     }
 
     async fn release_leases(&self, owner: &str) -> EngineResult<u64> {

@@ -19,7 +19,7 @@ use crate::batch::{child_finished_event_key, child_finished_payload, format_ts, 
 use crate::error::{EngineError, EngineResult};
 use crate::ids::RunId;
 use crate::model::{
-    ClaimedRun, LogLevel, LogQuery, LogRecord, NewRun, PruneReport, QueueInfo, RunFilter,
+    ClaimedRun, Fence, LogLevel, LogQuery, LogRecord, NewRun, PruneReport, QueueInfo, RunFilter,
     RunRecord, RunStatus, StartedRun, StepRecord, WriteOp, WriteOutcome,
 };
 use crate::world::{Backend, ClaimRequest, World};
@@ -527,14 +527,27 @@ impl World for SqliteWorld {
         Ok(plan.outcomes)
     }
 
-    async fn renew_leases(&self, owner: &str, lease_ttl: Duration) -> EngineResult<Vec<RunId>> {
+    async fn renew_leases(
+        &self,
+        leases: &[Fence],
+        lease_ttl: Duration,
+    ) -> EngineResult<Vec<RunId>> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
         let expires = format_ts(Utc::now() + lease_ttl);
+        let leases: Vec<Value> = leases
+            .iter()
+            .map(|fence| serde_json::json!({"id": fence.run_id, "epoch": fence.epoch}))
+            .collect();
         let mut writer = self.writer.lock().await;
         let ids: Vec<String> = sqlx::query_scalar(
             "UPDATE workflow_runs SET lease_expires_at = ?2
-             WHERE lease_owner = ?1 AND status = 'running' RETURNING id",
+             WHERE status = 'running' AND (id, lease_epoch) IN
+                 (SELECT value ->> '$.id', value ->> '$.epoch' FROM json_each(?1))
+             RETURNING id",
         )
-        .bind(owner)
+        .bind(serde_json::to_string(&leases)?)
         .bind(expires)
         .fetch_all(&mut *writer)
         .await?;

@@ -241,10 +241,14 @@ async fn heartbeat(
             .iter()
             .map(|(id, f)| (*id, f.epoch))
             .collect();
-        match world
-            .renew_leases(&config.worker_id, config.lease_ttl)
-            .await
-        {
+        let leases: Vec<Fence> = before
+            .iter()
+            .map(|(run_id, epoch)| Fence {
+                run_id: *run_id,
+                epoch: *epoch,
+            })
+            .collect();
+        match world.renew_leases(&leases, config.lease_ttl).await {
             Ok(held) => {
                 let held: std::collections::HashSet<RunId> = held.into_iter().collect();
                 let mut map = in_flight.lock().expect("in-flight");

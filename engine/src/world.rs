@@ -71,8 +71,11 @@ pub trait World: Send + Sync + 'static {
     /// A write whose fence no longer holds writes nothing.
     async fn apply(&self, ops: Vec<WriteOp>) -> EngineResult<Vec<WriteOutcome>>;
 
-    /// Extends every lease `owner` holds, in one statement; returns the runs still held.
-    async fn renew_leases(&self, owner: &str, lease_ttl: Duration) -> EngineResult<Vec<RunId>>;
+    /// Extends the given leases (run and claim epoch) in one statement; returns the runs
+    /// still held. A run its worker abandoned (say, after a failed commit) is left out by
+    /// the worker, so its lease expires and any worker can take it over.
+    async fn renew_leases(&self, leases: &[Fence], lease_ttl: Duration)
+        -> EngineResult<Vec<RunId>>;
 
     /// Gives back every lease `owner` holds (graceful shutdown): the runs become pending.
     async fn release_leases(&self, owner: &str) -> EngineResult<u64>;

@@ -815,7 +815,7 @@ async fn cancel_run(world: Arc<dyn World>) {
     );
     assert!(world.load_journal(running).await.unwrap().is_empty());
     assert!(world
-        .renew_leases("holder", Duration::from_secs(30))
+        .renew_leases(&[fence], Duration::from_secs(30))
         .await
         .unwrap()
         .is_empty());
@@ -952,18 +952,19 @@ async fn renew_and_release_leases(world: Arc<dyn World>) {
     for i in 0..3 {
         start(&world, json!(i)).await;
     }
-    let mine: HashSet<RunId> = world
+    let mine_fences: Vec<Fence> = world
         .claim_runs(&request("w", 2, Duration::from_secs(1)))
         .await
         .unwrap()
-        .into_iter()
-        .map(|c| c.run.id)
+        .iter()
+        .map(fence_of)
         .collect();
+    let mine: HashSet<RunId> = mine_fences.iter().map(|f| f.run_id).collect();
     let theirs = claim_one(&world, "x").await;
     assert_eq!(mine.len(), 2);
 
     let renewed: HashSet<RunId> = world
-        .renew_leases("w", Duration::from_secs(120))
+        .renew_leases(&mine_fences, Duration::from_secs(120))
         .await
         .unwrap()
         .into_iter()
@@ -974,8 +975,12 @@ async fn renew_and_release_leases(world: Arc<dyn World>) {
         assert!(run.lease_expires_at.unwrap() > Utc::now() + chrono::Duration::seconds(100));
         assert_eq!(run.lease_epoch, 1, "renewing does not change the epoch");
     }
+    let stale = Fence {
+        epoch: theirs.epoch - 1,
+        ..theirs
+    };
     assert!(world
-        .renew_leases("nobody", Duration::from_secs(1))
+        .renew_leases(&[stale], Duration::from_secs(1))
         .await
         .unwrap()
         .is_empty());
@@ -991,7 +996,7 @@ async fn renew_and_release_leases(world: Arc<dyn World>) {
     assert_eq!(other.status, RunStatus::Running);
     assert_eq!(other.lease_owner.as_deref(), Some("x"));
     assert!(world
-        .renew_leases("w", Duration::from_secs(30))
+        .renew_leases(&mine_fences, Duration::from_secs(30))
         .await
         .unwrap()
         .is_empty());

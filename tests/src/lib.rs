@@ -45,11 +45,50 @@ pub const FAST_LEASES: &[&str] = &[
     "100ms",
 ];
 
-/// Path of the `morpheus` binary under test.
+/// Path of the `morpheus` binary under test: a snapshot (hard link, or copy) of
+/// [`built_morpheus_bin`] taken once per test process, so a rebuild in a shared target
+/// directory halfway through the tests cannot mix two binaries in one test.
 ///
 /// # Panics
 /// If the binary does not exist (it must be built first with `cargo build -p morpheus`).
 pub fn morpheus_bin() -> PathBuf {
+    static SNAPSHOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    SNAPSHOT
+        .get_or_init(|| {
+            let built = built_morpheus_bin();
+            let root = std::env::temp_dir().join("morpheus-e2e-bin");
+            // Snapshots of test processes that are gone.
+            if let Ok(entries) = std::fs::read_dir(&root) {
+                for entry in entries.flatten() {
+                    let pid = entry
+                        .file_name()
+                        .to_str()
+                        .and_then(|n| n.parse::<i32>().ok());
+                    if let Some(pid) = pid {
+                        if kill(Pid::from_raw(pid), None) == Err(nix::errno::Errno::ESRCH) {
+                            let _ = std::fs::remove_dir_all(entry.path());
+                        }
+                    }
+                }
+            }
+            let dir = root.join(std::process::id().to_string());
+            std::fs::create_dir_all(&dir).expect("snapshot dir");
+            let snapshot = dir.join("morpheus");
+            let _ = std::fs::remove_file(&snapshot);
+            if std::fs::hard_link(&built, &snapshot).is_err() {
+                std::fs::copy(&built, &snapshot).expect("copy the morpheus binary");
+            }
+            snapshot
+        })
+        .clone()
+}
+
+/// Path of the built `morpheus` binary: `$MORPHEUS_BIN` if set, else `morpheus` in the
+/// directory above the test executable's `deps/`.
+///
+/// # Panics
+/// If the binary does not exist (it must be built first with `cargo build -p morpheus`).
+pub fn built_morpheus_bin() -> PathBuf {
     if let Some(path) = std::env::var_os("MORPHEUS_BIN") {
         let path = PathBuf::from(path);
         assert!(
@@ -473,14 +512,50 @@ impl TestEnv {
         );
     }
 
-    /// SIGSTOPs `worker` at a moment it holds an open database transaction (retrying
-    /// SIGCONT/SIGSTOP up to `tries` times). Returns whether it succeeded (the worker
-    /// is left running if not).
-    pub fn freeze_inside_transaction(&self, worker: &WorkerProcess, tries: u32) -> bool {
+    /// Postgres only: whether some transaction holds a row lock on `run`'s row (probed
+    /// with `SELECT … FOR UPDATE NOWAIT` inside a transaction that is rolled back).
+    pub fn run_row_locked(&self, run: &str) -> bool {
+        assert_eq!(
+            self.backend,
+            Backend::Postgres,
+            "run_row_locked is for Postgres"
+        );
+        let url = self.url.clone();
+        let run = run.to_owned();
+        block_on(async move {
+            let mut conn = sqlx::PgConnection::connect(&url).await?;
+            sqlx::query("BEGIN").execute(&mut conn).await?;
+            let probe =
+                sqlx::query("SELECT 1 FROM workflow_runs WHERE id = $1::uuid FOR UPDATE NOWAIT")
+                    .bind(&run)
+                    .execute(&mut conn)
+                    .await;
+            let locked = match probe {
+                Ok(_) => false,
+                Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("55P03") => {
+                    true
+                }
+                Err(error) => return Err(error),
+            };
+            sqlx::query("ROLLBACK").execute(&mut conn).await?;
+            conn.close().await?;
+            Ok::<_, sqlx::Error>(locked)
+        })
+        .expect("probe the run's row lock")
+    }
+
+    /// Postgres only: SIGSTOPs `worker` at a moment one of its transactions holds the
+    /// row lock of `run` (retrying SIGCONT/SIGSTOP up to `tries` times). Returns whether
+    /// it succeeded; the worker is left running if not.
+    pub fn freeze_holding_run_lock(&self, worker: &WorkerProcess, run: &str, tries: u32) -> bool {
         for attempt in 0..tries {
             worker.stop();
             std::thread::sleep(Duration::from_millis(100));
-            if self.transaction_open() {
+            if self.run_row_locked(run) {
+                eprintln!(
+                    "froze worker {} holding run {run}'s row lock after {attempt} retries",
+                    worker.name()
+                );
                 return true;
             }
             worker.cont();

@@ -909,8 +909,8 @@ fn frozen_worker_inside_a_transaction_blocks_takeover_postgres() {
     let a = fast_worker(&env, "A");
     env.wait_for_start(&run, "s1", LONG);
     assert!(
-        env.freeze_inside_transaction(&a, 200),
-        "could not catch worker A inside a transaction (inconclusive)"
+        env.freeze_holding_run_lock(&a, &run, 300),
+        "could not catch worker A holding the run's row lock (inconclusive)"
     );
     let frozen = Instant::now();
     let b = fast_worker(&env, "B");
