@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
-use sqlx::{PgPool, Postgres, Row, Transaction};
+use sqlx::{Connection, PgConnection, PgPool, Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use crate::batch::{child_finished_event_key, child_finished_payload, BatchPlan};
@@ -26,6 +26,9 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgre
 /// The channel workers `LISTEN` on; a notification means "a run may be claimable".
 pub const WAKE_CHANNEL: &str = "morpheus_runs";
 
+/// How long a session may sit idle inside a transaction before the server ends it.
+const IDLE_IN_TRANSACTION_TIMEOUT: &str = "5s";
+
 /// PostgreSQL-backed [`World`].
 pub struct PostgresWorld {
     pool: PgPool,
@@ -35,7 +38,17 @@ impl PostgresWorld {
     /// Connects to `url`, checks that the schema is not newer than this binary, and
     /// applies pending migrations (under Postgres's advisory migration lock).
     pub async fn connect(url: &str, max_connections: u32) -> EngineResult<Self> {
-        let options: PgConnectOptions = url.parse()?;
+        // A worker frozen (SIGSTOP, VM pause) inside a transaction would keep its run rows
+        // locked, and a locked row cannot be claimed even after its lease expired: the
+        // server ends such a session, releasing the locks. Engine transactions last
+        // milliseconds, so the bound never hurts a live worker.
+        let options: PgConnectOptions = url.parse::<PgConnectOptions>()?.options([(
+            "idle_in_transaction_session_timeout",
+            IDLE_IN_TRANSACTION_TIMEOUT,
+        )]);
+        // One direct connection first: its error names the real cause (connection
+        // refused, bad password, unknown database) instead of a pool timeout.
+        PgConnection::connect_with(&options).await?.close().await?;
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(10))
