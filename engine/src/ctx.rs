@@ -43,6 +43,8 @@ pub struct StepContext {
     pub attempt: u32,
     /// `{run_id}/{step_key}`: stable across attempts and crashes.
     pub idempotency_key: String,
+    /// The run's lease epoch, usable as a fencing token (see [`ExecRequest::fencing_token`]).
+    pub fencing_token: i64,
     /// The run's logs, tagged with this step and attempt.
     pub logs: LogSink,
 }
@@ -506,6 +508,8 @@ impl<'a> StepBuilder<'a> {
             executor
                 .call(ExecRequest {
                     idempotency_key: step.idempotency_key,
+                    attempt: step.attempt,
+                    fencing_token: step.fencing_token,
                     deadline: deadline_after.map(|d| Instant::now() + d),
                     payload,
                     logs: step.logs,
@@ -555,6 +559,7 @@ impl<'a> StepBuilder<'a> {
             step_key: key.clone(),
             attempt,
             idempotency_key: format!("{}/{}", ctx.shared.run_id, key),
+            fencing_token: ctx.shared.fence.epoch,
             logs: ctx.log_sink(Some(key.clone()), Some(attempt as i32)),
         };
         let sink = step.logs.clone();

@@ -26,6 +26,12 @@ pub struct ExecRequest {
     /// Executors turn it into exactly-once effects (a container name, an idempotency
     /// header, a persisted signed transaction).
     pub idempotency_key: String,
+    /// 1 for the step's first attempt.
+    pub attempt: u32,
+    /// The run's lease epoch: grows with every claim of the run, so an external system
+    /// that remembers the highest token it has seen can refuse a stale worker's late
+    /// request (a fencing token).
+    pub fencing_token: i64,
     /// The call must give up by this instant.
     pub deadline: Option<Instant>,
     /// What to do, in the executor's own format.

@@ -38,6 +38,13 @@ use tokio::sync::oneshot;
 /// Environment variable through which the command sees the request's idempotency key.
 pub const IDEMPOTENCY_KEY_ENV: &str = "MORPHEUS_IDEMPOTENCY_KEY";
 
+/// Environment variable holding the step attempt (1 for the first).
+pub const ATTEMPT_ENV: &str = "MORPHEUS_STEP_ATTEMPT";
+
+/// Environment variable holding the run's fencing token (its lease epoch): a command
+/// that writes to an external system can pass it along so stale writers are refused.
+pub const FENCING_TOKEN_ENV: &str = "MORPHEUS_FENCING_TOKEN";
+
 /// How many trailing lines of each stream are kept for the output and error messages.
 const TAIL_LINES: usize = 20;
 
@@ -114,10 +121,10 @@ impl ProcessExecutor {
     pub async fn run(
         &self,
         request: &ProcessRequest,
-        idempotency_key: &str,
-        deadline: Option<Instant>,
-        logs: &LogSink,
+        call: &ExecRequest,
     ) -> Result<ProcessOutput, StepError> {
+        let deadline = call.deadline;
+        let logs = &call.logs;
         let started = Instant::now();
         let limit = time_limit(request.timeout_s, deadline, started)?;
         if limit == Some(Duration::ZERO) {
@@ -132,8 +139,10 @@ impl ProcessExecutor {
             .arg("-c")
             .arg(&request.command)
             .envs(&request.env)
-            // Set last so a payload cannot spoof the key the engine hands out.
-            .env(IDEMPOTENCY_KEY_ENV, idempotency_key)
+            // Set last so a payload cannot spoof what the engine hands out.
+            .env(IDEMPOTENCY_KEY_ENV, &call.idempotency_key)
+            .env(ATTEMPT_ENV, call.attempt.to_string())
+            .env(FENCING_TOKEN_ENV, call.fencing_token.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -268,20 +277,14 @@ impl Executor for ProcessExecutor {
     }
 
     async fn call(&self, request: ExecRequest) -> Result<ExecOutput, ExecError> {
-        let spec: ProcessRequest = serde_json::from_value(request.payload).map_err(|error| {
-            StepError::permanent(format!(
-                "invalid process payload: {error} (expected {{\"command\": string, \
+        let spec: ProcessRequest =
+            ProcessRequest::deserialize(&request.payload).map_err(|error| {
+                StepError::permanent(format!(
+                    "invalid process payload: {error} (expected {{\"command\": string, \
                  \"env\"?: {{string: string}}, \"cwd\"?: string, \"timeout_s\"?: number}})"
-            ))
-        })?;
-        let output = self
-            .run(
-                &spec,
-                &request.idempotency_key,
-                request.deadline,
-                &request.logs,
-            )
-            .await?;
+                ))
+            })?;
+        let output = self.run(&spec, &request).await?;
         serde_json::to_value(output).map_err(StepError::permanent)
     }
 }
@@ -601,6 +604,8 @@ mod tests {
     fn request(payload: Value, logs: LogSink) -> ExecRequest {
         ExecRequest {
             idempotency_key: "run-1/step-a".to_owned(),
+            attempt: 1,
+            fencing_token: 7,
             deadline: None,
             payload,
             logs,
@@ -720,6 +725,17 @@ mod tests {
         .await;
         result.unwrap();
         assert_eq!(messages(&lines, "stdout"), ["run-1/step-a"]);
+    }
+
+    #[tokio::test]
+    async fn attempt_and_fencing_token_are_visible_and_cannot_be_overridden() {
+        let (result, lines) = call(json!({
+            "command": "echo \"$MORPHEUS_STEP_ATTEMPT $MORPHEUS_FENCING_TOKEN\"",
+            "env": {"MORPHEUS_STEP_ATTEMPT": "99", "MORPHEUS_FENCING_TOKEN": "0"},
+        }))
+        .await;
+        result.unwrap();
+        assert_eq!(messages(&lines, "stdout"), ["1 7"]);
     }
 
     #[tokio::test]
