@@ -5,11 +5,13 @@
 //! once. Durability is not traded away: nobody hears "done" before the commit.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{EngineError, EngineResult};
 use crate::model::{WriteOp, WriteOutcome};
+use crate::outage::OutageReporter;
 use crate::world::World;
 
 /// Most writes in one transaction; bounds a batch's latency and memory.
@@ -58,10 +60,12 @@ impl Committer {
 
 async fn run(world: Arc<dyn World>, mut receiver: mpsc::UnboundedReceiver<Pending>) {
     let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
+    let mut outage = OutageReporter::new("group commit", Duration::from_secs(30));
     while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let (ops, acks): (Vec<_>, Vec<_>) = batch.drain(..).map(|p| (p.op, p.ack)).unzip();
         match world.apply(ops).await {
             Ok(outcomes) => {
+                outage.success();
                 for (ack, outcome) in acks.into_iter().zip(outcomes) {
                     if let Some(ack) = ack {
                         let _ = ack.send(Ok(outcome));
@@ -69,7 +73,9 @@ async fn run(world: Arc<dyn World>, mut receiver: mpsc::UnboundedReceiver<Pendin
                 }
             }
             Err(error) => {
-                tracing::warn!(%error, "group commit failed; the batch's runs will be retried after their leases expire");
+                // The batch's runs are abandoned by their tasks and retried after their
+                // leases expire.
+                outage.failure(&error, None);
                 let message = error.to_string();
                 for ack in acks.into_iter().flatten() {
                     let _ = ack.send(Err(message.clone()));

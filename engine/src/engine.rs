@@ -9,6 +9,7 @@ use tokio::sync::Notify;
 use crate::error::{EngineError, EngineResult};
 use crate::executor::ExecutorRegistry;
 use crate::model::{NewRun, StartedRun};
+use crate::outage::OutageReporter;
 use crate::postgres::PostgresWorld;
 use crate::sqlite::SqliteWorld;
 use crate::workflow::{Workflow, WorkflowRegistry};
@@ -144,11 +145,13 @@ impl Engine {
         let wake = self.inner.wake.clone();
         Some(tokio::spawn(async move {
             let mut failures = 0u32;
+            let mut outage = OutageReporter::new("LISTEN", std::time::Duration::from_secs(30));
             loop {
                 match sqlx::postgres::PgListener::connect(&url).await {
                     Ok(mut listener) => {
                         if listener.listen(crate::postgres::WAKE_CHANNEL).await.is_ok() {
                             failures = 0;
+                            outage.success();
                             // After (re)connecting, notifications may have been missed.
                             wake.notify_one();
                             while listener.recv().await.is_ok() {
@@ -158,7 +161,8 @@ impl Engine {
                     }
                     Err(error) => {
                         failures += 1;
-                        tracing::warn!(%error, "LISTEN connection failed; polling meanwhile");
+                        // Workers keep polling meanwhile.
+                        outage.failure(&error, None);
                     }
                 }
                 let backoff = std::time::Duration::from_millis(500 * 2u64.pow(failures.min(5)));

@@ -29,6 +29,7 @@ pub mod executor;
 pub mod ids;
 pub mod logs;
 pub mod model;
+mod outage;
 pub mod postgres;
 pub mod retry;
 pub mod sqlite;

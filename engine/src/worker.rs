@@ -20,6 +20,7 @@ use crate::engine::Engine;
 use crate::error::EngineResult;
 use crate::ids::RunId;
 use crate::model::{ClaimedRun, Fence, LogLevel, NewLog, Outcome, Park, WriteOp};
+use crate::outage::OutageReporter;
 use crate::workflow::WorkflowError;
 use crate::world::{Backend, ClaimRequest};
 
@@ -108,6 +109,7 @@ impl Worker {
         tracing::info!(worker = %config.worker_id, backend = world.backend().as_str(),
             concurrency = config.concurrency, "worker started");
         let mut claim_failures = 0u32;
+        let mut claim_outage = OutageReporter::new("claim", Duration::ZERO);
         loop {
             while tasks.try_join_next().is_some() {}
             let available = permits.available_permits();
@@ -122,9 +124,7 @@ impl Worker {
                 };
                 match world.claim_runs(&request).await {
                     Ok(claimed) => {
-                        if claim_failures > 0 {
-                            tracing::info!("database reachable again; claiming resumed");
-                        }
+                        claim_outage.success();
                         claim_failures = 0;
                         claimed_full = claimed.len() as u32 == request.limit;
                         for run in claimed {
@@ -164,8 +164,8 @@ impl Worker {
                     }
                     Err(error) => {
                         claim_failures += 1;
-                        // One line per retry interval, not a flood.
-                        tracing::warn!(%error, attempt = claim_failures, "claim failed; retrying");
+                        // One line per retry interval, not a flood; no claims meanwhile.
+                        claim_outage.failure(&error, Some(claim_backoff(claim_failures)));
                     }
                 }
             }
@@ -173,8 +173,7 @@ impl Worker {
                 continue;
             }
             let wait = if claim_failures > 0 {
-                Duration::from_millis(500 * 2u64.pow(claim_failures.min(5)))
-                    .min(Duration::from_secs(10))
+                claim_backoff(claim_failures)
             } else if permits.available_permits() == 0 {
                 config.poll_interval
             } else {
@@ -225,6 +224,11 @@ impl Worker {
     }
 }
 
+/// Wait before the next claim after `failures` failed ones: 1 s doubling to 10 s.
+fn claim_backoff(failures: u32) -> Duration {
+    Duration::from_millis(500 * 2u64.pow(failures.min(5))).min(Duration::from_secs(10))
+}
+
 async fn heartbeat(
     engine: Engine,
     config: WorkerConfig,
@@ -232,6 +236,7 @@ async fn heartbeat(
 ) {
     let world = engine.world();
     let mut ticker = tokio::time::interval(config.heartbeat_interval);
+    let mut outage = OutageReporter::new("lease renewal", Duration::from_secs(30));
     ticker.tick().await;
     loop {
         ticker.tick().await;
@@ -250,6 +255,7 @@ async fn heartbeat(
             .collect();
         match world.renew_leases(&leases, config.lease_ttl).await {
             Ok(held) => {
+                outage.success();
                 let held: std::collections::HashSet<RunId> = held.into_iter().collect();
                 let mut map = in_flight.lock().expect("in-flight");
                 for (run_id, epoch) in before {
@@ -267,7 +273,7 @@ async fn heartbeat(
                     }
                 }
             }
-            Err(error) => tracing::warn!(%error, "lease renewal failed"),
+            Err(error) => outage.failure(&error, Some(config.heartbeat_interval)),
         }
     }
 }
@@ -285,7 +291,9 @@ async fn execute(engine: Engine, committer: Committer, claimed: ClaimedRun) {
     let journal = match world.load_journal(run.id).await {
         Ok(journal) => journal,
         Err(error) => {
-            tracing::warn!(run = %run.id, %error, "cannot load journal; run will be retried");
+            // Reported (rate-limited) by the claim loop and committer; one line per run
+            // would flood the log during an outage.
+            tracing::debug!(run = %run.id, %error, "cannot load journal; run will be retried");
             return;
         }
     };
@@ -329,7 +337,7 @@ async fn execute(engine: Engine, committer: Committer, claimed: ClaimedRun) {
             return;
         }
         Ok(Err(WorkflowError::Storage(error))) => {
-            tracing::warn!(run = %run.id, %error, "storage error; run will be retried after its lease expires");
+            tracing::debug!(run = %run.id, %error, "storage error; run will be retried after its lease expires");
             return;
         }
         Ok(Err(error)) => WriteOp::Finish {
@@ -370,7 +378,7 @@ async fn execute(engine: Engine, committer: Committer, claimed: ClaimedRun) {
             }
         }
         Err(error) => {
-            tracing::warn!(run = %run.id, %error, "could not record the run's end; it will be retried")
+            tracing::debug!(run = %run.id, %error, "could not record the run's end; it will be retried")
         }
     }
 }
