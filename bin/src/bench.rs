@@ -1,13 +1,16 @@
 //! `morpheus bench`: N runs of M no-op steps with C runs in flight, through the real
-//! engine (claims, leases, journal, group commit), on a fresh database.
+//! engine (claims, leases, journal, group commit), on a fresh SQLite file or the given
+//! Postgres database; optionally beside parked runs, over seeded history, while pruning,
+//! and next to `pgbench -N` on the same server.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use chrono::Utc;
 use morpheus_engine::{
-    async_trait, Ctx, Engine, ExecutorRegistry, RunFilter, RunStatus, Worker, WorkerConfig,
-    Workflow, WorkflowRegistry, WorkflowResult, World,
+    async_trait, ClaimRequest, Ctx, Engine, ExecutorRegistry, RunFilter, RunStatus, Worker,
+    WorkerConfig, Workflow, WorkflowRegistry, WorkflowResult, World,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -74,6 +77,9 @@ fn percentile_ms(sorted_us: &[u32], fraction: f64) -> f64 {
 /// Runs the benchmark and prints one JSON line.
 pub async fn run(url: &str, args: BenchArgs) -> Result<()> {
     let is_postgres = url.starts_with("postgres://") || url.starts_with("postgresql://");
+    if args.compare_pgbench && !is_postgres {
+        bail!("--compare-pgbench needs a postgres:// --database-url");
+    }
     let temp_dir;
     let bench_url = if is_postgres {
         url.to_owned()
@@ -90,40 +96,58 @@ pub async fn run(url: &str, args: BenchArgs) -> Result<()> {
     workflows.register(BenchNoop);
     let engine = Engine::with_listen_url(
         world.clone(),
-        workflows,
+        workflows.clone(),
         ExecutorRegistry::new(),
         &bench_url,
     );
-
+    // A queue of its own, so runs left in a reused database never mix in.
+    let queue = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let mut config = WorkerConfig::for_backend(world.backend());
     config.concurrency = args.concurrency as usize;
     config.poll_interval = Duration::from_millis(100);
+    config.queues = Some(vec![queue.clone()]);
+    let start_bench_run = |input: serde_json::Value| {
+        let new_run = workflows
+            .prepare(BenchNoop::NAME, input, None)
+            .map(|run| run.queue(queue.clone()));
+        let engine = engine.clone();
+        async move { anyhow::Ok(engine.start_prepared(new_run?).await?) }
+    };
 
+    if args.history > 0 {
+        let age = chrono::Duration::from_std(args.history_age)?;
+        world
+            .seed_finished_runs("bench.history", args.history, Utc::now() - age)
+            .await?;
+    }
     if args.parked > 0 {
-        // Phase 1 (not timed): park filler runs, so phase 2 runs beside them.
+        // Not timed: park filler runs, so the measured runs run beside them.
+        let before = count(&*world, RunStatus::Sleeping).await?;
         for _ in 0..args.parked {
-            engine
-                .start(
-                    BenchNoop::NAME,
-                    json!({"steps": 0, "park_for_s": 3600}),
-                    None,
-                )
-                .await?;
+            start_bench_run(json!({"steps": 0, "park_for_s": 3600})).await?;
         }
         let worker = start_worker(&engine, &config);
-        wait_for_count(&*world, RunStatus::Sleeping, args.parked).await?;
+        wait_for_count(&*world, RunStatus::Sleeping, before + args.parked).await?;
         worker.stop().await?;
     }
 
+    let completed_before = count(&*world, RunStatus::Completed).await?;
     for _ in 0..args.runs {
-        engine
-            .start(BenchNoop::NAME, json!({"steps": args.steps}), None)
-            .await?;
+        start_bench_run(json!({"steps": args.steps})).await?;
     }
     STEP_LATENCIES_US.lock().expect("latencies").clear();
+    let pruner = args.prune_during.then(|| {
+        let world = world.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let cutoff = Utc::now() - chrono::Duration::days(7);
+            let report = world.prune_finished(cutoff, 500, false).await;
+            (report, started.elapsed().as_secs_f64())
+        })
+    });
     let started = Instant::now();
     let worker = start_worker(&engine, &config);
-    wait_for_count(&*world, RunStatus::Completed, args.runs).await?;
+    wait_for_count(&*world, RunStatus::Completed, completed_before + args.runs).await?;
     let seconds = started.elapsed().as_secs_f64();
     worker.stop().await?;
 
@@ -141,24 +165,128 @@ pub async fn run(url: &str, args: BenchArgs) -> Result<()> {
             run.error.clone().unwrap_or_default()
         );
     }
+    let claim_p50_ms = claim_latency_p50_ms(&*world, &workflows, &queue).await?;
     let mut latencies = STEP_LATENCIES_US.lock().expect("latencies").clone();
     latencies.sort_unstable();
     let steps = args.runs * args.steps;
-    let report = json!({
+    let steps_per_s = steps as f64 / seconds;
+    let mut report = json!({
         "backend": world.backend().as_str(),
         "database": redact(&bench_url),
         "runs": args.runs,
         "steps": steps,
         "concurrency": args.concurrency,
         "parked": args.parked,
-        "seconds": (seconds * 1000.0).round() / 1000.0,
-        "steps_per_s": (steps as f64 / seconds).round(),
+        "history": args.history,
+        "seconds": round3(seconds),
+        "steps_per_s": steps_per_s.round(),
         "p50_step_ms": percentile_ms(&latencies, 0.50),
         "p99_step_ms": percentile_ms(&latencies, 0.99),
+        "claim_p50_ms": claim_p50_ms,
         "peak_rss_mb": peak_rss_mb(),
     });
+    if let Some(pruner) = pruner {
+        let (pruned, prune_seconds) = pruner.await?;
+        let pruned = pruned?;
+        report["pruned_runs"] = json!(pruned.runs);
+        report["prune_seconds"] = json!(round3(prune_seconds));
+    }
+    if args.compare_pgbench {
+        let pgbench_tps = pgbench_tps(&bench_url, args.concurrency, seconds).await?;
+        report["pgbench_tps"] = json!(pgbench_tps.round());
+        report["ratio_to_pgbench"] = json!((steps_per_s / pgbench_tps * 100.0).round() / 100.0);
+    }
     println!("{report}");
     Ok(())
+}
+
+fn round3(value: f64) -> f64 {
+    (value * 1000.0).round() / 1000.0
+}
+
+async fn count(world: &dyn World, status: RunStatus) -> Result<u64> {
+    Ok(world
+        .count_runs(&RunFilter {
+            status: Some(status),
+            workflow: Some(BenchNoop::NAME.into()),
+            limit: None,
+        })
+        .await?)
+}
+
+/// Median latency of claiming one ready run, measured on 100 fresh runs in a queue of
+/// their own (cancelled afterwards).
+async fn claim_latency_p50_ms(
+    world: &dyn World,
+    workflows: &WorkflowRegistry,
+    queue: &str,
+) -> Result<f64> {
+    let claim_queue = format!("{queue}-claims");
+    let mut ids = Vec::new();
+    for _ in 0..100 {
+        let new_run = workflows
+            .prepare(BenchNoop::NAME, json!({"steps": 1}), None)?
+            .queue(claim_queue.clone());
+        ids.push(world.start_run(new_run).await?.run_id);
+    }
+    let request = ClaimRequest {
+        owner: format!("{queue}-claimer"),
+        limit: 1,
+        lease_ttl: Duration::from_secs(60),
+        workflows: workflows.versions(),
+        queues: Some(vec![claim_queue]),
+    };
+    let mut latencies = Vec::with_capacity(ids.len());
+    for _ in 0..ids.len() {
+        let started = Instant::now();
+        let claimed = world.claim_runs(&request).await?;
+        latencies.push(started.elapsed().as_micros().min(u32::MAX as u128) as u32);
+        if claimed.is_empty() {
+            bail!("claim latency probe found no run to claim");
+        }
+    }
+    for id in ids {
+        world.cancel_run(id).await?;
+    }
+    latencies.sort_unstable();
+    Ok(percentile_ms(&latencies, 0.5))
+}
+
+/// `pgbench -N` (simple updates) with `clients` clients for `seconds` rounded up to
+/// whole seconds, on the same database; returns its transactions per second.
+async fn pgbench_tps(url: &str, clients: u32, seconds: f64) -> Result<f64> {
+    let init = tokio::process::Command::new("pgbench")
+        .args(["-i", "-s", "1", "-q", url])
+        .output()
+        .await
+        .context("cannot run pgbench (Debian package postgresql-contrib / postgresql)")?;
+    if !init.status.success() {
+        bail!(
+            "pgbench -i failed: {}",
+            String::from_utf8_lossy(&init.stderr).trim()
+        );
+    }
+    let duration = (seconds.ceil() as u64).max(1).to_string();
+    let clients = clients.to_string();
+    let run = tokio::process::Command::new("pgbench")
+        .args(["-N", "-c", &clients, "-j", "2", "-T", &duration, url])
+        .output()
+        .await
+        .context("cannot run pgbench")?;
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    if !run.status.success() {
+        bail!(
+            "pgbench failed: {}",
+            String::from_utf8_lossy(&run.stderr).trim()
+        );
+    }
+    stdout
+        .lines()
+        .find_map(|line| {
+            let rest = line.trim().strip_prefix("tps = ")?;
+            rest.split_whitespace().next()?.parse::<f64>().ok()
+        })
+        .context("pgbench printed no 'tps = …' line")
 }
 
 struct RunningWorker {

@@ -248,6 +248,22 @@ pub struct BenchArgs {
     /// measured ones, to show memory stays flat with many parked runs.
     #[arg(long, default_value_t = 0)]
     pub parked: u64,
+    /// Before measuring, seed this many finished runs (each with a step and a log line)
+    /// to show how claims and steps behave as history grows.
+    #[arg(long, default_value_t = 0)]
+    pub history: u64,
+    /// How long ago the seeded history finished.
+    #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
+    pub history_age: std::time::Duration,
+    /// While measuring, prune finished runs older than 7 days (the seeded history) in
+    /// the background, to show claims stay fast while retention runs.
+    #[arg(long)]
+    pub prune_during: bool,
+    /// Postgres only: also run `pgbench -N` on the same database with the same client
+    /// count for the same duration (rounded up to whole seconds) and print
+    /// `ratio_to_pgbench` = steps_per_s / pgbench_tps. Creates pgbench's tables there.
+    #[arg(long)]
+    pub compare_pgbench: bool,
     /// Where to put the temporary SQLite database (default: the system temp dir).
     #[arg(long)]
     pub dir: Option<PathBuf>,

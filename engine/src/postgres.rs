@@ -847,6 +847,40 @@ impl World for PostgresWorld {
             .collect())
     }
 
+    async fn seed_finished_runs(
+        &self,
+        workflow: &str,
+        count: u64,
+        completed_at: DateTime<Utc>,
+    ) -> EngineResult<()> {
+        let mut left = count;
+        while left > 0 {
+            let chunk = left.min(50_000);
+            sqlx::query(
+                "WITH runs AS (
+                     INSERT INTO workflow_runs (id, workflow, input, output, status, created_at,
+                         updated_at, completed_at)
+                     SELECT gen_random_uuid(), $1, '{}', '0', 'completed', $3, $3, $3
+                     FROM generate_series(1, $2)
+                     RETURNING id
+                 ), steps AS (
+                     INSERT INTO workflow_steps (run_id, step_key, seq, status, output, attempts,
+                         started_at, completed_at)
+                     SELECT id, 'seed', 0, 'completed', '0', 1, $3, $3 FROM runs
+                 )
+                 INSERT INTO workflow_logs (run_id, step_key, attempt, level, message, ts)
+                 SELECT id, 'seed', 1, 3, 'seeded history', $3 FROM runs",
+            )
+            .bind(workflow)
+            .bind(chunk as i64)
+            .bind(completed_at)
+            .execute(&self.pool)
+            .await?;
+            left -= chunk;
+        }
+        Ok(())
+    }
+
     async fn count_runs(&self, filter: &RunFilter) -> EngineResult<u64> {
         let count: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM workflow_runs

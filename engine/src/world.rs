@@ -130,6 +130,16 @@ pub trait World: Send + Sync + 'static {
     /// Queues that have runs or a configured limit, with their current load.
     async fn list_queues(&self) -> EngineResult<Vec<QueueInfo>>;
 
+    /// Inserts `count` synthetic finished runs of `workflow`, each with one completed step
+    /// and one log line, finished at `completed_at`. Benchmarks and retention tests use it
+    /// to show how claims and steps behave as history grows; it never touches live runs.
+    async fn seed_finished_runs(
+        &self,
+        workflow: &str,
+        count: u64,
+        completed_at: DateTime<Utc>,
+    ) -> EngineResult<()>;
+
     /// Log lines matching the query, in emission order.
     async fn query_logs(&self, query: &LogQuery) -> EngineResult<Vec<LogRecord>>;
 
