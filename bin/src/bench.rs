@@ -145,6 +145,9 @@ pub async fn run(url: &str, args: BenchArgs) -> Result<()> {
             (report, started.elapsed().as_secs_f64())
         })
     });
+    // Claim latency over the history (and, with --prune-during, while pruning).
+    let claim_p50_ms = claim_latency_p50_ms(&*world, &workflows, &queue).await?;
+    let claims_overlapped_prune = pruner.as_ref().map(|task| !task.is_finished());
     let started = Instant::now();
     let worker = start_worker(&engine, &config);
     wait_for_count(&*world, RunStatus::Completed, completed_before + args.runs).await?;
@@ -165,7 +168,6 @@ pub async fn run(url: &str, args: BenchArgs) -> Result<()> {
             run.error.clone().unwrap_or_default()
         );
     }
-    let claim_p50_ms = claim_latency_p50_ms(&*world, &workflows, &queue).await?;
     let mut latencies = STEP_LATENCIES_US.lock().expect("latencies").clone();
     latencies.sort_unstable();
     let steps = args.runs * args.steps;
@@ -189,6 +191,7 @@ pub async fn run(url: &str, args: BenchArgs) -> Result<()> {
         let (pruned, prune_seconds) = pruner.await?;
         let pruned = pruned?;
         report["pruned_runs"] = json!(pruned.runs);
+        report["claims_overlapped_prune"] = json!(claims_overlapped_prune);
         report["prune_seconds"] = json!(round3(prune_seconds));
     }
     if args.compare_pgbench {
