@@ -4,7 +4,9 @@
 mod bench;
 mod cli;
 mod commands;
+mod config;
 mod output;
+mod schedules;
 
 use std::process::ExitCode;
 

@@ -100,6 +100,15 @@ pub enum EngineError {
         /// The newest migration this binary knows.
         supported: i64,
     },
+    /// A schedule with this name already exists.
+    #[error("a schedule named '{0}' already exists")]
+    ScheduleExists(String),
+    /// No schedule has this name.
+    #[error("no schedule named '{0}'")]
+    ScheduleNotFound(String),
+    /// A schedule definition that cannot work (bad trigger, empty name…).
+    #[error("invalid schedule: {0}")]
+    InvalidSchedule(String),
     /// A database URL this binary cannot use.
     #[error("unsupported database URL '{0}': use sqlite://PATH or postgres://…")]
     UnsupportedUrl(String),
