@@ -26,7 +26,8 @@ use crate::executor::{ExecRequest, ExecutorRegistry, LogSink};
 use crate::ids::RunId;
 use crate::logs::STEP_LOG_SINK;
 use crate::model::{
-    Fence, LogLevel, NewLog, NewRun, Park, StepRecord, StepStatus, WriteOp, WriteOutcome,
+    BudgetReservation, Fence, LogLevel, NewLog, NewRun, Park, StepRecord, StepStatus, WriteOp,
+    WriteOutcome,
 };
 use crate::retry::RetryPolicy;
 use crate::workflow::{WorkflowError, WorkflowRegistry, WorkflowResult};
@@ -380,6 +381,50 @@ impl Ctx {
             .run(move |_| async move {
                 world
                     .send_event(&key_owned, payload)
+                    .await
+                    .map_err(StepError::retryable)
+            })
+            .await
+    }
+
+    /// Reserves `amount` of the cross-run `budget` (say `topup:{owner}:{day}`) under
+    /// `limit`, exactly once: the step named `name` holds the answer, and a retried or
+    /// replayed reservation reserves nothing more. Returns whether it fit.
+    pub async fn reserve_budget(
+        &self,
+        name: &str,
+        budget: &str,
+        amount: i64,
+        limit: i64,
+    ) -> WorkflowResult<BudgetReservation> {
+        let world = self.shared.world.clone();
+        let run_id = self.shared.run_id;
+        let budget = budget.to_owned();
+        self.step(name)
+            .run(move |step| async move {
+                world
+                    .reserve_budget(&budget, &step.idempotency_key, amount, limit, Some(run_id))
+                    .await
+                    .map_err(StepError::retryable)
+            })
+            .await
+    }
+
+    /// Gives back the reservation made by the step `reserved_by` (when the spending it
+    /// was for did not happen).
+    pub async fn release_budget(
+        &self,
+        name: &str,
+        budget: &str,
+        reserved_by: &str,
+    ) -> WorkflowResult<()> {
+        let world = self.shared.world.clone();
+        let budget = budget.to_owned();
+        let reservation_key = format!("{}/{}", self.shared.run_id, reserved_by);
+        self.step(name)
+            .run(move |_| async move {
+                world
+                    .release_budget(&budget, &reservation_key)
                     .await
                     .map_err(StepError::retryable)
             })

@@ -12,8 +12,8 @@ use serde_json::Value;
 use crate::error::EngineResult;
 use crate::ids::RunId;
 use crate::model::{
-    ClaimedRun, Fence, LogQuery, LogRecord, NewRun, Outcome, Park, PruneReport, QueueInfo,
-    RunFilter, RunRecord, StartedRun, StepRecord, WriteOp, WriteOutcome,
+    BudgetReservation, ClaimedRun, Fence, LogQuery, LogRecord, NewRun, Outcome, Park, PruneReport,
+    QueueInfo, RunFilter, RunRecord, StartedRun, StepRecord, WriteOp, WriteOutcome,
 };
 use crate::schedule::{FiredRun, ScheduleRecord, ScheduleSpec};
 
@@ -194,6 +194,24 @@ pub trait World: Send + Sync + 'static {
 
     /// Log lines matching the query, in emission order.
     async fn query_logs(&self, query: &LogQuery) -> EngineResult<Vec<LogRecord>>;
+
+    /// Reserves `amount` of `budget` under `limit` (all reservations of the budget, by
+    /// every run, count). Idempotent on `reservation_key`: repeating a reservation returns
+    /// its first answer and reserves nothing more.
+    async fn reserve_budget(
+        &self,
+        budget: &str,
+        reservation_key: &str,
+        amount: i64,
+        limit: i64,
+        run_id: Option<RunId>,
+    ) -> EngineResult<BudgetReservation>;
+
+    /// Gives a reservation back (no-op when it does not exist).
+    async fn release_budget(&self, budget: &str, reservation_key: &str) -> EngineResult<()>;
+
+    /// The total reserved of a budget.
+    async fn budget_used(&self, budget: &str) -> EngineResult<i64>;
 
     /// Records a completed step (one-write convenience over [`World::apply`]).
     #[allow(clippy::too_many_arguments)]
