@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod shell;
+pub mod topup;
 
 use morpheus_engine::WorkflowRegistry;
 
