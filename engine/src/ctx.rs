@@ -410,6 +410,21 @@ impl Ctx {
             .await
     }
 
+    /// How much of the cross-run `budget` is reserved, read once (memoized as the step
+    /// `name`, so a replay decides with the same number).
+    pub async fn budget_used(&self, name: &str, budget: &str) -> WorkflowResult<i64> {
+        let world = self.shared.world.clone();
+        let budget = budget.to_owned();
+        self.step(name)
+            .run(move |_| async move {
+                world
+                    .budget_used(&budget)
+                    .await
+                    .map_err(StepError::retryable)
+            })
+            .await
+    }
+
     /// Gives back the reservation made by the step `reserved_by` (when the spending it
     /// was for did not happen).
     pub async fn release_budget(

@@ -2,6 +2,7 @@
 //! decisions in pure functions, effects in steps.
 //!
 //! - [`shell::Shell`] (`shell`): a crash-proof job runner for shell steps.
+//! - [`topup::TopUpEscrow`] (`topup.escrow`): scheduled Akash escrow top-ups.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -13,4 +14,5 @@ use morpheus_engine::WorkflowRegistry;
 /// Registers every built-in workflow.
 pub fn register_builtin(registry: &mut WorkflowRegistry) {
     registry.register(shell::Shell);
+    registry.register(topup::TopUpEscrow);
 }
