@@ -24,6 +24,7 @@ use crate::committer::Committer;
 use crate::error::{EngineError, StepError};
 use crate::executor::{ExecRequest, ExecutorRegistry, LogSink};
 use crate::ids::RunId;
+use crate::lease::LeaseClock;
 use crate::logs::STEP_LOG_SINK;
 use crate::model::{
     BudgetReservation, Fence, LogLevel, NewLog, NewRun, Park, StepRecord, StepStatus, WriteOp,
@@ -59,6 +60,7 @@ pub(crate) struct CtxShared {
     pub world: Arc<dyn World>,
     pub executors: ExecutorRegistry,
     pub workflows: WorkflowRegistry,
+    pub lease: LeaseClock,
 }
 
 #[derive(Default)]
@@ -613,6 +615,12 @@ impl<'a> StepBuilder<'a> {
                     started_at = record.started_at;
                 }
             }
+        }
+        if !ctx.shared.lease.valid() {
+            // Possibly frozen past the lease: another worker may own the run and have
+            // recorded this step already. Never start a body on a lease we cannot vouch
+            // for; the run resumes wherever its lease is valid.
+            return Err(WorkflowError::LeaseLost);
         }
         let step = StepContext {
             run_id: ctx.shared.run_id,

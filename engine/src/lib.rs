@@ -28,6 +28,7 @@ pub mod engine;
 pub mod error;
 pub mod executor;
 pub mod ids;
+mod lease;
 pub mod logs;
 pub mod model;
 mod outage;

@@ -34,6 +34,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite"
 pub struct SqliteWorld {
     writer: Mutex<SqliteConnection>,
     readers: SqlitePool,
+    options: SqliteConnectOptions,
 }
 
 impl SqliteWorld {
@@ -63,12 +64,28 @@ impl SqliteWorld {
         let readers = SqlitePoolOptions::new()
             .max_connections(4)
             .min_connections(1)
-            .connect_with(options.read_only(true))
+            .connect_with(options.clone().read_only(true))
             .await?;
         Ok(Self {
             writer: Mutex::new(writer),
             readers,
+            options,
         })
+    }
+
+    /// The single writer connection. Every write transaction ends before the lock is
+    /// released, so a connection still "in a transaction" here is one whose rollback
+    /// failed (SQLite rolls back by itself on SQLITE_FULL, and the driver's ROLLBACK then
+    /// errors): it is replaced by a fresh connection instead of failing forever.
+    async fn writer(&self) -> EngineResult<tokio::sync::MutexGuard<'_, SqliteConnection>> {
+        let mut writer = self.writer.lock().await;
+        if writer.is_in_transaction() {
+            tracing::warn!(
+                "sqlite writer connection was left inside a failed transaction; reopening it"
+            );
+            *writer = SqliteConnection::connect_with(&self.options).await?;
+        }
+        Ok(writer)
     }
 }
 
@@ -288,7 +305,7 @@ impl World for SqliteWorld {
     async fn start_run(&self, run: NewRun) -> EngineResult<StartedRun> {
         let now = format_ts(Utc::now());
         let id = RunId::new();
-        let mut writer = self.writer.lock().await;
+        let mut writer = self.writer().await?;
         let inserted: Option<String> = sqlx::query_scalar(
             "INSERT INTO workflow_runs (id, workflow, workflow_version, input, idempotency_key,
                  parent_run_id, queue, priority, metadata, status, wake_at, created_at, updated_at)
@@ -335,7 +352,7 @@ impl World for SqliteWorld {
             .as_ref()
             .map(serde_json::to_string)
             .transpose()?;
-        let mut writer = self.writer.lock().await;
+        let mut writer = self.writer().await?;
         let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
         let limited: Vec<(String, i64)> = sqlx::query_as(
             "SELECT name, concurrency_limit FROM workflow_queues
@@ -453,7 +470,7 @@ impl World for SqliteWorld {
             .iter()
             .map(|id| id.to_string())
             .collect();
-        let mut writer = self.writer.lock().await;
+        let mut writer = self.writer().await?;
         let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
         let held_rows: Vec<(String, i64)> = sqlx::query_as(
             "SELECT id, lease_epoch FROM workflow_runs
@@ -574,7 +591,7 @@ impl World for SqliteWorld {
             .iter()
             .map(|fence| serde_json::json!({"id": fence.run_id, "epoch": fence.epoch}))
             .collect();
-        let mut writer = self.writer.lock().await;
+        let mut writer = self.writer().await?;
         let ids: Vec<String> = sqlx::query_scalar(
             "UPDATE workflow_runs SET lease_expires_at = ?2
              WHERE status = 'running' AND (id, lease_epoch) IN
@@ -590,7 +607,7 @@ impl World for SqliteWorld {
 
     async fn release_leases(&self, owner: &str) -> EngineResult<u64> {
         let now = format_ts(Utc::now());
-        let mut writer = self.writer.lock().await;
+        let mut writer = self.writer().await?;
         let released = sqlx::query(
             "UPDATE workflow_runs SET status = 'pending', wake_at = ?2, lease_owner = NULL,
                  lease_expires_at = NULL, updated_at = ?2
@@ -627,7 +644,7 @@ impl World for SqliteWorld {
 
     async fn send_event(&self, key: &str, payload: Value) -> EngineResult<bool> {
         let now = format_ts(Utc::now());
-        let mut writer = self.writer.lock().await;
+        let mut writer = self.writer().await?;
         let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
         let inserted = deliver_event(&mut tx, key, &payload, &now).await?;
         tx.commit().await?;
@@ -645,7 +662,7 @@ impl World for SqliteWorld {
 
     async fn cancel_run(&self, run_id: RunId) -> EngineResult<()> {
         let now = format_ts(Utc::now());
-        let mut writer = self.writer.lock().await;
+        let mut writer = self.writer().await?;
         let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
         let cancelled: Option<FinishedRow> = sqlx::query_as(
             "UPDATE workflow_runs SET status = 'cancelled', error = 'cancelled by operator',
@@ -685,7 +702,7 @@ impl World for SqliteWorld {
 
     async fn resume_run(&self, run_id: RunId) -> EngineResult<()> {
         let now = format_ts(Utc::now());
-        let mut writer = self.writer.lock().await;
+        let mut writer = self.writer().await?;
         let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
         let resumed = sqlx::query(
             "UPDATE workflow_runs SET status = 'pending', wake_at = ?2, error = NULL, output = NULL,
@@ -729,7 +746,7 @@ impl World for SqliteWorld {
     async fn fork_run(&self, run_id: RunId, from_step: &str) -> EngineResult<RunId> {
         let now = format_ts(Utc::now());
         let new_id = RunId::new();
-        let mut writer = self.writer.lock().await;
+        let mut writer = self.writer().await?;
         let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
         let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM workflow_runs WHERE id = ?1")
             .bind(run_id.to_string())
@@ -833,7 +850,7 @@ impl World for SqliteWorld {
         loop {
             // One short write transaction per batch; the writer lock is released between
             // batches so checkpoints and claims keep flowing.
-            let mut writer = self.writer.lock().await;
+            let mut writer = self.writer().await?;
             let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
             let ids: Vec<String> = sqlx::query_scalar(
                 "SELECT id FROM workflow_runs
@@ -889,7 +906,7 @@ impl World for SqliteWorld {
     }
 
     async fn set_queue_limit(&self, queue: &str, limit: Option<u32>) -> EngineResult<()> {
-        let mut writer = self.writer.lock().await;
+        let mut writer = self.writer().await?;
         sqlx::query(
             "INSERT INTO workflow_queues (name, concurrency_limit, updated_at) VALUES (?1, ?2, ?3)
              ON CONFLICT (name) DO UPDATE SET concurrency_limit = excluded.concurrency_limit,
@@ -939,7 +956,7 @@ impl World for SqliteWorld {
         let mut left = count;
         while left > 0 {
             let chunk = left.min(50_000);
-            let mut writer = self.writer.lock().await;
+            let mut writer = self.writer().await?;
             let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
             sqlx::query("DROP TABLE IF EXISTS temp.seed_ids")
                 .execute(&mut *tx)
@@ -996,7 +1013,7 @@ impl World for SqliteWorld {
         validate_spec(spec).map_err(EngineError::InvalidSchedule)?;
         let columns = ScheduleColumns::of(spec);
         let now = format_ts(Utc::now());
-        let mut writer = self.writer.lock().await;
+        let mut writer = self.writer().await?;
         let inserted = sqlx::query(
             "INSERT INTO workflow_schedules (name, workflow, input, cron_expr, timezone, every_ms,
                  overlap, catch_up, queue, priority, next_fire_at, created_at, updated_at)
@@ -1032,7 +1049,7 @@ impl World for SqliteWorld {
         validate_spec(spec).map_err(EngineError::InvalidSchedule)?;
         let columns = ScheduleColumns::of(spec);
         let now = format_ts(Utc::now());
-        let mut writer = self.writer.lock().await;
+        let mut writer = self.writer().await?;
         // One statement, so processes syncing the same file at once cannot race.
         let changed = sqlx::query(
             "INSERT INTO workflow_schedules (name, workflow, input, cron_expr, timezone, every_ms,
@@ -1075,7 +1092,7 @@ impl World for SqliteWorld {
         paused: bool,
         next_fire_at: DateTime<Utc>,
     ) -> EngineResult<()> {
-        let mut writer = self.writer.lock().await;
+        let mut writer = self.writer().await?;
         let changed = sqlx::query(
             "UPDATE workflow_schedules SET paused = ?2, queued_tick = NULL,
                  next_fire_at = CASE WHEN ?2 THEN next_fire_at ELSE ?3 END, updated_at = ?4
@@ -1095,7 +1112,7 @@ impl World for SqliteWorld {
     }
 
     async fn delete_schedule(&self, name: &str) -> EngineResult<()> {
-        let mut writer = self.writer.lock().await;
+        let mut writer = self.writer().await?;
         let deleted = sqlx::query("DELETE FROM workflow_schedules WHERE name = ?1")
             .bind(name)
             .execute(&mut *writer)
@@ -1132,7 +1149,7 @@ impl World for SqliteWorld {
             .iter()
             .map(|(name, version)| (name.as_str(), *version))
             .collect();
-        let mut writer = self.writer.lock().await;
+        let mut writer = self.writer().await?;
         let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
         let rows = sqlx::query(
             "SELECT * FROM workflow_schedules
@@ -1298,7 +1315,7 @@ impl World for SqliteWorld {
                 reason: format!("budget reservation amount must be positive, got {amount}"),
             });
         }
-        let mut writer = self.writer.lock().await;
+        let mut writer = self.writer().await?;
         let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
         let existing: Option<i64> = sqlx::query_scalar(
             "SELECT amount FROM workflow_budget_reservations
@@ -1348,7 +1365,7 @@ impl World for SqliteWorld {
     }
 
     async fn release_budget(&self, budget: &str, reservation_key: &str) -> EngineResult<()> {
-        let mut writer = self.writer.lock().await;
+        let mut writer = self.writer().await?;
         sqlx::query(
             "DELETE FROM workflow_budget_reservations WHERE budget = ?1 AND reservation_key = ?2",
         )

@@ -19,6 +19,7 @@
 //! `deps/` directory (`cargo build -p morpheus` puts it there).
 
 pub mod pg_cluster;
+pub mod torture;
 
 use std::fs::File;
 use std::future::Future;
