@@ -46,7 +46,9 @@ pub use batch::child_finished_event_key;
 pub use ctx::{ChildRun, Ctx, StepBuilder, StepContext};
 pub use engine::{connect, Engine};
 pub use error::{EngineError, EngineResult, ResultExt, StepError};
-pub use executor::{ExecError, ExecOutput, ExecRequest, Executor, ExecutorRegistry, LogSink};
+pub use executor::{
+    ExecError, ExecOutput, ExecRequest, Executor, ExecutorRegistry, LeaseCheck, LogSink,
+};
 pub use ids::RunId;
 pub use logs::StepLogLayer;
 pub use model::*;
