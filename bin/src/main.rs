@@ -4,6 +4,7 @@
 mod bench;
 mod cli;
 mod commands;
+mod deploy;
 mod output;
 
 use std::process::ExitCode;

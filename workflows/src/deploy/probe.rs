@@ -70,12 +70,14 @@ pub async fn wait_until_ready(
 
 fn describe(error: &reqwest::Error) -> String {
     if error.is_timeout() {
-        "timed out".into()
-    } else if error.is_connect() {
-        "connection refused".into()
-    } else {
-        error.to_string()
+        return "timed out".into();
     }
+    // The root cause ("Connection refused") says more than reqwest's wrapper.
+    let mut cause: &dyn std::error::Error = error;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    cause.to_string()
 }
 
 #[cfg(test)]
