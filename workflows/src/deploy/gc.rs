@@ -1,5 +1,7 @@
 //! `deploy gc`: removes sandbox containers labelled by Morpheus whose runs are
-//! finished. Normally there are none (a failed or stopped run removes its own
+//! finished. Only containers labelled with this installation's id are considered: a
+//! container of another Morpheus database on the same Docker host has runs this one
+//! cannot see, so it is never touched. Normally there are none (a failed or stopped run removes its own
 //! container); they appear when a run was cancelled mid-pipeline, when Docker was
 //! unreachable during a cleanup, or when a run's records were deleted.
 //!
@@ -15,7 +17,7 @@ use serde::Serialize;
 
 use super::error::DeployError;
 use super::model::{DeployStatus, DeploymentRun};
-use super::sandbox::RUN_LABEL;
+use super::sandbox::{INSTANCE_LABEL, RUN_LABEL};
 use super::store::DeployStore;
 
 /// What to do with one container.
@@ -70,8 +72,8 @@ pub struct GcEntry {
     pub removed: bool,
 }
 
-/// Examines every container labelled [`MANAGED_LABEL`] and removes those whose runs
-/// are finished (none with `dry_run`). A deploy record left in a pipeline status by a
+/// Examines every container labelled [`MANAGED_LABEL`] and with this installation's
+/// [`INSTANCE_LABEL`], and removes those whose runs are finished (none with `dry_run`). A deploy record left in a pipeline status by a
 /// run that ended (cancelled, say) is marked failed along the way.
 pub async fn collect_garbage(
     store: &DeployStore,
@@ -79,9 +81,16 @@ pub async fn collect_garbage(
     docker: &DockerExecutor,
     dry_run: bool,
 ) -> Result<Vec<GcEntry>, DeployError> {
-    let managed = BTreeMap::from([(MANAGED_LABEL.to_owned(), "true".to_owned())]);
+    let Some(instance) = store.existing_instance_id().await? else {
+        // No sandbox was ever provisioned from this database.
+        return Ok(Vec::new());
+    };
+    let ours = BTreeMap::from([
+        (MANAGED_LABEL.to_owned(), "true".to_owned()),
+        (INSTANCE_LABEL.to_owned(), instance),
+    ]);
     let containers = docker
-        .list(&managed)
+        .list(&ours)
         .await
         .map_err(|error| DeployError::Sandbox(error.to_string()))?;
     let mut entries = Vec::with_capacity(containers.len());

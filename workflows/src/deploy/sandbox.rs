@@ -18,6 +18,10 @@ pub const RUN_LABEL: &str = "morpheus.run";
 /// Label: the agent.
 pub const AGENT_LABEL: &str = "morpheus.agent";
 
+/// Label: the Morpheus installation (database) that owns the container, so garbage
+/// collection never touches sandboxes of another installation sharing the Docker host.
+pub const INSTANCE_LABEL: &str = "morpheus.instance";
+
 /// Label: what kind of Morpheus container this is (value [`KIND_VALUE`]).
 pub const KIND_LABEL: &str = "morpheus.kind";
 
@@ -29,11 +33,12 @@ pub fn container_name(run_id: &str) -> String {
     format!("morpheus-deploy-{run_id}")
 }
 
-/// The labels of a run's sandbox.
-pub fn labels(run_id: &str, agent_id: &str) -> BTreeMap<String, String> {
+/// The labels of a run's sandbox in installation `instance`.
+pub fn labels(run_id: &str, agent_id: &str, instance: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         (RUN_LABEL.to_owned(), run_id.to_owned()),
         (AGENT_LABEL.to_owned(), agent_id.to_owned()),
+        (INSTANCE_LABEL.to_owned(), instance.to_owned()),
         (KIND_LABEL.to_owned(), KIND_VALUE.to_owned()),
     ])
 }
@@ -47,12 +52,12 @@ pub fn environment(spec: &DeploymentSpec) -> BTreeMap<String, String> {
     env
 }
 
-/// The container to ensure for `run_id`.
-pub fn container_spec(run_id: &str, spec: &DeploymentSpec) -> ContainerSpec {
+/// The container to ensure for `run_id` in installation `instance`.
+pub fn container_spec(run_id: &str, spec: &DeploymentSpec, instance: &str) -> ContainerSpec {
     ContainerSpec {
         name: container_name(run_id),
         image: spec.image.clone(),
-        labels: labels(run_id, &spec.agent_id),
+        labels: labels(run_id, &spec.agent_id, instance),
         env: environment(spec),
         workdir: WORKDIR.to_owned(),
         port: Some(spec.runtime_port),

@@ -228,7 +228,8 @@ impl Workflow for DeployStart {
     async fn run(&self, ctx: &Ctx, input: DeployStartInput) -> WorkflowResult<DeployStartOutput> {
         let run_id = ctx.run_id().to_string();
         let store = DeployStore::new(ctx.documents());
-        {
+        // Records the run and learns the installation id (for the sandbox's labels).
+        let instance: String = {
             // `deploy start` records the run too; whichever comes first wins.
             let store = store.clone();
             let record = DeploymentRun::queued(
@@ -242,17 +243,14 @@ impl Workflow for DeployStart {
             ctx.step("record")
                 .retry(store_retry())
                 .run(move |_| async move {
-                    store
-                        .insert_run(&record)
-                        .await
-                        .map(|_| ())
-                        .map_err(store_step_error)
+                    store.insert_run(&record).await.map_err(store_step_error)?;
+                    store.instance_id().await.map_err(store_step_error)
                 })
-                .await?;
-        }
+                .await?
+        };
         let mut stage = Stage::Capture;
         match self
-            .pipeline(ctx, &store, &run_id, &input, &mut stage)
+            .pipeline(ctx, &store, &run_id, &instance, &input, &mut stage)
             .await
         {
             Ok(output) => Ok(output),
@@ -271,6 +269,7 @@ impl DeployStart {
         ctx: &Ctx,
         store: &DeployStore,
         run_id: &str,
+        instance: &str,
         input: &DeployStartInput,
         stage: &mut Stage,
     ) -> WorkflowResult<DeployStartOutput> {
@@ -306,7 +305,7 @@ impl DeployStart {
         let ensured: EnsureOutput = docker_step(
             ctx,
             "provision",
-            DockerRequest::EnsureContainer(sandbox::container_spec(run_id, spec)),
+            DockerRequest::EnsureContainer(sandbox::container_spec(run_id, spec, instance)),
             docker_retry(),
         )
         .await?;

@@ -17,6 +17,17 @@ pub const SNAPSHOTS: &str = "deploy.snapshots";
 /// Collection of [`DeploymentRun`]s (key: run id).
 pub const RUNS: &str = "deploy.runs";
 
+/// Collection of installation-wide facts (key `instance`: this database's id).
+pub const META: &str = "deploy.meta";
+
+const INSTANCE_KEY: &str = "instance";
+
+/// The installation's identity document.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Instance {
+    id: String,
+}
+
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -76,6 +87,33 @@ impl DeployStore {
         agent_id: &str,
     ) -> Result<Option<Versioned<DeploymentSpec>>, StoreError> {
         Ok(self.docs.get(SPECS, agent_id).await?)
+    }
+
+    /// This installation's id (created on first use): it labels every sandbox, so
+    /// garbage collection only considers containers this database knows about.
+    pub async fn instance_id(&self) -> Result<String, StoreError> {
+        if let Some(id) = self.existing_instance_id().await? {
+            return Ok(id);
+        }
+        let fresh = Instance {
+            id: uuid::Uuid::new_v4().to_string(),
+        };
+        // Two first users race: the first insert wins and both read it back.
+        self.docs
+            .insert_if_absent(META, INSTANCE_KEY, &fresh)
+            .await?;
+        self.existing_instance_id().await?.ok_or_else(|| {
+            StoreError::NotFound("the installation id vanished after it was created".into())
+        })
+    }
+
+    /// This installation's id, if any sandbox was ever provisioned.
+    pub async fn existing_instance_id(&self) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .docs
+            .get::<Instance>(META, INSTANCE_KEY)
+            .await?
+            .map(|v| v.value.id))
     }
 
     /// One snapshot.
