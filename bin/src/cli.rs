@@ -218,7 +218,7 @@ pub enum DeployCommand {
 pub enum SpecCommand {
     /// Create or replace an agent's deployment spec (validated first; a bad spec is
     /// refused and nothing is written).
-    Set(SpecSetArgs),
+    Set(Box<SpecSetArgs>),
     /// Show an agent's deployment spec.
     Show {
         /// Agent id.

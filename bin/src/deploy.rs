@@ -52,7 +52,7 @@ async fn service(url: &str, config: DeployConfig) -> Result<DeployService> {
 pub async fn run(url: &str, args: DeployArgs) -> Result<()> {
     let config = config(&args.paths)?;
     match args.command {
-        DeployCommand::Spec(SpecCommand::Set(set)) => spec_set(url, config, set).await,
+        DeployCommand::Spec(SpecCommand::Set(set)) => spec_set(url, config, *set).await,
         DeployCommand::Spec(SpecCommand::Show { agent, json }) => {
             check_agent_id(&agent)?;
             let spec = service(url, config).await?.spec(&agent).await?;

@@ -789,7 +789,7 @@ mod tests {
             tree.root(),
             &data_dir.join("artifacts/agent"),
             &SnapshotLimits::default(),
-            &[data_dir.clone()],
+            std::slice::from_ref(&data_dir),
         )
         .unwrap();
         assert!(captured.artifact_path.starts_with(&data_dir));

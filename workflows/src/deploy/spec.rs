@@ -460,7 +460,7 @@ mod tests {
         let outside = tempfile::tempdir().unwrap();
         let link = f.site.join("elsewhere");
         std::os::unix::fs::symlink(outside.path(), &link).unwrap();
-        let error = validate(&request(&link), &[f.site.clone()]).unwrap_err();
+        let error = validate(&request(&link), std::slice::from_ref(&f.site)).unwrap_err();
         assert_eq!(error.field, "source_dir");
         assert!(
             error.message.contains("outside the allowed roots"),
