@@ -1,7 +1,7 @@
 //! `morpheus deploy …`: parses, validates (before the database is opened, so bad input
 //! writes nothing), calls the deploy service and prints.
 
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use anyhow::{anyhow, bail, Result};
 use chrono::Utc;
@@ -22,12 +22,18 @@ use crate::output;
 pub fn config(paths: &DeployPathArgs) -> Result<DeployConfig> {
     let cwd = std::env::current_dir()
         .map_err(|error| anyhow!("cannot read the current directory: {error}"))?;
+    // Lexically absolute (`./x` → `<cwd>/x`): the directories need not exist yet.
     let absolute = |path: &Path| -> PathBuf {
-        if path.is_absolute() {
-            path.to_owned()
+        let base = if path.is_absolute() {
+            PathBuf::new()
         } else {
-            cwd.join(path)
-        }
+            cwd.clone()
+        };
+        base.join(
+            path.components()
+                .filter(|c| *c != Component::CurDir)
+                .collect::<PathBuf>(),
+        )
     };
     let roots = if paths.allowed_roots.is_empty() {
         vec![cwd.clone()]
