@@ -21,6 +21,7 @@ use uuid::Uuid;
 
 use crate::batch::child_finished_event_key;
 use crate::committer::Committer;
+use crate::documents::Documents;
 use crate::error::{EngineError, StepError};
 use crate::executor::{ExecRequest, ExecutorRegistry, LeaseCheck, LogSink};
 use crate::ids::RunId;
@@ -197,6 +198,13 @@ impl Ctx {
     /// Appends a line with structured fields.
     pub fn log_with(&self, level: LogLevel, message: impl Into<String>, fields: Value) {
         self.log_sink(None, None).log(level, message, Some(fields));
+    }
+
+    /// The document store (see [`crate::documents`]). It is not journaled: use it
+    /// inside a step body, so a replay returns the step's recorded output instead of
+    /// reading or writing again, and keep the writes idempotent (a body may run twice).
+    pub fn documents(&self) -> Documents {
+        Documents::new(self.shared.world.clone())
     }
 
     /// Starts configuring a step named `name`.
