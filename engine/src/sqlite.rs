@@ -61,7 +61,24 @@ impl SqliteWorld {
         }
         let mut writer = SqliteConnection::connect_with(&options).await?;
         check_schema_not_newer(&mut writer).await?;
-        MIGRATOR.run_direct(&mut writer).await?;
+        // Two processes opening a fresh file at once both try to apply the first
+        // migration; the loser fails ("table already exists") once the winner commits.
+        // Trying again then finds the migration recorded and skips it.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match MIGRATOR.run_direct(&mut writer).await {
+                Ok(()) => break,
+                Err(
+                    sqlx::migrate::MigrateError::Execute(_)
+                    | sqlx::migrate::MigrateError::ExecuteMigration(..),
+                ) if attempt < 5 => {
+                    tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+                    writer = SqliteConnection::connect_with(&options).await?;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
         let readers = SqlitePoolOptions::new()
             .max_connections(4)
             .min_connections(1)
