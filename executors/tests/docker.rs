@@ -172,14 +172,17 @@ async fn exec_streams_lines_reports_exit_codes_and_kills_its_previous_attempt() 
         .expect("exit 0");
     assert_eq!(done.stdout_tail, ["hello x", "/workspace/app"]);
     assert_eq!(done.stderr_tail, ["oops"]);
-    assert_eq!(
-        lines.lock().unwrap().clone(),
-        [
-            (LogLevel::Info, "hello x".to_owned()),
-            (LogLevel::Info, "/workspace/app".to_owned()),
-            (LogLevel::Warn, "oops".to_owned()),
-        ]
-    );
+    // stdout and stderr are separate streams: order holds within each, not across.
+    let recorded = lines.lock().unwrap().clone();
+    let of = |level: LogLevel| -> Vec<String> {
+        recorded
+            .iter()
+            .filter(|(l, _)| *l == level)
+            .map(|(_, text)| text.clone())
+            .collect()
+    };
+    assert_eq!(of(LogLevel::Info), ["hello x", "/workspace/app"]);
+    assert_eq!(of(LogLevel::Warn), ["oops"]);
 
     let failed = f
         .docker
