@@ -922,6 +922,11 @@ impl World for PostgresWorld {
             .await?;
             left -= chunk;
         }
+        // Settle the bulk load (visibility map, statistics) now, so the measurement that
+        // follows does not race autovacuum over it.
+        sqlx::query("VACUUM ANALYZE workflow_runs, workflow_steps, workflow_logs")
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
