@@ -20,6 +20,10 @@ use serde_json::json;
 use crate::cli::BenchArgs;
 use crate::commands::{open, redact};
 
+/// Runs per prune transaction in `--prune-during` (the `prune` command's default):
+/// on SQLite a claim waits for at most one batch.
+const PRUNE_BATCH: u32 = 100;
+
 /// Step latencies in microseconds (from the step's start to its commit ack).
 static STEP_LATENCIES_US: Mutex<Vec<u32>> = Mutex::new(Vec::new());
 
@@ -151,7 +155,7 @@ pub async fn run(url: &str, args: BenchArgs) -> Result<()> {
         tokio::spawn(async move {
             let started = Instant::now();
             let cutoff = Utc::now() - chrono::Duration::days(7);
-            let report = world.prune_finished(cutoff, 500, false).await;
+            let report = world.prune_finished(cutoff, PRUNE_BATCH, false).await;
             (report, started.elapsed().as_secs_f64())
         })
     });

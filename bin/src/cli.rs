@@ -491,8 +491,9 @@ pub struct PruneArgs {
     /// Only report what would be deleted.
     #[arg(long)]
     pub dry_run: bool,
-    /// Runs deleted per transaction (smaller = shorter locks).
-    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    /// Runs deleted per transaction (smaller = shorter locks; on SQLite every other
+    /// write waits for the current batch).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub batch_size: u32,
     /// Print the report as JSON.
     #[arg(long)]

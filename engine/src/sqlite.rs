@@ -901,6 +901,7 @@ impl World for SqliteWorld {
             // One short write transaction per batch; the writer lock is released between
             // batches so checkpoints and claims keep flowing.
             let mut writer = self.writer().await?;
+            let batch_started = std::time::Instant::now();
             let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
             let ids: Vec<String> = sqlx::query_scalar(
                 "SELECT id FROM workflow_runs
@@ -951,7 +952,9 @@ impl World for SqliteWorld {
             tx.commit().await?;
             report.batches += 1;
             drop(writer);
-            tokio::task::yield_now().await;
+            // Retention is never urgent: give the single writer to everyone else for as
+            // long as the batch held it, so live work keeps at least half of it.
+            tokio::time::sleep(batch_started.elapsed()).await;
         }
     }
 
