@@ -37,8 +37,19 @@
 //!   shell forked do not; see [`process`]). Detach deliberately with `setsid`, and
 //!   redirect its output, if a process must outlive its step.
 
+//!
+//! # `cosmos`: Akash chain reads and exactly-once escrow deposits
+//!
+//! [`CosmosExecutor`] reads chain state (latest height, accounts, balances,
+//! deployments with escrow funds, lease rates) and signs and broadcasts escrow
+//! deposits over a node's REST API. Signing and broadcasting are separate operations
+//! so a workflow can journal the signed bytes before sending them; see [`cosmos`] for
+//! the payloads, outputs, errors and the exactly-once recipe.
+
 #![warn(missing_docs)]
 
+pub mod cosmos;
 pub mod process;
 
+pub use cosmos::{CosmosConfig, CosmosExecutor, CosmosRequest};
 pub use process::{ProcessExecutor, ProcessOutput, ProcessRequest};
