@@ -126,6 +126,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Prune(args) => prune(&url, args).await,
         Command::Queues(command) => queues(&url, command).await,
         Command::Bench(args) => crate::bench::run(&url, args).await,
+        Command::Devnet(command) => crate::devnet::run(command).await,
     }
 }
 

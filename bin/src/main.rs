@@ -4,6 +4,7 @@
 mod bench;
 mod cli;
 mod commands;
+mod devnet;
 mod output;
 
 use std::process::ExitCode;

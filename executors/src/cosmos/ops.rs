@@ -987,7 +987,10 @@ impl Client {
             until = until.min(deadline);
         }
         loop {
-            if let Some(found) = self.lookup_tx(hash, Some(until)).await? {
+            // Each look-up is bounded by the call's deadline, not by the confirm
+            // window, so a slow answer near the window's end is not cut off as an
+            // error; the window is checked between look-ups.
+            if let Some(found) = self.lookup_tx(hash, call.deadline).await? {
                 return Ok(found);
             }
             let now = Instant::now();
