@@ -18,6 +18,7 @@
 //! The binary is `$MORPHEUS_BIN` if set, else `morpheus` next to the test executable's
 //! `deps/` directory (`cargo build -p morpheus` puts it there).
 
+pub mod devnet;
 pub mod pg_cluster;
 
 use std::fs::File;

@@ -292,7 +292,7 @@ fn seed_demo(chain: &mut Chain) -> DemoInfo {
         50_000_000,
         vec![100],
         false,
-        "healthy: 50000000uakt of escrow at 100uakt/block (about 3.6 days at 6.174 s blocks)",
+        "healthy: 50000000uakt of escrow at 100uakt/block (500000 blocks: about 36 days at 6.174 s a block)",
     );
     add(
         1002,
