@@ -118,22 +118,24 @@ impl Devnet {
 
     /// Deposits that landed in (owner, dseq), from the ledger.
     async fn deposits(&self, dseq: u64) -> Vec<Value> {
+        let dseq = dseq.to_string();
         self.ledger().await["deposits"]
             .as_array()
             .unwrap()
             .iter()
-            .filter(|d| d["dseq"] == dseq.to_string())
+            .filter(|d| d["dseq"] == dseq.as_str())
             .cloned()
             .collect()
     }
 
     async fn escrow(&self, dseq: u64) -> u128 {
+        let dseq = dseq.to_string();
         let ledger = self.ledger().await;
         ledger["deployments"]
             .as_array()
             .unwrap()
             .iter()
-            .find(|d| d["dseq"] == dseq.to_string())
+            .find(|d| d["dseq"] == dseq.as_str())
             .unwrap()["escrow"]
             .as_str()
             .unwrap()
