@@ -13,8 +13,12 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://./.morpheus/morpheus.db";
 #[command(name = "morpheus", version, propagate_version = true)]
 pub struct Cli {
     /// Database URL: sqlite://PATH (embedded, default) or postgres://USER:PASS@HOST/DB.
-    #[arg(long, global = true, env = "MORPHEUS_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
-    pub database_url: String,
+    #[arg(long, global = true, env = "MORPHEUS_DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    /// Configuration file (default: ./morpheus.toml when it exists).
+    #[arg(long, global = true, env = "MORPHEUS_CONFIG")]
+    pub config: Option<PathBuf>,
 
     /// What to do.
     #[command(subcommand)]
@@ -35,6 +39,9 @@ pub enum Command {
     Runs(RunsCommand),
     /// Show a run's logs.
     Logs(LogsArgs),
+    /// Cron and interval schedules that start runs.
+    #[command(subcommand)]
+    Schedules(SchedulesCommand),
     /// Configure and inspect queues.
     #[command(subcommand)]
     Queues(QueuesCommand),
@@ -178,6 +185,80 @@ pub struct LogsArgs {
     /// One JSON object per line.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `morpheus schedules …`.
+#[derive(Debug, Subcommand)]
+pub enum SchedulesCommand {
+    /// Add a schedule (refused, and nothing stored, if the name is taken, the workflow
+    /// unknown, the input invalid or the trigger malformed).
+    Add(ScheduleAddArgs),
+    /// Schedules with their next tick and last run.
+    List {
+        /// One JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop firing (a running run is not affected).
+    Pause {
+        /// Schedule name.
+        name: String,
+    },
+    /// Fire again from the next tick (ticks during the pause are not caught up).
+    Resume {
+        /// Schedule name.
+        name: String,
+    },
+    /// Delete the schedule (its runs stay).
+    Delete {
+        /// Schedule name.
+        name: String,
+    },
+    /// Runs the schedule started, newest first.
+    Runs {
+        /// Schedule name.
+        name: String,
+        /// At most this many.
+        #[arg(long, default_value_t = 20)]
+        limit: u64,
+        /// One JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `morpheus schedules add`.
+#[derive(Debug, Args)]
+pub struct ScheduleAddArgs {
+    /// Unique schedule name.
+    pub name: String,
+    /// Workflow to start.
+    #[arg(long)]
+    pub workflow: String,
+    /// Input as JSON, or @FILE.
+    #[arg(long)]
+    pub input: String,
+    /// Cron expression: 5 fields (min hour day month weekday) or 6–7 with seconds first.
+    #[arg(long, conflicts_with = "every", required_unless_present = "every")]
+    pub cron: Option<String>,
+    /// Fixed interval (30s, 5m, 1h), on multiples of it since the epoch.
+    #[arg(long)]
+    pub every: Option<String>,
+    /// IANA time zone for --cron (default UTC).
+    #[arg(long, requires = "cron")]
+    pub timezone: Option<String>,
+    /// When a tick comes while the previous run is going: skip | queue_one | allow.
+    #[arg(long, default_value = "skip")]
+    pub overlap: String,
+    /// Ticks missed while no scheduler ran: skip_missed | run_once | run_all.
+    #[arg(long, default_value = "skip_missed")]
+    pub catch_up: String,
+    /// Queue of the runs.
+    #[arg(long, default_value = "default")]
+    pub queue: String,
+    /// Priority of the runs.
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
+    pub priority: i32,
 }
 
 /// `morpheus queues …`.

@@ -6,8 +6,8 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use chrono::{DateTime, Utc};
 use morpheus_engine::{
-    Engine, EngineError, ExecutorRegistry, LogLevel, LogQuery, RunFilter, RunId, RunStatus,
-    StepLogLayer, Worker, WorkerConfig, WorkflowRegistry, World,
+    run_scheduler, Engine, EngineError, ExecutorRegistry, LogLevel, LogQuery, RunFilter, RunId,
+    RunStatus, StepLogLayer, Worker, WorkerConfig, WorkflowRegistry, World,
 };
 use morpheus_executors::ProcessExecutor;
 use serde_json::{json, Value};
@@ -16,8 +16,10 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::cli::{
-    Cli, Command, EventsCommand, LogsArgs, PruneArgs, QueuesCommand, RunsCommand, StartArgs, UpArgs,
+    Cli, Command, EventsCommand, LogsArgs, PruneArgs, QueuesCommand, RunsCommand, StartArgs,
+    UpArgs, DEFAULT_DATABASE_URL,
 };
+use crate::config::Config;
 use crate::output;
 
 /// Process logs go to stderr (filter with `MORPHEUS_LOG`, default `info`); events
@@ -72,7 +74,7 @@ fn parse_run_id(text: &str) -> Result<RunId> {
 }
 
 /// Reads `--input`-style arguments: inline JSON, `@file`, or `@-` for stdin.
-fn read_json_argument(what: &str, text: &str) -> Result<Value> {
+pub fn read_json_argument(what: &str, text: &str) -> Result<Value> {
     let raw = match text.strip_prefix('@') {
         Some("-") => std::io::read_to_string(std::io::stdin()).context("cannot read stdin")?,
         Some(path) => std::fs::read_to_string(path)
@@ -102,9 +104,14 @@ async fn require_run(world: &dyn World, run: &str) -> Result<morpheus_engine::Ru
 
 /// Dispatches a parsed command line.
 pub async fn run(cli: Cli) -> Result<()> {
-    let url = cli.database_url;
+    let config = Config::load(cli.config.as_deref())?;
+    let url = cli
+        .database_url
+        .clone()
+        .or_else(|| config.database_url.clone())
+        .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
     match cli.command {
-        Command::Up(args) => up(&url, args).await,
+        Command::Up(args) => up(&url, args, &config).await,
         Command::Migrate => {
             open(&url).await?;
             println!("database {} is up to date", redact(&url));
@@ -125,12 +132,13 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::Prune(args) => prune(&url, args).await,
         Command::Queues(command) => queues(&url, command).await,
+        Command::Schedules(command) => crate::schedules::run(&url, command).await,
         Command::Bench(args) => crate::bench::run(&url, args).await,
         Command::Devnet(command) => crate::devnet::run(command).await,
     }
 }
 
-async fn up(url: &str, args: UpArgs) -> Result<()> {
+async fn up(url: &str, args: UpArgs, config: &Config) -> Result<()> {
     if args.heartbeat >= args.lease_ttl {
         bail!(
             "--heartbeat ({:?}) must be shorter than --lease-ttl ({:?})",
@@ -138,9 +146,17 @@ async fn up(url: &str, args: UpArgs) -> Result<()> {
             args.lease_ttl
         );
     }
-    let world = open(url).await?;
     let (workflows, executors) = registries();
-    let mut config = WorkerConfig::for_backend(world.backend());
+    // Check the configured schedules before touching the database.
+    let declared = crate::schedules::from_config(&config.schedules, &workflows)?;
+    let world = open(url).await?;
+    for (spec, next_fire_at) in &declared {
+        if world.sync_schedule(spec, *next_fire_at).await? {
+            tracing::info!(schedule = %spec.name, trigger = %spec.trigger, "schedule synced from config");
+        }
+    }
+    let worker_config = WorkerConfig::for_backend(world.backend());
+    let mut config = worker_config;
     config.concurrency = args.concurrency as usize;
     config.lease_ttl = args.lease_ttl;
     config.heartbeat_interval = args.heartbeat;
@@ -161,7 +177,32 @@ async fn up(url: &str, args: UpArgs) -> Result<()> {
         "morpheus up"
     );
     let engine = Engine::with_listen_url(world, workflows, executors, url);
-    Worker::new(engine, config).run(shutdown_signal()).await?;
+    // One shutdown signal for both services.
+    let (stop, _) = tokio::sync::broadcast::channel::<()>(1);
+    let scheduler = tokio::spawn(run_scheduler(engine.clone(), {
+        let mut stopped = stop.subscribe();
+        async move {
+            let _ = stopped.recv().await;
+        }
+    }));
+    let worker = Worker::new(engine, config).run({
+        let mut stopped = stop.subscribe();
+        async move {
+            let _ = stopped.recv().await;
+        }
+    });
+    let signal = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            shutdown_signal().await;
+            let _ = stop.send(());
+        }
+    });
+    let result = worker.await;
+    signal.abort();
+    let _ = stop.send(());
+    let _ = scheduler.await;
+    result?;
     Ok(())
 }
 

@@ -4,8 +4,10 @@
 mod bench;
 mod cli;
 mod commands;
+mod config;
 mod devnet;
 mod output;
+mod schedules;
 
 use std::process::ExitCode;
 
@@ -23,8 +25,7 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             // One line, always: operators grep for it and scripts show it verbatim.
-            let message = format!("{error:#}").replace('\n', " ");
-            eprintln!("error: {message}");
+            eprintln!("error: {}", one_line(&error));
             ExitCode::FAILURE
         }
     }
@@ -60,4 +61,21 @@ fn usage_error(error: clap::Error) -> ExitCode {
         None => eprintln!("error: {first} (see --help)"),
     }
     ExitCode::from(2)
+}
+
+/// The error and its causes on one line, skipping causes whose text the line already
+/// holds (database errors repeat their source in their own message).
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.contains(text.trim()) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(text.trim());
+    }
+    line.replace('\n', " ")
 }

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::{EngineError, EngineResult};
 use crate::model::{WriteOp, WriteOutcome};
@@ -31,9 +31,15 @@ pub struct Committer {
 impl Committer {
     /// Starts the group-commit task on `world`. It ends when every handle is dropped,
     /// after writing what was queued.
-    pub fn start(world: Arc<dyn World>) -> (Self, tokio::task::JoinHandle<()>) {
+    ///
+    /// `fatal` receives the error when a commit fails in a way retrying cannot fix
+    /// (read-only or full SQLite file); the worker then stops.
+    pub fn start(
+        world: Arc<dyn World>,
+        fatal: watch::Sender<Option<String>>,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
         let (sender, receiver) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run(world, receiver));
+        let task = tokio::spawn(run(world, receiver, fatal));
         (Self { sender }, task)
     }
 
@@ -58,7 +64,11 @@ impl Committer {
     }
 }
 
-async fn run(world: Arc<dyn World>, mut receiver: mpsc::UnboundedReceiver<Pending>) {
+async fn run(
+    world: Arc<dyn World>,
+    mut receiver: mpsc::UnboundedReceiver<Pending>,
+    fatal: watch::Sender<Option<String>>,
+) {
     let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
     let mut outage = OutageReporter::new("group commit", Duration::from_secs(30));
     while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
@@ -76,6 +86,9 @@ async fn run(world: Arc<dyn World>, mut receiver: mpsc::UnboundedReceiver<Pendin
                 // The batch's runs are abandoned by their tasks and retried after their
                 // leases expire.
                 outage.failure(&error, None);
+                if error.is_fatal_storage() {
+                    let _ = fatal.send(Some(error.to_string()));
+                }
                 let message = error.to_string();
                 for ack in acks.into_iter().flatten() {
                     let _ = ack.send(Err(message.clone()));

@@ -24,9 +24,11 @@ use crate::committer::Committer;
 use crate::error::{EngineError, StepError};
 use crate::executor::{ExecRequest, ExecutorRegistry, LogSink};
 use crate::ids::RunId;
+use crate::lease::LeaseClock;
 use crate::logs::STEP_LOG_SINK;
 use crate::model::{
-    Fence, LogLevel, NewLog, NewRun, Park, StepRecord, StepStatus, WriteOp, WriteOutcome,
+    BudgetReservation, Fence, LogLevel, NewLog, NewRun, Park, StepRecord, StepStatus, WriteOp,
+    WriteOutcome,
 };
 use crate::retry::RetryPolicy;
 use crate::workflow::{WorkflowError, WorkflowRegistry, WorkflowResult};
@@ -58,6 +60,7 @@ pub(crate) struct CtxShared {
     pub world: Arc<dyn World>,
     pub executors: ExecutorRegistry,
     pub workflows: WorkflowRegistry,
+    pub lease: LeaseClock,
 }
 
 #[derive(Default)]
@@ -386,6 +389,65 @@ impl Ctx {
             .await
     }
 
+    /// Reserves `amount` of the cross-run `budget` (say `topup:{owner}:{day}`) under
+    /// `limit`, exactly once: the step named `name` holds the answer, and a retried or
+    /// replayed reservation reserves nothing more. Returns whether it fit.
+    pub async fn reserve_budget(
+        &self,
+        name: &str,
+        budget: &str,
+        amount: i64,
+        limit: i64,
+    ) -> WorkflowResult<BudgetReservation> {
+        let world = self.shared.world.clone();
+        let run_id = self.shared.run_id;
+        let budget = budget.to_owned();
+        self.step(name)
+            .run(move |step| async move {
+                world
+                    .reserve_budget(&budget, &step.idempotency_key, amount, limit, Some(run_id))
+                    .await
+                    .map_err(StepError::retryable)
+            })
+            .await
+    }
+
+    /// How much of the cross-run `budget` is reserved, read once (memoized as the step
+    /// `name`, so a replay decides with the same number).
+    pub async fn budget_used(&self, name: &str, budget: &str) -> WorkflowResult<i64> {
+        let world = self.shared.world.clone();
+        let budget = budget.to_owned();
+        self.step(name)
+            .run(move |_| async move {
+                world
+                    .budget_used(&budget)
+                    .await
+                    .map_err(StepError::retryable)
+            })
+            .await
+    }
+
+    /// Gives back the reservation made by the step `reserved_by` (when the spending it
+    /// was for did not happen).
+    pub async fn release_budget(
+        &self,
+        name: &str,
+        budget: &str,
+        reserved_by: &str,
+    ) -> WorkflowResult<()> {
+        let world = self.shared.world.clone();
+        let budget = budget.to_owned();
+        let reservation_key = format!("{}/{}", self.shared.run_id, reserved_by);
+        self.step(name)
+            .run(move |_| async move {
+                world
+                    .release_budget(&budget, &reservation_key)
+                    .await
+                    .map_err(StepError::retryable)
+            })
+            .await
+    }
+
     /// Starts a child run of workflow `W` (once: a replay returns the same child).
     pub async fn start_child<W: crate::workflow::Workflow>(
         &self,
@@ -553,6 +615,12 @@ impl<'a> StepBuilder<'a> {
                     started_at = record.started_at;
                 }
             }
+        }
+        if !ctx.shared.lease.valid() {
+            // Possibly frozen past the lease: another worker may own the run and have
+            // recorded this step already. Never start a body on a lease we cannot vouch
+            // for; the run resumes wherever its lease is valid.
+            return Err(WorkflowError::LeaseLost);
         }
         let step = StepContext {
             run_id: ctx.shared.run_id,

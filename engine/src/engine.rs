@@ -154,8 +154,21 @@ impl Engine {
                             outage.success();
                             // After (re)connecting, notifications may have been missed.
                             wake.notify_one();
-                            while listener.recv().await.is_ok() {
-                                wake.notify_one();
+                            loop {
+                                match listener.try_recv().await {
+                                    Ok(Some(_)) => wake.notify_one(),
+                                    // The connection dropped; the next call reconnects and
+                                    // LISTENs again, and anything sent meanwhile was lost:
+                                    // look for work now rather than at the next poll.
+                                    Ok(None) => {
+                                        tracing::info!("LISTEN connection lost; reconnecting");
+                                        wake.notify_one();
+                                    }
+                                    Err(error) => {
+                                        outage.failure(&error, None);
+                                        break;
+                                    }
+                                }
                             }
                         }
                     }

@@ -100,6 +100,15 @@ pub enum EngineError {
         /// The newest migration this binary knows.
         supported: i64,
     },
+    /// A schedule with this name already exists.
+    #[error("a schedule named '{0}' already exists")]
+    ScheduleExists(String),
+    /// No schedule has this name.
+    #[error("no schedule named '{0}'")]
+    ScheduleNotFound(String),
+    /// A schedule definition that cannot work (bad trigger, empty name…).
+    #[error("invalid schedule: {0}")]
+    InvalidSchedule(String),
     /// A database URL this binary cannot use.
     #[error("unsupported database URL '{0}': use sqlite://PATH or postgres://…")]
     UnsupportedUrl(String),
@@ -115,9 +124,36 @@ pub enum EngineError {
     /// A group-committed batch failed as a whole (the database went away, say).
     #[error("commit failed: {0}")]
     BatchFailed(String),
+    /// The worker stopped because its storage failed in a way retrying cannot fix.
+    #[error("storage failed, stopping: {0}")]
+    StorageFailed(String),
     /// The engine is shutting down and no longer accepts writes.
     #[error("engine is shutting down")]
     ShuttingDown,
+}
+
+impl EngineError {
+    /// Whether waiting cannot help: the embedded SQLite file is read-only, full, corrupt
+    /// or cannot be opened. A worker stops on these (exit non-zero) instead of retrying
+    /// forever; a server database going away is an outage, retried instead.
+    pub fn is_fatal_storage(&self) -> bool {
+        let EngineError::Database(sqlx::Error::Database(error)) = self else {
+            return false;
+        };
+        if error
+            .try_downcast_ref::<sqlx::sqlite::SqliteError>()
+            .is_none()
+        {
+            return false;
+        }
+        // Primary result codes (the low byte of extended codes): SQLITE_READONLY 8,
+        // SQLITE_CORRUPT 11, SQLITE_FULL 13, SQLITE_CANTOPEN 14, SQLITE_NOTADB 26.
+        let primary = error
+            .code()
+            .and_then(|code| code.parse::<i32>().ok())
+            .map(|code| code & 0xff);
+        matches!(primary, Some(8 | 11 | 13 | 14 | 26))
+    }
 }
 
 /// Result alias for engine operations.

@@ -13,6 +13,7 @@
 //! 5. [`committer`] — group commit: one writer batches every run's checkpoints.
 //! 6. [`worker`] — claims under a lease, heartbeats, fencing, graceful shutdown.
 //! 7. [`logs`] — the `tracing` layer that files step events under their run.
+//! 8. [`schedule`] and [`scheduler`] — cron and interval schedules, one run per tick.
 //!
 //! The promise: step results are recorded exactly once (first completion wins), step
 //! bodies run at least once, and only the holder of a run's current lease can write for
@@ -27,11 +28,14 @@ pub mod engine;
 pub mod error;
 pub mod executor;
 pub mod ids;
+mod lease;
 pub mod logs;
 pub mod model;
 mod outage;
 pub mod postgres;
 pub mod retry;
+pub mod schedule;
+pub mod scheduler;
 pub mod sqlite;
 pub mod worker;
 pub mod workflow;
@@ -47,6 +51,8 @@ pub use ids::RunId;
 pub use logs::StepLogLayer;
 pub use model::*;
 pub use retry::RetryPolicy;
+pub use schedule::{CatchUp, FiredRun, Overlap, ScheduleRecord, ScheduleSpec, Trigger};
+pub use scheduler::run_scheduler;
 pub use worker::{Worker, WorkerConfig};
 pub use workflow::{DynWorkflow, Workflow, WorkflowError, WorkflowRegistry, WorkflowResult};
 pub use world::{Backend, ClaimRequest, World};

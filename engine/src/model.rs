@@ -579,3 +579,12 @@ pub struct QueueInfo {
     /// Runs waiting to run or parked (pending, sleeping, retrying, waiting).
     pub queued: u64,
 }
+
+/// The answer to a budget reservation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BudgetReservation {
+    /// Whether the amount fit under the limit and is now reserved.
+    pub granted: bool,
+    /// The budget's total reserved amount after this call.
+    pub used: i64,
+}

@@ -16,8 +16,12 @@ use crate::batch::{child_finished_event_key, child_finished_payload, BatchPlan};
 use crate::error::{EngineError, EngineResult};
 use crate::ids::RunId;
 use crate::model::{
-    ClaimedRun, Fence, LogLevel, LogQuery, LogRecord, NewRun, PruneReport, QueueInfo, RunFilter,
-    RunRecord, RunStatus, StartedRun, StepRecord, WriteOp, WriteOutcome,
+    BudgetReservation, ClaimedRun, Fence, LogLevel, LogQuery, LogRecord, NewRun, PruneReport,
+    QueueInfo, RunFilter, RunRecord, RunStatus, StartedRun, StepRecord, WriteOp, WriteOutcome,
+};
+use crate::schedule::{
+    plan_fires, spec_from_columns, tick_idempotency_key, validate_spec, FiredRun, ScheduleColumns,
+    ScheduleRecord, ScheduleSpec,
 };
 use crate::world::{Backend, ClaimRequest, World};
 
@@ -117,6 +121,34 @@ fn run_from_row(row: &PgRow) -> EngineResult<RunRecord> {
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
         completed_at: row.try_get("completed_at")?,
+    })
+}
+
+fn schedule_from_row(row: &PgRow) -> EngineResult<ScheduleRecord> {
+    let overlap: String = row.try_get("overlap")?;
+    let catch_up: String = row.try_get("catch_up")?;
+    let spec = spec_from_columns(
+        row.try_get("name")?,
+        row.try_get("workflow")?,
+        row.try_get("input")?,
+        row.try_get("cron_expr")?,
+        row.try_get("timezone")?,
+        row.try_get("every_ms")?,
+        &overlap,
+        &catch_up,
+        row.try_get("queue")?,
+        row.try_get("priority")?,
+    )
+    .map_err(|error| EngineError::Database(sqlx::Error::Decode(error.into())))?;
+    Ok(ScheduleRecord {
+        spec,
+        paused: row.try_get("paused")?,
+        next_fire_at: row.try_get("next_fire_at")?,
+        last_fire_at: row.try_get("last_fire_at")?,
+        last_run_id: row.try_get::<Option<Uuid>, _>("last_run_id")?.map(RunId),
+        queued_tick: row.try_get("queued_tick")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
     })
 }
 
@@ -881,6 +913,248 @@ impl World for PostgresWorld {
         Ok(())
     }
 
+    async fn add_schedule(
+        &self,
+        spec: &ScheduleSpec,
+        next_fire_at: DateTime<Utc>,
+    ) -> EngineResult<()> {
+        validate_spec(spec).map_err(EngineError::InvalidSchedule)?;
+        let columns = ScheduleColumns::of(spec);
+        let inserted = sqlx::query(
+            "INSERT INTO workflow_schedules (name, workflow, input, cron_expr, timezone, every_ms,
+                 overlap, catch_up, queue, priority, next_fire_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(&spec.name)
+        .bind(&spec.workflow)
+        .bind(&spec.input)
+        .bind(&columns.cron_expr)
+        .bind(&columns.timezone)
+        .bind(columns.every_ms)
+        .bind(columns.overlap)
+        .bind(columns.catch_up)
+        .bind(&spec.queue)
+        .bind(spec.priority)
+        .bind(next_fire_at)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            return Err(EngineError::ScheduleExists(spec.name.clone()));
+        }
+        Ok(())
+    }
+
+    async fn sync_schedule(
+        &self,
+        spec: &ScheduleSpec,
+        next_fire_at: DateTime<Utc>,
+    ) -> EngineResult<bool> {
+        validate_spec(spec).map_err(EngineError::InvalidSchedule)?;
+        let columns = ScheduleColumns::of(spec);
+        // One statement, so processes syncing the same file at once cannot race.
+        let changed = sqlx::query(
+            "INSERT INTO workflow_schedules AS s (name, workflow, input, cron_expr, timezone,
+                 every_ms, overlap, catch_up, queue, priority, next_fire_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+             ON CONFLICT (name) DO UPDATE SET workflow = excluded.workflow,
+                 input = excluded.input, cron_expr = excluded.cron_expr,
+                 timezone = excluded.timezone, every_ms = excluded.every_ms,
+                 overlap = excluded.overlap, catch_up = excluded.catch_up,
+                 queue = excluded.queue, priority = excluded.priority,
+                 next_fire_at = excluded.next_fire_at, queued_tick = NULL, updated_at = now()
+             WHERE (s.workflow, s.input, s.cron_expr, s.timezone, s.every_ms, s.overlap,
+                    s.catch_up, s.queue, s.priority)
+                 IS DISTINCT FROM (excluded.workflow, excluded.input, excluded.cron_expr,
+                    excluded.timezone, excluded.every_ms, excluded.overlap, excluded.catch_up,
+                    excluded.queue, excluded.priority)",
+        )
+        .bind(&spec.name)
+        .bind(&spec.workflow)
+        .bind(&spec.input)
+        .bind(&columns.cron_expr)
+        .bind(&columns.timezone)
+        .bind(columns.every_ms)
+        .bind(columns.overlap)
+        .bind(columns.catch_up)
+        .bind(&spec.queue)
+        .bind(spec.priority)
+        .bind(next_fire_at)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(changed > 0)
+    }
+
+    async fn set_schedule_paused(
+        &self,
+        name: &str,
+        paused: bool,
+        next_fire_at: DateTime<Utc>,
+    ) -> EngineResult<()> {
+        let changed = sqlx::query(
+            "UPDATE workflow_schedules SET paused = $2, queued_tick = NULL,
+                 next_fire_at = CASE WHEN $2 THEN next_fire_at ELSE $3 END, updated_at = now()
+             WHERE name = $1",
+        )
+        .bind(name)
+        .bind(paused)
+        .bind(next_fire_at)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if changed == 0 {
+            return Err(EngineError::ScheduleNotFound(name.to_owned()));
+        }
+        Ok(())
+    }
+
+    async fn delete_schedule(&self, name: &str) -> EngineResult<()> {
+        let deleted = sqlx::query("DELETE FROM workflow_schedules WHERE name = $1")
+            .bind(name)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        if deleted == 0 {
+            return Err(EngineError::ScheduleNotFound(name.to_owned()));
+        }
+        Ok(())
+    }
+
+    async fn get_schedule(&self, name: &str) -> EngineResult<Option<ScheduleRecord>> {
+        let row = sqlx::query("SELECT * FROM workflow_schedules WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(schedule_from_row).transpose()
+    }
+
+    async fn list_schedules(&self) -> EngineResult<Vec<ScheduleRecord>> {
+        let rows = sqlx::query("SELECT * FROM workflow_schedules ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(schedule_from_row).collect()
+    }
+
+    async fn fire_due_schedules(
+        &self,
+        now: DateTime<Utc>,
+        workflows: &[(String, u32)],
+    ) -> EngineResult<Vec<FiredRun>> {
+        let versions: HashMap<&str, u32> = workflows
+            .iter()
+            .map(|(name, version)| (name.as_str(), *version))
+            .collect();
+        let names: Vec<String> = versions.keys().map(|name| (*name).to_owned()).collect();
+        let mut tx = self.pool.begin().await?;
+        // SKIP LOCKED: each due schedule is handled by one scheduler at a time; the tick's
+        // idempotency key is the backstop that makes a second start impossible anyway.
+        let rows = sqlx::query(
+            "SELECT * FROM workflow_schedules
+             WHERE NOT paused AND (next_fire_at <= $1 OR queued_tick IS NOT NULL)
+               AND workflow = ANY($2)
+             ORDER BY next_fire_at LIMIT 100
+             FOR UPDATE SKIP LOCKED",
+        )
+        .bind(now)
+        .bind(&names)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut fired = Vec::new();
+        for row in &rows {
+            let schedule = schedule_from_row(row)?;
+            let Some(version) = versions.get(schedule.spec.workflow.as_str()) else {
+                continue;
+            };
+            let previous_running = match schedule.last_run_id {
+                Some(run_id) => status_of(&mut tx, run_id)
+                    .await?
+                    .is_some_and(|s| !decode_status(&s).is_ok_and(RunStatus::is_terminal)),
+                None => false,
+            };
+            let plan = plan_fires(
+                &schedule.spec,
+                schedule.next_fire_at,
+                schedule.queued_tick,
+                previous_running,
+                now,
+            );
+            let mut last = None;
+            for tick in &plan.fire {
+                let key = tick_idempotency_key(&schedule.spec.name, *tick);
+                let metadata = serde_json::json!({"schedule": schedule.spec.name, "tick": tick});
+                sqlx::query(
+                    "INSERT INTO workflow_runs (id, workflow, workflow_version, input,
+                         idempotency_key, queue, priority, metadata, status, wake_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', now())
+                     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
+                )
+                .bind(RunId::new().0)
+                .bind(&schedule.spec.workflow)
+                .bind(*version as i32)
+                .bind(&schedule.spec.input)
+                .bind(&key)
+                .bind(&schedule.spec.queue)
+                .bind(schedule.spec.priority)
+                .bind(&metadata)
+                .execute(&mut *tx)
+                .await?;
+                let run_id: Uuid =
+                    sqlx::query_scalar("SELECT id FROM workflow_runs WHERE idempotency_key = $1")
+                        .bind(&key)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                fired.push(FiredRun {
+                    schedule: schedule.spec.name.clone(),
+                    tick: *tick,
+                    run_id: RunId(run_id),
+                });
+                last = Some((*tick, run_id));
+            }
+            sqlx::query(
+                "UPDATE workflow_schedules SET next_fire_at = $2, queued_tick = $3,
+                     last_fire_at = COALESCE($4, last_fire_at),
+                     last_run_id = COALESCE($5, last_run_id), updated_at = now()
+                 WHERE name = $1",
+            )
+            .bind(&schedule.spec.name)
+            .bind(plan.next_fire_at)
+            .bind(plan.queued_tick)
+            .bind(last.map(|(tick, _)| tick))
+            .bind(last.map(|(_, run_id)| run_id))
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !fired.is_empty() {
+            notify(&mut tx).await?;
+        }
+        tx.commit().await?;
+        Ok(fired)
+    }
+
+    async fn next_schedule_due(&self) -> EngineResult<Option<DateTime<Utc>>> {
+        Ok(sqlx::query_scalar(
+            "SELECT MIN(CASE WHEN queued_tick IS NOT NULL THEN now() ELSE next_fire_at END)
+             FROM workflow_schedules WHERE NOT paused",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    async fn schedule_runs(&self, name: &str, limit: u64) -> EngineResult<Vec<RunRecord>> {
+        let prefix = format!("schedule:{name}:");
+        let rows = sqlx::query(
+            "SELECT * FROM workflow_runs WHERE starts_with(idempotency_key, $1)
+             ORDER BY created_at DESC, id DESC LIMIT $2",
+        )
+        .bind(&prefix)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(run_from_row).collect()
+    }
+
     async fn count_runs(&self, filter: &RunFilter) -> EngineResult<u64> {
         let count: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM workflow_runs
@@ -917,5 +1191,87 @@ impl World for PostgresWorld {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(log_from_row).collect()
+    }
+
+    async fn reserve_budget(
+        &self,
+        budget: &str,
+        reservation_key: &str,
+        amount: i64,
+        limit: i64,
+        run_id: Option<RunId>,
+    ) -> EngineResult<BudgetReservation> {
+        if amount <= 0 {
+            return Err(EngineError::InvalidState {
+                run: run_id.unwrap_or_default(),
+                status: "unchanged".into(),
+                reason: format!("budget reservation amount must be positive, got {amount}"),
+            });
+        }
+        let mut tx = self.pool.begin().await?;
+        // Serializes reservations of one budget: the sum below then sees every
+        // reservation committed before this one.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('morpheus-budget:' || $1))")
+            .bind(budget)
+            .execute(&mut *tx)
+            .await?;
+        let existing: Option<i64> = sqlx::query_scalar(
+            "SELECT amount FROM workflow_budget_reservations
+             WHERE budget = $1 AND reservation_key = $2",
+        )
+        .bind(budget)
+        .bind(reservation_key)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let used: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(SUM(amount), 0)::bigint FROM workflow_budget_reservations
+             WHERE budget = $1",
+        )
+        .bind(budget)
+        .fetch_one(&mut *tx)
+        .await?;
+        if existing.is_some() || used.saturating_add(amount) > limit {
+            tx.commit().await?;
+            return Ok(BudgetReservation {
+                granted: existing.is_some(),
+                used,
+            });
+        }
+        sqlx::query(
+            "INSERT INTO workflow_budget_reservations (budget, reservation_key, amount, run_id)
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(budget)
+        .bind(reservation_key)
+        .bind(amount)
+        .bind(run_id.map(|id| id.0))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(BudgetReservation {
+            granted: true,
+            used: used + amount,
+        })
+    }
+
+    async fn release_budget(&self, budget: &str, reservation_key: &str) -> EngineResult<()> {
+        sqlx::query(
+            "DELETE FROM workflow_budget_reservations WHERE budget = $1 AND reservation_key = $2",
+        )
+        .bind(budget)
+        .bind(reservation_key)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn budget_used(&self, budget: &str) -> EngineResult<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT COALESCE(SUM(amount), 0)::bigint FROM workflow_budget_reservations
+             WHERE budget = $1",
+        )
+        .bind(budget)
+        .fetch_one(&self.pool)
+        .await?)
     }
 }

@@ -19,8 +19,12 @@ use crate::batch::{child_finished_event_key, child_finished_payload, format_ts, 
 use crate::error::{EngineError, EngineResult};
 use crate::ids::RunId;
 use crate::model::{
-    ClaimedRun, Fence, LogLevel, LogQuery, LogRecord, NewRun, PruneReport, QueueInfo, RunFilter,
-    RunRecord, RunStatus, StartedRun, StepRecord, WriteOp, WriteOutcome,
+    BudgetReservation, ClaimedRun, Fence, LogLevel, LogQuery, LogRecord, NewRun, PruneReport,
+    QueueInfo, RunFilter, RunRecord, RunStatus, StartedRun, StepRecord, WriteOp, WriteOutcome,
+};
+use crate::schedule::{
+    plan_fires, spec_from_columns, tick_idempotency_key, validate_spec, FiredRun, ScheduleColumns,
+    ScheduleRecord, ScheduleSpec,
 };
 use crate::world::{Backend, ClaimRequest, World};
 
@@ -30,6 +34,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite"
 pub struct SqliteWorld {
     writer: Mutex<SqliteConnection>,
     readers: SqlitePool,
+    options: SqliteConnectOptions,
 }
 
 impl SqliteWorld {
@@ -59,12 +64,28 @@ impl SqliteWorld {
         let readers = SqlitePoolOptions::new()
             .max_connections(4)
             .min_connections(1)
-            .connect_with(options.read_only(true))
+            .connect_with(options.clone().read_only(true))
             .await?;
         Ok(Self {
             writer: Mutex::new(writer),
             readers,
+            options,
         })
+    }
+
+    /// The single writer connection. Every write transaction ends before the lock is
+    /// released, so a connection still "in a transaction" here is one whose rollback
+    /// failed (SQLite rolls back by itself on SQLITE_FULL, and the driver's ROLLBACK then
+    /// errors): it is replaced by a fresh connection instead of failing forever.
+    async fn writer(&self) -> EngineResult<tokio::sync::MutexGuard<'_, SqliteConnection>> {
+        let mut writer = self.writer.lock().await;
+        if writer.is_in_transaction() {
+            tracing::warn!(
+                "sqlite writer connection was left inside a failed transaction; reopening it"
+            );
+            *writer = SqliteConnection::connect_with(&self.options).await?;
+        }
+        Ok(writer)
     }
 }
 
@@ -140,6 +161,36 @@ fn run_from_row(row: &SqliteRow) -> EngineResult<RunRecord> {
         created_at: parse_ts(&row.try_get::<String, _>("created_at")?)?,
         updated_at: parse_ts(&row.try_get::<String, _>("updated_at")?)?,
         completed_at: parse_opt_ts(row.try_get("completed_at")?)?,
+    })
+}
+
+fn schedule_from_row(row: &SqliteRow) -> EngineResult<ScheduleRecord> {
+    let name: String = row.try_get("name")?;
+    let overlap: String = row.try_get("overlap")?;
+    let catch_up: String = row.try_get("catch_up")?;
+    let spec = spec_from_columns(
+        name,
+        row.try_get("workflow")?,
+        parse_json(row.try_get("input")?)?.unwrap_or(Value::Null),
+        row.try_get("cron_expr")?,
+        row.try_get("timezone")?,
+        row.try_get("every_ms")?,
+        &overlap,
+        &catch_up,
+        row.try_get("queue")?,
+        row.try_get::<i64, _>("priority")? as i32,
+    )
+    .map_err(|error| EngineError::Database(sqlx::Error::Decode(error.into())))?;
+    let last_run: Option<String> = row.try_get("last_run_id")?;
+    Ok(ScheduleRecord {
+        spec,
+        paused: row.try_get("paused")?,
+        next_fire_at: parse_ts(&row.try_get::<String, _>("next_fire_at")?)?,
+        last_fire_at: parse_opt_ts(row.try_get("last_fire_at")?)?,
+        last_run_id: last_run.as_deref().map(parse_run_id).transpose()?,
+        queued_tick: parse_opt_ts(row.try_get("queued_tick")?)?,
+        created_at: parse_ts(&row.try_get::<String, _>("created_at")?)?,
+        updated_at: parse_ts(&row.try_get::<String, _>("updated_at")?)?,
     })
 }
 
@@ -254,7 +305,7 @@ impl World for SqliteWorld {
     async fn start_run(&self, run: NewRun) -> EngineResult<StartedRun> {
         let now = format_ts(Utc::now());
         let id = RunId::new();
-        let mut writer = self.writer.lock().await;
+        let mut writer = self.writer().await?;
         let inserted: Option<String> = sqlx::query_scalar(
             "INSERT INTO workflow_runs (id, workflow, workflow_version, input, idempotency_key,
                  parent_run_id, queue, priority, metadata, status, wake_at, created_at, updated_at)
@@ -301,7 +352,7 @@ impl World for SqliteWorld {
             .as_ref()
             .map(serde_json::to_string)
             .transpose()?;
-        let mut writer = self.writer.lock().await;
+        let mut writer = self.writer().await?;
         let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
         let limited: Vec<(String, i64)> = sqlx::query_as(
             "SELECT name, concurrency_limit FROM workflow_queues
@@ -419,7 +470,7 @@ impl World for SqliteWorld {
             .iter()
             .map(|id| id.to_string())
             .collect();
-        let mut writer = self.writer.lock().await;
+        let mut writer = self.writer().await?;
         let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
         let held_rows: Vec<(String, i64)> = sqlx::query_as(
             "SELECT id, lease_epoch FROM workflow_runs
@@ -540,7 +591,7 @@ impl World for SqliteWorld {
             .iter()
             .map(|fence| serde_json::json!({"id": fence.run_id, "epoch": fence.epoch}))
             .collect();
-        let mut writer = self.writer.lock().await;
+        let mut writer = self.writer().await?;
         let ids: Vec<String> = sqlx::query_scalar(
             "UPDATE workflow_runs SET lease_expires_at = ?2
              WHERE status = 'running' AND (id, lease_epoch) IN
@@ -556,7 +607,7 @@ impl World for SqliteWorld {
 
     async fn release_leases(&self, owner: &str) -> EngineResult<u64> {
         let now = format_ts(Utc::now());
-        let mut writer = self.writer.lock().await;
+        let mut writer = self.writer().await?;
         let released = sqlx::query(
             "UPDATE workflow_runs SET status = 'pending', wake_at = ?2, lease_owner = NULL,
                  lease_expires_at = NULL, updated_at = ?2
@@ -593,7 +644,7 @@ impl World for SqliteWorld {
 
     async fn send_event(&self, key: &str, payload: Value) -> EngineResult<bool> {
         let now = format_ts(Utc::now());
-        let mut writer = self.writer.lock().await;
+        let mut writer = self.writer().await?;
         let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
         let inserted = deliver_event(&mut tx, key, &payload, &now).await?;
         tx.commit().await?;
@@ -611,7 +662,7 @@ impl World for SqliteWorld {
 
     async fn cancel_run(&self, run_id: RunId) -> EngineResult<()> {
         let now = format_ts(Utc::now());
-        let mut writer = self.writer.lock().await;
+        let mut writer = self.writer().await?;
         let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
         let cancelled: Option<FinishedRow> = sqlx::query_as(
             "UPDATE workflow_runs SET status = 'cancelled', error = 'cancelled by operator',
@@ -651,7 +702,7 @@ impl World for SqliteWorld {
 
     async fn resume_run(&self, run_id: RunId) -> EngineResult<()> {
         let now = format_ts(Utc::now());
-        let mut writer = self.writer.lock().await;
+        let mut writer = self.writer().await?;
         let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
         let resumed = sqlx::query(
             "UPDATE workflow_runs SET status = 'pending', wake_at = ?2, error = NULL, output = NULL,
@@ -695,7 +746,7 @@ impl World for SqliteWorld {
     async fn fork_run(&self, run_id: RunId, from_step: &str) -> EngineResult<RunId> {
         let now = format_ts(Utc::now());
         let new_id = RunId::new();
-        let mut writer = self.writer.lock().await;
+        let mut writer = self.writer().await?;
         let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
         let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM workflow_runs WHERE id = ?1")
             .bind(run_id.to_string())
@@ -799,7 +850,7 @@ impl World for SqliteWorld {
         loop {
             // One short write transaction per batch; the writer lock is released between
             // batches so checkpoints and claims keep flowing.
-            let mut writer = self.writer.lock().await;
+            let mut writer = self.writer().await?;
             let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
             let ids: Vec<String> = sqlx::query_scalar(
                 "SELECT id FROM workflow_runs
@@ -855,7 +906,7 @@ impl World for SqliteWorld {
     }
 
     async fn set_queue_limit(&self, queue: &str, limit: Option<u32>) -> EngineResult<()> {
-        let mut writer = self.writer.lock().await;
+        let mut writer = self.writer().await?;
         sqlx::query(
             "INSERT INTO workflow_queues (name, concurrency_limit, updated_at) VALUES (?1, ?2, ?3)
              ON CONFLICT (name) DO UPDATE SET concurrency_limit = excluded.concurrency_limit,
@@ -905,7 +956,7 @@ impl World for SqliteWorld {
         let mut left = count;
         while left > 0 {
             let chunk = left.min(50_000);
-            let mut writer = self.writer.lock().await;
+            let mut writer = self.writer().await?;
             let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
             sqlx::query("DROP TABLE IF EXISTS temp.seed_ids")
                 .execute(&mut *tx)
@@ -954,6 +1005,263 @@ impl World for SqliteWorld {
         Ok(())
     }
 
+    async fn add_schedule(
+        &self,
+        spec: &ScheduleSpec,
+        next_fire_at: DateTime<Utc>,
+    ) -> EngineResult<()> {
+        validate_spec(spec).map_err(EngineError::InvalidSchedule)?;
+        let columns = ScheduleColumns::of(spec);
+        let now = format_ts(Utc::now());
+        let mut writer = self.writer().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO workflow_schedules (name, workflow, input, cron_expr, timezone, every_ms,
+                 overlap, catch_up, queue, priority, next_fire_at, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12)
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(&spec.name)
+        .bind(&spec.workflow)
+        .bind(spec.input.to_string())
+        .bind(&columns.cron_expr)
+        .bind(&columns.timezone)
+        .bind(columns.every_ms)
+        .bind(columns.overlap)
+        .bind(columns.catch_up)
+        .bind(&spec.queue)
+        .bind(spec.priority as i64)
+        .bind(format_ts(next_fire_at))
+        .bind(&now)
+        .execute(&mut *writer)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            return Err(EngineError::ScheduleExists(spec.name.clone()));
+        }
+        Ok(())
+    }
+
+    async fn sync_schedule(
+        &self,
+        spec: &ScheduleSpec,
+        next_fire_at: DateTime<Utc>,
+    ) -> EngineResult<bool> {
+        validate_spec(spec).map_err(EngineError::InvalidSchedule)?;
+        let columns = ScheduleColumns::of(spec);
+        let now = format_ts(Utc::now());
+        let mut writer = self.writer().await?;
+        // One statement, so processes syncing the same file at once cannot race.
+        let changed = sqlx::query(
+            "INSERT INTO workflow_schedules (name, workflow, input, cron_expr, timezone, every_ms,
+                 overlap, catch_up, queue, priority, next_fire_at, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12)
+             ON CONFLICT (name) DO UPDATE SET workflow = excluded.workflow,
+                 input = excluded.input, cron_expr = excluded.cron_expr,
+                 timezone = excluded.timezone, every_ms = excluded.every_ms,
+                 overlap = excluded.overlap, catch_up = excluded.catch_up,
+                 queue = excluded.queue, priority = excluded.priority,
+                 next_fire_at = excluded.next_fire_at, queued_tick = NULL,
+                 updated_at = excluded.updated_at
+             WHERE workflow IS NOT excluded.workflow OR input IS NOT excluded.input
+                OR cron_expr IS NOT excluded.cron_expr OR timezone IS NOT excluded.timezone
+                OR every_ms IS NOT excluded.every_ms OR overlap IS NOT excluded.overlap
+                OR catch_up IS NOT excluded.catch_up OR queue IS NOT excluded.queue
+                OR priority IS NOT excluded.priority",
+        )
+        .bind(&spec.name)
+        .bind(&spec.workflow)
+        .bind(spec.input.to_string())
+        .bind(&columns.cron_expr)
+        .bind(&columns.timezone)
+        .bind(columns.every_ms)
+        .bind(columns.overlap)
+        .bind(columns.catch_up)
+        .bind(&spec.queue)
+        .bind(spec.priority as i64)
+        .bind(format_ts(next_fire_at))
+        .bind(&now)
+        .execute(&mut *writer)
+        .await?
+        .rows_affected();
+        Ok(changed > 0)
+    }
+
+    async fn set_schedule_paused(
+        &self,
+        name: &str,
+        paused: bool,
+        next_fire_at: DateTime<Utc>,
+    ) -> EngineResult<()> {
+        let mut writer = self.writer().await?;
+        let changed = sqlx::query(
+            "UPDATE workflow_schedules SET paused = ?2, queued_tick = NULL,
+                 next_fire_at = CASE WHEN ?2 THEN next_fire_at ELSE ?3 END, updated_at = ?4
+             WHERE name = ?1",
+        )
+        .bind(name)
+        .bind(paused)
+        .bind(format_ts(next_fire_at))
+        .bind(format_ts(Utc::now()))
+        .execute(&mut *writer)
+        .await?
+        .rows_affected();
+        if changed == 0 {
+            return Err(EngineError::ScheduleNotFound(name.to_owned()));
+        }
+        Ok(())
+    }
+
+    async fn delete_schedule(&self, name: &str) -> EngineResult<()> {
+        let mut writer = self.writer().await?;
+        let deleted = sqlx::query("DELETE FROM workflow_schedules WHERE name = ?1")
+            .bind(name)
+            .execute(&mut *writer)
+            .await?
+            .rows_affected();
+        if deleted == 0 {
+            return Err(EngineError::ScheduleNotFound(name.to_owned()));
+        }
+        Ok(())
+    }
+
+    async fn get_schedule(&self, name: &str) -> EngineResult<Option<ScheduleRecord>> {
+        let row = sqlx::query("SELECT * FROM workflow_schedules WHERE name = ?1")
+            .bind(name)
+            .fetch_optional(&self.readers)
+            .await?;
+        row.as_ref().map(schedule_from_row).transpose()
+    }
+
+    async fn list_schedules(&self) -> EngineResult<Vec<ScheduleRecord>> {
+        let rows = sqlx::query("SELECT * FROM workflow_schedules ORDER BY name")
+            .fetch_all(&self.readers)
+            .await?;
+        rows.iter().map(schedule_from_row).collect()
+    }
+
+    async fn fire_due_schedules(
+        &self,
+        now: DateTime<Utc>,
+        workflows: &[(String, u32)],
+    ) -> EngineResult<Vec<FiredRun>> {
+        let now_text = format_ts(now);
+        let versions: HashMap<&str, u32> = workflows
+            .iter()
+            .map(|(name, version)| (name.as_str(), *version))
+            .collect();
+        let mut writer = self.writer().await?;
+        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+        let rows = sqlx::query(
+            "SELECT * FROM workflow_schedules
+             WHERE NOT paused AND (next_fire_at <= ?1 OR queued_tick IS NOT NULL)
+             ORDER BY next_fire_at LIMIT 100",
+        )
+        .bind(&now_text)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut fired = Vec::new();
+        for row in &rows {
+            let schedule = schedule_from_row(row)?;
+            let Some(version) = versions.get(schedule.spec.workflow.as_str()) else {
+                continue; // Another process may know this workflow.
+            };
+            let previous_running = match schedule.last_run_id {
+                Some(run_id) => {
+                    let status: Option<String> =
+                        sqlx::query_scalar("SELECT status FROM workflow_runs WHERE id = ?1")
+                            .bind(run_id.to_string())
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                    status.is_some_and(|s| !decode_status(&s).is_ok_and(RunStatus::is_terminal))
+                }
+                None => false,
+            };
+            let plan = plan_fires(
+                &schedule.spec,
+                schedule.next_fire_at,
+                schedule.queued_tick,
+                previous_running,
+                now,
+            );
+            let mut last = None;
+            for tick in &plan.fire {
+                let key = tick_idempotency_key(&schedule.spec.name, *tick);
+                let metadata = serde_json::json!({"schedule": schedule.spec.name, "tick": tick});
+                let new_id = RunId::new();
+                sqlx::query(
+                    "INSERT INTO workflow_runs (id, workflow, workflow_version, input,
+                         idempotency_key, queue, priority, metadata, status, wake_at, created_at,
+                         updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9, ?9, ?9)
+                     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
+                )
+                .bind(new_id.to_string())
+                .bind(&schedule.spec.workflow)
+                .bind(*version as i64)
+                .bind(schedule.spec.input.to_string())
+                .bind(&key)
+                .bind(&schedule.spec.queue)
+                .bind(schedule.spec.priority as i64)
+                .bind(metadata.to_string())
+                .bind(&now_text)
+                .execute(&mut *tx)
+                .await?;
+                let run_id: String =
+                    sqlx::query_scalar("SELECT id FROM workflow_runs WHERE idempotency_key = ?1")
+                        .bind(&key)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                let run_id = parse_run_id(&run_id)?;
+                fired.push(FiredRun {
+                    schedule: schedule.spec.name.clone(),
+                    tick: *tick,
+                    run_id,
+                });
+                last = Some((*tick, run_id));
+            }
+            sqlx::query(
+                "UPDATE workflow_schedules SET next_fire_at = ?2, queued_tick = ?3,
+                     last_fire_at = COALESCE(?4, last_fire_at),
+                     last_run_id = COALESCE(?5, last_run_id), updated_at = ?6
+                 WHERE name = ?1",
+            )
+            .bind(&schedule.spec.name)
+            .bind(format_ts(plan.next_fire_at))
+            .bind(plan.queued_tick.map(format_ts))
+            .bind(last.map(|(tick, _)| format_ts(tick)))
+            .bind(last.map(|(_, run_id)| run_id.to_string()))
+            .bind(&now_text)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(fired)
+    }
+
+    async fn next_schedule_due(&self) -> EngineResult<Option<DateTime<Utc>>> {
+        let next: Option<String> = sqlx::query_scalar(
+            "SELECT MIN(CASE WHEN queued_tick IS NOT NULL THEN ?1 ELSE next_fire_at END)
+             FROM workflow_schedules WHERE NOT paused",
+        )
+        .bind(format_ts(Utc::now()))
+        .fetch_one(&self.readers)
+        .await?;
+        parse_opt_ts(next)
+    }
+
+    async fn schedule_runs(&self, name: &str, limit: u64) -> EngineResult<Vec<RunRecord>> {
+        let prefix = format!("schedule:{name}:");
+        let rows = sqlx::query(
+            "SELECT * FROM workflow_runs WHERE substr(idempotency_key, 1, length(?1)) = ?1
+             ORDER BY created_at DESC, id DESC LIMIT ?2",
+        )
+        .bind(&prefix)
+        .bind(limit as i64)
+        .fetch_all(&self.readers)
+        .await?;
+        rows.iter().map(run_from_row).collect()
+    }
+
     async fn count_runs(&self, filter: &RunFilter) -> EngineResult<u64> {
         let count: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM workflow_runs
@@ -990,5 +1298,90 @@ impl World for SqliteWorld {
         .fetch_all(&self.readers)
         .await?;
         rows.iter().map(log_from_row).collect()
+    }
+
+    async fn reserve_budget(
+        &self,
+        budget: &str,
+        reservation_key: &str,
+        amount: i64,
+        limit: i64,
+        run_id: Option<RunId>,
+    ) -> EngineResult<BudgetReservation> {
+        if amount <= 0 {
+            return Err(EngineError::InvalidState {
+                run: run_id.unwrap_or_default(),
+                status: "unchanged".into(),
+                reason: format!("budget reservation amount must be positive, got {amount}"),
+            });
+        }
+        let mut writer = self.writer().await?;
+        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+        let existing: Option<i64> = sqlx::query_scalar(
+            "SELECT amount FROM workflow_budget_reservations
+             WHERE budget = ?1 AND reservation_key = ?2",
+        )
+        .bind(budget)
+        .bind(reservation_key)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let used: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(SUM(amount), 0) FROM workflow_budget_reservations WHERE budget = ?1",
+        )
+        .bind(budget)
+        .fetch_one(&mut *tx)
+        .await?;
+        if existing.is_some() {
+            tx.commit().await?;
+            return Ok(BudgetReservation {
+                granted: true,
+                used,
+            });
+        }
+        if used.saturating_add(amount) > limit {
+            tx.commit().await?;
+            return Ok(BudgetReservation {
+                granted: false,
+                used,
+            });
+        }
+        sqlx::query(
+            "INSERT INTO workflow_budget_reservations (budget, reservation_key, amount, run_id,
+                 created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .bind(budget)
+        .bind(reservation_key)
+        .bind(amount)
+        .bind(run_id.map(|id| id.to_string()))
+        .bind(format_ts(Utc::now()))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(BudgetReservation {
+            granted: true,
+            used: used + amount,
+        })
+    }
+
+    async fn release_budget(&self, budget: &str, reservation_key: &str) -> EngineResult<()> {
+        let mut writer = self.writer().await?;
+        sqlx::query(
+            "DELETE FROM workflow_budget_reservations WHERE budget = ?1 AND reservation_key = ?2",
+        )
+        .bind(budget)
+        .bind(reservation_key)
+        .execute(&mut *writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn budget_used(&self, budget: &str) -> EngineResult<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT COALESCE(SUM(amount), 0) FROM workflow_budget_reservations WHERE budget = ?1",
+        )
+        .bind(budget)
+        .fetch_one(&self.readers)
+        .await?)
     }
 }

@@ -17,8 +17,9 @@ use tokio::task::JoinSet;
 use crate::committer::Committer;
 use crate::ctx::{Ctx, CtxShared};
 use crate::engine::Engine;
-use crate::error::EngineResult;
+use crate::error::{EngineError, EngineResult};
 use crate::ids::RunId;
+use crate::lease::LeaseClock;
 use crate::model::{ClaimedRun, Fence, LogLevel, NewLog, Outcome, Park, WriteOp};
 use crate::outage::OutageReporter;
 use crate::workflow::WorkflowError;
@@ -82,6 +83,7 @@ pub struct Worker {
 struct InFlight {
     epoch: i64,
     abort: tokio::task::AbortHandle,
+    lease: LeaseClock,
 }
 
 impl Worker {
@@ -95,7 +97,9 @@ impl Worker {
         let Worker { engine, config } = self;
         let world = engine.world();
         let workflows = engine.workflows().versions();
-        let (committer, commit_task) = Committer::start(world.clone());
+        let (fatal_sender, mut fatal) = tokio::sync::watch::channel(None::<String>);
+        let (committer, commit_task) = Committer::start(world.clone(), fatal_sender);
+        let mut stop_error: Option<EngineError> = None;
         let wake = engine.wake_signal();
         let permits = Arc::new(Semaphore::new(config.concurrency));
         let in_flight: Arc<Mutex<HashMap<RunId, InFlight>>> = Default::default();
@@ -122,6 +126,7 @@ impl Worker {
                     workflows: workflows.clone(),
                     queues: config.queues.clone(),
                 };
+                let claim_sent = std::time::Instant::now();
                 match world.claim_runs(&request).await {
                     Ok(claimed) => {
                         claim_outage.success();
@@ -134,6 +139,8 @@ impl Worker {
                                 .expect("claimed no more than the free permits");
                             let run_id = run.run.id;
                             let epoch = run.run.lease_epoch;
+                            let lease = LeaseClock::new(claim_sent, config.lease_ttl);
+                            let lease_for_task = lease.clone();
                             let engine = engine.clone();
                             let committer = committer.clone();
                             let wake = wake.clone();
@@ -142,7 +149,7 @@ impl Worker {
                             // remove itself) before it has been inserted.
                             let mut map = in_flight.lock().expect("in-flight");
                             let handle = tasks.spawn(async move {
-                                execute(engine, committer, run).await;
+                                execute(engine, committer, run, lease_for_task).await;
                                 let mut map = in_flight_for_task.lock().expect("in-flight");
                                 // Only our own entry: the run may have been re-claimed (new
                                 // epoch) by this worker meanwhile.
@@ -158,9 +165,15 @@ impl Worker {
                                 InFlight {
                                     epoch,
                                     abort: handle,
+                                    lease,
                                 },
                             );
                         }
+                    }
+                    Err(error) if error.is_fatal_storage() => {
+                        tracing::error!(%error, "storage failed; stopping the worker");
+                        stop_error = Some(EngineError::StorageFailed(error.to_string()));
+                        break;
                     }
                     Err(error) => {
                         claim_failures += 1;
@@ -196,6 +209,13 @@ impl Worker {
                 _ = &mut shutdown => break,
                 _ = wake.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
+                Ok(()) = fatal.changed() => {
+                    if let Some(error) = fatal.borrow().clone() {
+                        tracing::error!(%error, "storage failed; stopping the worker");
+                        stop_error = Some(EngineError::StorageFailed(error));
+                        break;
+                    }
+                }
             }
         }
 
@@ -218,6 +238,10 @@ impl Worker {
         }
         drop(committer);
         let _ = commit_task.await;
+        if let Some(error) = stop_error {
+            // Leases cannot be given back through a failed database; they expire.
+            return Err(error);
+        }
         let released = world.release_leases(&config.worker_id).await?;
         tracing::info!(released, "worker stopped");
         Ok(())
@@ -246,6 +270,10 @@ async fn heartbeat(
             .iter()
             .map(|(id, f)| (*id, f.epoch))
             .collect();
+        if before.is_empty() {
+            // Nothing to renew; saying nothing about the database is the honest answer.
+            continue;
+        }
         let leases: Vec<Fence> = before
             .iter()
             .map(|(run_id, epoch)| Fence {
@@ -253,6 +281,7 @@ async fn heartbeat(
                 epoch: *epoch,
             })
             .collect();
+        let renewal_sent = std::time::Instant::now();
         match world.renew_leases(&leases, config.lease_ttl).await {
             Ok(held) => {
                 outage.success();
@@ -260,6 +289,9 @@ async fn heartbeat(
                 let mut map = in_flight.lock().expect("in-flight");
                 for (run_id, epoch) in before {
                     if held.contains(&run_id) {
+                        if let Some(flight) = map.get(&run_id).filter(|f| f.epoch == epoch) {
+                            flight.lease.extend(renewal_sent, config.lease_ttl);
+                        }
                         continue;
                     }
                     // Gone from our leases (cancelled, or expired and taken over): stop
@@ -278,7 +310,7 @@ async fn heartbeat(
     }
 }
 
-async fn execute(engine: Engine, committer: Committer, claimed: ClaimedRun) {
+async fn execute(engine: Engine, committer: Committer, claimed: ClaimedRun, lease: LeaseClock) {
     let run = claimed.run;
     let fence = Fence {
         run_id: run.id,
@@ -314,6 +346,7 @@ async fn execute(engine: Engine, committer: Committer, claimed: ClaimedRun) {
         world: world.clone(),
         executors: engine.executors().clone(),
         workflows: engine.workflows().clone(),
+        lease,
     });
     let result = AssertUnwindSafe(workflow.run_json(&ctx, run.input.clone()))
         .catch_unwind()

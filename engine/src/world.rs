@@ -12,9 +12,10 @@ use serde_json::Value;
 use crate::error::EngineResult;
 use crate::ids::RunId;
 use crate::model::{
-    ClaimedRun, Fence, LogQuery, LogRecord, NewRun, Outcome, Park, PruneReport, QueueInfo,
-    RunFilter, RunRecord, StartedRun, StepRecord, WriteOp, WriteOutcome,
+    BudgetReservation, ClaimedRun, Fence, LogQuery, LogRecord, NewRun, Outcome, Park, PruneReport,
+    QueueInfo, RunFilter, RunRecord, StartedRun, StepRecord, WriteOp, WriteOutcome,
 };
+use crate::schedule::{FiredRun, ScheduleRecord, ScheduleSpec};
 
 /// Which database a `World` talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,8 +141,77 @@ pub trait World: Send + Sync + 'static {
         completed_at: DateTime<Utc>,
     ) -> EngineResult<()>;
 
+    /// Adds a schedule that first fires at `next_fire_at`. A taken name is
+    /// [`EngineError::ScheduleExists`](crate::EngineError::ScheduleExists) and stores
+    /// nothing.
+    async fn add_schedule(
+        &self,
+        spec: &ScheduleSpec,
+        next_fire_at: DateTime<Utc>,
+    ) -> EngineResult<()>;
+
+    /// Creates or updates a schedule from configuration. An unchanged definition keeps its
+    /// state; a changed one is replaced and fires next at `next_fire_at`. Returns whether
+    /// anything changed.
+    async fn sync_schedule(
+        &self,
+        spec: &ScheduleSpec,
+        next_fire_at: DateTime<Utc>,
+    ) -> EngineResult<bool>;
+
+    /// Pauses or resumes a schedule; a resumed schedule fires next at `next_fire_at`
+    /// (ticks during the pause are not caught up).
+    async fn set_schedule_paused(
+        &self,
+        name: &str,
+        paused: bool,
+        next_fire_at: DateTime<Utc>,
+    ) -> EngineResult<()>;
+
+    /// Deletes a schedule (its runs stay).
+    async fn delete_schedule(&self, name: &str) -> EngineResult<()>;
+
+    /// One schedule.
+    async fn get_schedule(&self, name: &str) -> EngineResult<Option<ScheduleRecord>>;
+
+    /// Every schedule, by name.
+    async fn list_schedules(&self) -> EngineResult<Vec<ScheduleRecord>>;
+
+    /// Starts the runs of every due schedule whose workflow is in `workflows` (per its
+    /// catch-up and overlap policies), one run per tick however many schedulers call
+    /// this at once, and moves each schedule to its next tick.
+    async fn fire_due_schedules(
+        &self,
+        now: DateTime<Utc>,
+        workflows: &[(String, u32)],
+    ) -> EngineResult<Vec<FiredRun>>;
+
+    /// When the next schedule is due (or has a waiting tick: now).
+    async fn next_schedule_due(&self) -> EngineResult<Option<DateTime<Utc>>>;
+
+    /// Runs a schedule started, newest first.
+    async fn schedule_runs(&self, name: &str, limit: u64) -> EngineResult<Vec<RunRecord>>;
+
     /// Log lines matching the query, in emission order.
     async fn query_logs(&self, query: &LogQuery) -> EngineResult<Vec<LogRecord>>;
+
+    /// Reserves `amount` of `budget` under `limit` (all reservations of the budget, by
+    /// every run, count). Idempotent on `reservation_key`: repeating a reservation returns
+    /// its first answer and reserves nothing more.
+    async fn reserve_budget(
+        &self,
+        budget: &str,
+        reservation_key: &str,
+        amount: i64,
+        limit: i64,
+        run_id: Option<RunId>,
+    ) -> EngineResult<BudgetReservation>;
+
+    /// Gives a reservation back (no-op when it does not exist).
+    async fn release_budget(&self, budget: &str, reservation_key: &str) -> EngineResult<()>;
+
+    /// The total reserved of a budget.
+    async fn budget_used(&self, budget: &str) -> EngineResult<i64>;
 
     /// Records a completed step (one-write convenience over [`World::apply`]).
     #[allow(clippy::too_many_arguments)]

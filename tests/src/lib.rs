@@ -20,6 +20,7 @@
 
 pub mod devnet;
 pub mod pg_cluster;
+pub mod torture;
 
 use std::fs::File;
 use std::future::Future;

@@ -6,6 +6,8 @@
 //!   `postgres` user (`runuser`). Dropping it stops the server (`-m immediate`) and removes
 //!   its directory; clusters left behind by a killed test process are cleaned up by the
 //!   next [`PgCluster::start`].
+//! - [`TcpProxy`]: a TCP proxy in front of a cluster that can cut the LISTEN sessions
+//!   going through it and refuse new connections for a while.
 //! - [`Tmpfs`]: a small tmpfs mounted on a fresh directory (root only), to make a SQLite
 //!   file read-only or its disk full; unmounted when dropped.
 
@@ -296,5 +298,183 @@ impl Drop for Tmpfs {
             let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
         }
         let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// A TCP proxy in front of a server port, for faults the server cannot make on its own:
+/// end one kind of session with a clean EOF and refuse new connections for a while,
+/// leaving every other session alone (as a pooler or load balancer restart would).
+///
+/// Sessions whose client has sent `LISTEN ` are tagged as listener sessions.
+pub struct TcpProxy {
+    port: u16,
+    shared: std::sync::Arc<ProxyShared>,
+    acceptor: Option<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct ProxyShared {
+    stop: std::sync::atomic::AtomicBool,
+    accepting: std::sync::atomic::AtomicBool,
+    sessions: std::sync::Mutex<Vec<ProxySession>>,
+}
+
+struct ProxySession {
+    client: std::net::TcpStream,
+    server: std::net::TcpStream,
+    listener: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl ProxySession {
+    fn close(&self) {
+        let _ = self.client.shutdown(std::net::Shutdown::Both);
+        let _ = self.server.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// Copies `from` to `to` until either side ends; if `tag` is set, sets it once the
+/// bytes contain `LISTEN ` (a simple-protocol `LISTEN` query).
+fn pump(
+    mut from: std::net::TcpStream,
+    mut to: std::net::TcpStream,
+    tag: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+) {
+    use std::io::{Read as _, Write as _};
+    let mut buf = [0u8; 16 * 1024];
+    let mut tail: Vec<u8> = Vec::new();
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if let Some(tag) = &tag {
+            tail.extend_from_slice(&buf[..n]);
+            if tail.windows(7).any(|w| w == b"LISTEN ") {
+                tag.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+            let keep = tail.len().saturating_sub(6);
+            tail.drain(..keep);
+        }
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = from.shutdown(std::net::Shutdown::Both);
+    let _ = to.shutdown(std::net::Shutdown::Both);
+}
+
+impl TcpProxy {
+    /// Listens on a free port of 127.0.0.1 and forwards every connection to
+    /// `127.0.0.1:<upstream>`.
+    pub fn start(upstream: u16) -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy port");
+        let port = listener.local_addr().expect("proxy address").port();
+        let shared = std::sync::Arc::new(ProxyShared::default());
+        shared.accepting.store(true, Ordering::SeqCst);
+        let acceptor = {
+            let shared = shared.clone();
+            std::thread::spawn(move || {
+                let mut listener = Some(listener);
+                while !shared.stop.load(Ordering::SeqCst) {
+                    let accepting = shared.accepting.load(Ordering::SeqCst);
+                    if !accepting {
+                        // Closed: connection attempts are refused.
+                        listener = None;
+                        std::thread::sleep(Duration::from_millis(10));
+                        continue;
+                    }
+                    if listener.is_none() {
+                        match TcpListener::bind(("127.0.0.1", port)) {
+                            Ok(bound) => listener = Some(bound),
+                            Err(_) => {
+                                std::thread::sleep(Duration::from_millis(10));
+                                continue;
+                            }
+                        }
+                    }
+                    let bound = listener.as_ref().expect("bound");
+                    bound.set_nonblocking(true).expect("nonblocking accept");
+                    let client = match bound.accept() {
+                        Ok((client, _)) => client,
+                        Err(_) => {
+                            std::thread::sleep(Duration::from_millis(5));
+                            continue;
+                        }
+                    };
+                    let _ = client.set_nonblocking(false);
+                    let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", upstream)) else {
+                        continue;
+                    };
+                    let tag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+                    let (Ok(c2), Ok(s2), Ok(c3), Ok(s3)) = (
+                        client.try_clone(),
+                        server.try_clone(),
+                        client.try_clone(),
+                        server.try_clone(),
+                    ) else {
+                        continue;
+                    };
+                    let up_tag = tag.clone();
+                    std::thread::spawn(move || pump(c2, s2, Some(up_tag)));
+                    std::thread::spawn(move || pump(s3, c3, None));
+                    shared
+                        .sessions
+                        .lock()
+                        .expect("sessions")
+                        .push(ProxySession {
+                            client,
+                            server,
+                            listener: tag,
+                        });
+                }
+            })
+        };
+        Self {
+            port,
+            shared,
+            acceptor: Some(acceptor),
+        }
+    }
+
+    /// The proxy's port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Stops accepting (new connections are refused) or starts again on the same port.
+    pub fn set_accepting(&self, accepting: bool) {
+        self.shared
+            .accepting
+            .store(accepting, std::sync::atomic::Ordering::SeqCst);
+        // Let the acceptor thread close or rebind the port.
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    /// Ends every listener session (both sides see a clean EOF); returns how many.
+    pub fn cut_listener_sessions(&self) -> usize {
+        let mut sessions = self.shared.sessions.lock().expect("sessions");
+        let (cut, kept): (Vec<_>, Vec<_>) = sessions
+            .drain(..)
+            .partition(|s| s.listener.load(std::sync::atomic::Ordering::SeqCst));
+        for session in &cut {
+            session.close();
+        }
+        *sessions = kept;
+        cut.len()
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.shared
+            .stop
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        for session in self.shared.sessions.lock().expect("sessions").iter() {
+            session.close();
+        }
+        if let Some(acceptor) = self.acceptor.take() {
+            let _ = acceptor.join();
+        }
     }
 }

@@ -2,14 +2,17 @@
 //! decisions in pure functions, effects in steps.
 //!
 //! - [`shell::Shell`] (`shell`): a crash-proof job runner for shell steps.
+//! - [`topup::TopUpEscrow`] (`topup.escrow`): scheduled Akash escrow top-ups.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod shell;
+pub mod topup;
 
 use morpheus_engine::WorkflowRegistry;
 
 /// Registers every built-in workflow.
 pub fn register_builtin(registry: &mut WorkflowRegistry) {
     registry.register(shell::Shell);
+    registry.register(topup::TopUpEscrow);
 }

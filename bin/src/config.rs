@@ -1,0 +1,99 @@
+//! `morpheus.toml`: optional configuration (path by `--config`, env `MORPHEUS_CONFIG`,
+//! default `./morpheus.toml` when it exists). Environment variables and flags override
+//! it. Secrets are never written here inline: only references (an env var name or a
+//! file path).
+//!
+//! ```toml
+//! [[schedules]]
+//! name = "nightly-backup"
+//! workflow = "shell"
+//! input = { steps = [{ name = "backup", run = "pg_dump mydb > /backups/db.sql" }] }
+//! cron = "0 3 * * *"          # or: every = "30s"
+//! timezone = "Europe/Berlin"  # cron only; UTC when absent
+//! overlap = "skip"            # skip | queue_one | allow
+//! catch_up = "skip_missed"    # skip_missed | run_once | run_all
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Database URL (the flag and `MORPHEUS_DATABASE_URL` win over it).
+    pub database_url: Option<String>,
+    /// Schedules synced into the database when `morpheus up` starts.
+    #[serde(default)]
+    pub schedules: Vec<ScheduleConfig>,
+}
+
+/// One `[[schedules]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleConfig {
+    /// Unique name.
+    pub name: String,
+    /// Workflow to start.
+    pub workflow: String,
+    /// Its input.
+    #[serde(default = "empty_object")]
+    pub input: toml::Value,
+    /// Cron expression (5 fields, or 6–7 with seconds).
+    pub cron: Option<String>,
+    /// Fixed interval (`30s`, `5m`).
+    pub every: Option<String>,
+    /// IANA time zone for `cron`.
+    pub timezone: Option<String>,
+    /// `skip` | `queue_one` | `allow`.
+    pub overlap: Option<String>,
+    /// `skip_missed` | `run_once` | `run_all`.
+    pub catch_up: Option<String>,
+    /// Queue of the runs.
+    pub queue: Option<String>,
+    /// Priority of the runs.
+    pub priority: Option<i32>,
+}
+
+fn empty_object() -> toml::Value {
+    toml::Value::Table(Default::default())
+}
+
+impl Config {
+    /// Loads the file named by `path`, or `./morpheus.toml` when no path is given and it
+    /// exists; an empty configuration otherwise.
+    pub fn load(path: Option<&Path>) -> Result<Self> {
+        let (path, required) = match path {
+            Some(path) => (path.to_path_buf(), true),
+            None => (PathBuf::from("morpheus.toml"), false),
+        };
+        if !required && !path.exists() {
+            return Ok(Self::default());
+        }
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        toml::from_str(&text).map_err(|error| {
+            let message = error.to_string().replace('\n', " ");
+            anyhow!("config file {}: {}", path.display(), message.trim())
+        })
+    }
+}
+
+impl ScheduleConfig {
+    /// The input as JSON.
+    pub fn input_json(&self) -> Result<serde_json::Value> {
+        serde_json::to_value(&self.input)
+            .with_context(|| format!("schedule '{}': input is not JSON-compatible", self.name))
+    }
+
+    /// Checks that exactly one trigger is given.
+    pub fn check_trigger(&self) -> Result<()> {
+        match (&self.cron, &self.every) {
+            (Some(_), Some(_)) => bail!("schedule '{}': give cron or every, not both", self.name),
+            (None, None) => bail!("schedule '{}': give cron or every", self.name),
+            _ => Ok(()),
+        }
+    }
+}

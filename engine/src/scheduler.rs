@@ -1,0 +1,51 @@
+//! The scheduler service: runs beside the workers in every `morpheus up` process and
+//! starts the runs of due schedules. Any number of schedulers may run against one
+//! database: each tick's run is started exactly once (see [`crate::schedule`]).
+
+use std::future::Future;
+use std::time::Duration;
+
+use chrono::Utc;
+
+use crate::engine::Engine;
+use crate::outage::OutageReporter;
+
+/// Longest sleep between passes: schedules added or resumed from another process are
+/// noticed within this.
+pub const SCHEDULER_POLL: Duration = Duration::from_secs(2);
+
+/// Fires due schedules until `shutdown` resolves.
+pub async fn run_scheduler(engine: Engine, shutdown: impl Future<Output = ()>) {
+    let world = engine.world();
+    let workflows = engine.workflows().versions();
+    let mut outage = OutageReporter::new("scheduler", Duration::from_secs(30));
+    tokio::pin!(shutdown);
+    loop {
+        let wait = match world.fire_due_schedules(Utc::now(), &workflows).await {
+            Ok(fired) => {
+                outage.success();
+                for run in &fired {
+                    tracing::info!(schedule = %run.schedule, tick = %run.tick, run = %run.run_id, "schedule fired");
+                }
+                if !fired.is_empty() {
+                    engine.wake_signal().notify_one();
+                }
+                match world.next_schedule_due().await {
+                    Ok(Some(due)) => (due - Utc::now())
+                        .to_std()
+                        .unwrap_or(Duration::ZERO)
+                        .clamp(Duration::from_millis(10), SCHEDULER_POLL),
+                    _ => SCHEDULER_POLL,
+                }
+            }
+            Err(error) => {
+                outage.failure(&error, Some(SCHEDULER_POLL));
+                SCHEDULER_POLL
+            }
+        };
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
