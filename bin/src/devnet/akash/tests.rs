@@ -1049,3 +1049,92 @@ async fn the_demo_seed_has_a_funded_wallet_and_three_deployments() {
         .unwrap();
     assert_eq!(height["height"], 1, "no blocks without a block time");
 }
+
+/// The `topup.escrow` workflow, run by a real worker on SQLite, drives this executor
+/// against the seeded simulator: the payload contract holds end to end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topup_workflow_tops_up_the_draining_demo_deployment_once() {
+    use morpheus_engine::{
+        Engine, ExecutorRegistry, RunStatus, Worker, WorkerConfig, WorkflowRegistry,
+    };
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sim = serve(
+        listener,
+        SimulatorOptions {
+            seed_demo: true,
+            block_time: Duration::from_millis(50),
+            ..SimulatorOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let owner = sim.demo().unwrap().address.clone();
+    let signer = Signer::from_mnemonic(DEMO_MNEMONIC, "m/44'/118'/0'/0/0", "akash").unwrap();
+    let mut config = CosmosConfig::new(sim.url(), "morpheus-devnet-1");
+    config.timeouts.confirm_poll = Duration::from_millis(20);
+    let mut executors = ExecutorRegistry::new();
+    executors.register(CosmosExecutor::with_signer(&config, signer).unwrap());
+    let mut workflows = WorkflowRegistry::new();
+    morpheus_workflows::register_builtin(&mut workflows);
+
+    let dir = tempfile::tempdir().unwrap();
+    let world = morpheus_engine::connect(&format!("sqlite://{}/topup.db", dir.path().display()))
+        .await
+        .unwrap();
+    let engine = Engine::new(world.clone(), workflows, executors);
+    let started = engine
+        .start(
+            "topup.escrow",
+            json!({"owner": owner, "dseqs": null, "max_per_deposit": "5000000uakt",
+                   "daily_cap": "20000000uakt", "wallet_headroom": "1000000uakt"}),
+            None,
+        )
+        .await
+        .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn(
+        Worker::new(engine, WorkerConfig::for_backend(world.backend())).run(async {
+            let _ = stopped.await;
+        }),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let run = loop {
+        let run = world.get_run(started.run_id).await.unwrap().unwrap();
+        if run.status.is_terminal() {
+            break run;
+        }
+        assert!(Instant::now() < deadline, "run still {:?}", run.status);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let _ = stop.send(());
+    worker.await.unwrap().unwrap();
+    assert_eq!(run.status, RunStatus::Completed, "{:?}", run.error);
+    let report = run.output.unwrap();
+    let deposited: Vec<&str> = report["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["tx_hash"].is_string())
+        .map(|d| d["dseq"].as_str().unwrap())
+        .collect();
+    assert_eq!(deposited, ["1002"], "{report:#}");
+
+    let ledger: Value = reqwest::get(format!("{}/simulator/ledger", sim.url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let deposits = ledger["deposits"].as_array().unwrap();
+    assert_eq!(deposits.len(), 1, "{ledger:#}");
+    assert_eq!(deposits[0]["dseq"], "1002");
+    assert_eq!(
+        deposits[0]["amount"]
+            .as_str()
+            .unwrap()
+            .parse::<u128>()
+            .unwrap(),
+        report["deposited"].as_u64().unwrap() as u128
+    );
+}
