@@ -53,6 +53,8 @@ pub enum Command {
     Prune(PruneArgs),
     /// Measure throughput and step latency on a fresh set of no-op runs.
     Bench(BenchArgs),
+    /// Deploy directories into fresh Docker sandboxes (specs, runs, snapshots, gc).
+    Deploy(DeployArgs),
     /// Run a local chain simulator (for demos and tests; not a real chain).
     #[command(subcommand)]
     Devnet(DevnetCommand),
@@ -80,9 +82,207 @@ pub struct UpArgs {
     /// Worker id stored as the lease owner (default: host:pid:random).
     #[arg(long)]
     pub worker_id: Option<String>,
-    /// Only run this queue (repeat for several; default: every queue).
+    /// Only run this queue (repeat for several; default: every queue). Deploy runs of
+    /// agent A use the queue `deploy:A`.
     #[arg(long = "queue")]
     pub queues: Vec<String>,
+    /// Where deploys keep artifacts, and which directories they may capture.
+    #[command(flatten)]
+    pub deploy_paths: DeployPathArgs,
+    /// Most files in one deploy snapshot (after the ignore rules).
+    #[arg(long, env = "MORPHEUS_DEPLOY_MAX_FILES", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub deploy_max_files: u64,
+    /// Most bytes of one compressed deploy snapshot (default 1 GiB).
+    #[arg(long, env = "MORPHEUS_DEPLOY_MAX_SNAPSHOT_BYTES", default_value_t = 1 << 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub deploy_max_snapshot_bytes: u64,
+    /// How long a deploy's start command has to answer HTTP before the run fails.
+    #[arg(long, env = "MORPHEUS_DEPLOY_READY_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub deploy_ready_timeout: std::time::Duration,
+    /// Time limit of each deploy install or build command.
+    #[arg(long, env = "MORPHEUS_DEPLOY_COMMAND_TIMEOUT", default_value = "30m", value_parser = humantime::parse_duration)]
+    pub deploy_command_timeout: std::time::Duration,
+}
+
+/// Where deploys keep their artifacts and which directories they may capture (shared by
+/// `up`, which captures, and `deploy`, which validates specs).
+#[derive(Debug, Clone, Args)]
+pub struct DeployPathArgs {
+    /// Data directory: snapshots are stored under DATA_DIR/artifacts/<agent>/.
+    #[arg(
+        long,
+        global = true,
+        env = "MORPHEUS_DATA_DIR",
+        default_value = "./.morpheus"
+    )]
+    pub data_dir: PathBuf,
+    /// A directory deploy specs may point into (repeat for several; in the environment,
+    /// a colon-separated list). Default: the current directory.
+    #[arg(
+        long = "allowed-root",
+        global = true,
+        env = "MORPHEUS_DEPLOY_ALLOWED_ROOTS",
+        value_delimiter = ':'
+    )]
+    pub allowed_roots: Vec<PathBuf>,
+}
+
+/// `morpheus deploy …`.
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// Paths.
+    #[command(flatten)]
+    pub paths: DeployPathArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: DeployCommand,
+}
+
+/// `morpheus deploy` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum DeployCommand {
+    /// Set or show an agent's deployment spec.
+    #[command(subcommand)]
+    Spec(SpecCommand),
+    /// Start a deploy run: snapshot the spec's directory and run it in a new sandbox.
+    /// Prints the run id (and with --wait, the URL or the failure).
+    Start {
+        /// Agent id.
+        #[arg(long)]
+        agent: String,
+        /// preview or production (default: the spec's target).
+        #[arg(long, value_parser = parse_target)]
+        target: Option<morpheus_workflows::deploy::Target>,
+        /// A note stored with the run.
+        #[arg(long)]
+        note: Option<String>,
+        /// Wait until the run is ready (print its URL) or failed (print why, exit 1).
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Stop one deploy run: remove its sandbox and mark it stopped.
+    Stop {
+        /// Agent id.
+        #[arg(long)]
+        agent: String,
+        /// The deploy run id.
+        run: String,
+        /// Wait until it is stopped.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// An agent's deploy runs, newest first: status, target, snapshot hash, sandbox.
+    List {
+        /// Agent id.
+        #[arg(long)]
+        agent: String,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: u64,
+        /// One JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+    /// An agent's snapshots, newest first.
+    Snapshots {
+        /// Agent id.
+        #[arg(long)]
+        agent: String,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: u64,
+        /// One JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Deploy an earlier snapshot into a fresh sandbox (a rollback).
+    Redeploy {
+        /// Agent id.
+        #[arg(long)]
+        agent: String,
+        /// Snapshot id (see `deploy snapshots`).
+        #[arg(long)]
+        snapshot: String,
+        /// preview or production (default: the spec's target).
+        #[arg(long, value_parser = parse_target)]
+        target: Option<morpheus_workflows::deploy::Target>,
+        /// A note stored with the run.
+        #[arg(long)]
+        note: Option<String>,
+        /// Wait until the run is ready (print its URL) or failed (print why, exit 1).
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Remove sandbox containers labelled by Morpheus whose runs are finished.
+    Gc {
+        /// Only show what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+        /// One JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `morpheus deploy spec …`.
+#[derive(Debug, Subcommand)]
+pub enum SpecCommand {
+    /// Create or replace an agent's deployment spec (validated first; a bad spec is
+    /// refused and nothing is written).
+    Set(Box<SpecSetArgs>),
+    /// Show an agent's deployment spec.
+    Show {
+        /// Agent id.
+        #[arg(long)]
+        agent: String,
+        /// One JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `morpheus deploy spec set`.
+#[derive(Debug, Args)]
+pub struct SpecSetArgs {
+    /// Agent id ([A-Za-z0-9_.-], at most 63 characters).
+    #[arg(long)]
+    pub agent: String,
+    /// Name of the deployment.
+    #[arg(long)]
+    pub name: String,
+    /// Absolute directory to deploy, inside an --allowed-root.
+    #[arg(long)]
+    pub source_dir: String,
+    /// Build command, run in the sandbox's /workspace/app (`true` for none).
+    #[arg(long)]
+    pub build: String,
+    /// Long-running start command serving HTTP on --port.
+    #[arg(long)]
+    pub start: String,
+    /// Install command, run before the build.
+    #[arg(long)]
+    pub install: Option<String>,
+    /// Port the start command listens on (1024-65535; default 3000).
+    #[arg(long, allow_negative_numbers = true)]
+    pub port: Option<i64>,
+    /// Environment variable of the sandbox, KEY=VALUE (repeatable).
+    #[arg(long = "env")]
+    pub env: Vec<String>,
+    /// Base image of the sandbox (must have /bin/sh; default node:22-bookworm-slim).
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Default target of `deploy start`: preview (default) or production.
+    #[arg(long, value_parser = parse_target)]
+    pub target: Option<morpheus_workflows::deploy::Target>,
+    /// CPU limit of the sandbox, in cores (e.g. 0.5).
+    #[arg(long)]
+    pub cpu: Option<f64>,
+    /// Memory limit of the sandbox (e.g. 512m, 1g).
+    #[arg(long)]
+    pub memory: Option<String>,
+}
+
+fn parse_target(text: &str) -> Result<morpheus_workflows::deploy::Target, String> {
+    text.parse()
 }
 
 /// `morpheus start`.

@@ -9,7 +9,9 @@ use morpheus_engine::{
     run_scheduler, Engine, EngineError, ExecutorRegistry, LogLevel, LogQuery, RunFilter, RunId,
     RunStatus, StepLogLayer, Worker, WorkerConfig, WorkflowRegistry, World,
 };
-use morpheus_executors::ProcessExecutor;
+use morpheus_executors::{DockerExecutor, ProcessExecutor};
+use morpheus_workflows::deploy::snapshot::SnapshotLimits;
+use morpheus_workflows::deploy::DeployConfig;
 use serde_json::{json, Value};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -32,17 +34,39 @@ pub fn init_tracing() {
                 .with_writer(std::io::stderr)
                 .with_filter(filter),
         )
-        .with(StepLogLayer.with_filter(tracing_subscriber::filter::LevelFilter::DEBUG))
+        .with(StepLogLayer.with_filter(step_log_filter()))
         .try_init();
 }
 
-/// Every workflow and executor this binary ships.
-pub fn registries() -> (WorkflowRegistry, ExecutorRegistry) {
+/// What reaches a run's logs from `tracing` inside its steps: debug and up, except the
+/// HTTP and Docker client libraries' own debug chatter (request dumps), which would
+/// drown the step's real output.
+fn step_log_filter() -> tracing_subscriber::filter::Targets {
+    use tracing::Level;
+    tracing_subscriber::filter::Targets::new()
+        .with_default(Level::DEBUG)
+        .with_target("bollard", Level::INFO)
+        .with_target("hyper", Level::INFO)
+        .with_target("hyper_util", Level::INFO)
+        .with_target("reqwest", Level::INFO)
+        .with_target("h2", Level::INFO)
+}
+
+/// Every workflow and executor this binary ships; deploys run per `deploy`.
+pub fn registries(deploy: DeployConfig) -> (WorkflowRegistry, ExecutorRegistry) {
     let mut workflows = WorkflowRegistry::new();
     morpheus_workflows::register_builtin(&mut workflows);
+    morpheus_workflows::deploy::register(&mut workflows, Arc::new(deploy));
     let mut executors = ExecutorRegistry::new();
     executors.register(ProcessExecutor::new());
+    executors.register(DockerExecutor::new());
     (workflows, executors)
+}
+
+/// The registries of commands that only start or inspect runs (they never capture,
+/// so the deploy configuration's paths do not matter to them).
+pub fn default_registries() -> (WorkflowRegistry, ExecutorRegistry) {
+    registries(DeployConfig::default())
 }
 
 /// Hides the password in a database URL.
@@ -134,6 +158,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Queues(command) => queues(&url, command).await,
         Command::Schedules(command) => crate::schedules::run(&url, command).await,
         Command::Bench(args) => crate::bench::run(&url, args).await,
+        Command::Deploy(args) => crate::deploy::run(&url, args).await,
         Command::Devnet(command) => crate::devnet::run(command).await,
     }
 }
@@ -146,17 +171,39 @@ async fn up(url: &str, args: UpArgs, config: &Config) -> Result<()> {
             args.lease_ttl
         );
     }
-    let (workflows, executors) = registries();
+    let mut deploy = crate::deploy::config(&args.deploy_paths)?;
+    deploy.limits = SnapshotLimits {
+        max_files: args.deploy_max_files,
+        max_compressed_bytes: args.deploy_max_snapshot_bytes,
+    };
+    deploy.ready_timeout = args.deploy_ready_timeout;
+    deploy.command_timeout = args.deploy_command_timeout;
+    let deploy_summary = (deploy.data_dir.clone(), deploy.allowed_roots.clone());
+    let (workflows, executors) = registries(deploy);
     // Check the configured schedules before touching the database.
     let declared = crate::schedules::from_config(&config.schedules, &workflows)?;
     let world = open(url).await?;
+    tracing::info!(
+        data_dir = %deploy_summary.0.display(),
+        allowed_roots = ?deploy_summary.1,
+        "deploy configuration"
+    );
     for (spec, next_fire_at) in &declared {
         if world.sync_schedule(spec, *next_fire_at).await? {
             tracing::info!(schedule = %spec.name, trigger = %spec.trigger, "schedule synced from config");
         }
     }
-    let worker_config = WorkerConfig::for_backend(world.backend());
-    let mut config = worker_config;
+    // Docker is only needed by deploy steps: other workflows run without it.
+    tokio::spawn(async {
+        match DockerExecutor::new().ping().await {
+            Ok(version) => tracing::info!(%version, "docker engine reachable"),
+            Err(error) => tracing::warn!(
+                %error,
+                "docker is unreachable: deploy steps will fail and be retried until it is"
+            ),
+        }
+    });
+    let mut config = WorkerConfig::for_backend(world.backend());
     config.concurrency = args.concurrency as usize;
     config.lease_ttl = args.lease_ttl;
     config.heartbeat_interval = args.heartbeat;
@@ -218,7 +265,7 @@ async fn shutdown_signal() {
 
 async fn start(url: &str, args: StartArgs) -> Result<()> {
     let input = read_json_argument("--input", &args.input)?;
-    let (workflows, executors) = registries();
+    let (workflows, executors) = default_registries();
     if workflows.get(&args.workflow).is_none() {
         bail!(
             "unknown workflow '{}' (known: {})",
@@ -285,7 +332,7 @@ async fn runs(url: &str, command: RunsCommand) -> Result<()> {
             let world = open(url).await?;
             let record = require_run(world.as_ref(), &run).await?;
             let steps = world.load_journal(record.id).await?;
-            let (workflows, _) = registries();
+            let (workflows, _) = default_registries();
             let replayable = workflows
                 .get(&record.workflow)
                 .is_some_and(|w| w.version() == record.workflow_version);

@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use morpheus_engine::{LogRecord, RunRecord, StepRecord};
+use morpheus_workflows::deploy::{DeploymentRun, DeploymentSpec, SourceSnapshot};
 
 /// `2026-11-23T10:00:00.123Z`.
 pub fn time(ts: DateTime<Utc>) -> String {
@@ -145,4 +146,124 @@ pub fn log_line(log: &LogRecord) -> String {
         log.message,
         fields
     )
+}
+
+fn short(text: Option<&str>) -> String {
+    text.map(|t| t[..t.len().min(12)].to_owned())
+        .unwrap_or_else(|| "-".into())
+}
+
+/// Bytes in binary units (`1.5 MiB`).
+pub fn size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// A deployment spec.
+pub fn spec_detail(spec: &DeploymentSpec) -> String {
+    let mut out = String::new();
+    out.push_str(&format!("agent:       {}\n", spec.agent_id));
+    out.push_str(&format!("name:        {}\n", spec.name));
+    out.push_str(&format!("id:          {}\n", spec.id));
+    out.push_str(&format!("source dir:  {}\n", spec.source_dir));
+    out.push_str(&format!(
+        "install:     {}\n",
+        spec.install_command.as_deref().unwrap_or("-")
+    ));
+    out.push_str(&format!("build:       {}\n", spec.build_command));
+    out.push_str(&format!("start:       {}\n", spec.start_command));
+    out.push_str(&format!("port:        {}\n", spec.runtime_port));
+    out.push_str(&format!("image:       {}\n", spec.image));
+    out.push_str(&format!("target:      {}\n", spec.target_default));
+    let cpu = spec
+        .resources
+        .cpu
+        .map(|cpu| format!("{cpu} cores"))
+        .unwrap_or_else(|| "unlimited".into());
+    let memory = spec
+        .resources
+        .memory
+        .map(size)
+        .unwrap_or_else(|| "unlimited".into());
+    out.push_str(&format!("resources:   cpu {cpu}, memory {memory}\n"));
+    if spec.env.is_empty() {
+        out.push_str("env:         -\n");
+    } else {
+        out.push_str("env:\n");
+        for (key, value) in &spec.env {
+            out.push_str(&format!("  {key}={value}\n"));
+        }
+    }
+    out.push_str(&format!("created:     {}\n", time(spec.created_at)));
+    out.push_str(&format!("updated:     {}\n", time(spec.updated_at)));
+    out
+}
+
+/// One line per deploy run.
+pub fn deploy_table(runs: &[DeploymentRun]) -> String {
+    let mut out = format!(
+        "{:<36}  {:<12}  {:<10}  {:<12}  {:<12}  {:<24}  {}\n",
+        "RUN", "STATUS", "TARGET", "SNAPSHOT", "SANDBOX", "CREATED", "URL / ERROR"
+    );
+    for run in runs {
+        let detail = match (&run.url, &run.error) {
+            (_, Some(error)) => error.replace('\n', " "),
+            (Some(url), None) => url.clone(),
+            (None, None) => run.note.clone().unwrap_or_default(),
+        };
+        out.push_str(&format!(
+            "{:<36}  {:<12}  {:<10}  {:<12}  {:<12}  {:<24}  {}\n",
+            run.id,
+            run.status.as_str(),
+            run.target.as_str(),
+            short(run.snapshot_hash.as_deref()),
+            short(run.sandbox_id.as_deref()),
+            time(run.created_at),
+            detail
+        ));
+    }
+    out
+}
+
+/// One line per snapshot.
+pub fn snapshot_table(snapshots: &[SourceSnapshot]) -> String {
+    let mut out = format!(
+        "{:<36}  {:<12}  {:>7}  {:>10}  {:<24}  {}\n",
+        "SNAPSHOT", "HASH", "FILES", "SIZE", "CREATED", "SOURCE"
+    );
+    for snapshot in snapshots {
+        out.push_str(&format!(
+            "{:<36}  {:<12}  {:>7}  {:>10}  {:<24}  {}\n",
+            snapshot.id,
+            short(Some(&snapshot.content_hash)),
+            snapshot.file_count,
+            size(snapshot.size_bytes),
+            time(snapshot.created_at),
+            snapshot.source_dir
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_are_printed_in_binary_units() {
+        assert_eq!(size(0), "0 B");
+        assert_eq!(size(1023), "1023 B");
+        assert_eq!(size(1536), "1.5 KiB");
+        assert_eq!(size(1 << 30), "1.0 GiB");
+    }
 }

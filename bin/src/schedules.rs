@@ -6,7 +6,7 @@ use morpheus_engine::{CatchUp, Overlap, ScheduleSpec, Trigger, WorkflowRegistry}
 use serde_json::{json, Value};
 
 use crate::cli::{ScheduleAddArgs, SchedulesCommand};
-use crate::commands::{open, read_json_argument, registries};
+use crate::commands::{default_registries, open, read_json_argument};
 use crate::config::ScheduleConfig;
 use crate::output;
 
@@ -178,7 +178,7 @@ pub async fn run(url: &str, command: SchedulesCommand) -> Result<()> {
 }
 
 async fn add(url: &str, args: ScheduleAddArgs) -> Result<()> {
-    let (workflows, _) = registries();
+    let (workflows, _) = default_registries();
     let input = read_json_argument("--input", &args.input)?;
     // Everything is checked before the database is opened: bad input stores nothing.
     let (spec, first) = build(

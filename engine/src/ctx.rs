@@ -21,8 +21,9 @@ use uuid::Uuid;
 
 use crate::batch::child_finished_event_key;
 use crate::committer::Committer;
+use crate::documents::Documents;
 use crate::error::{EngineError, StepError};
-use crate::executor::{ExecRequest, ExecutorRegistry, LogSink};
+use crate::executor::{ExecRequest, ExecutorRegistry, LeaseCheck, LogSink};
 use crate::ids::RunId;
 use crate::lease::LeaseClock;
 use crate::logs::STEP_LOG_SINK;
@@ -47,6 +48,8 @@ pub struct StepContext {
     pub idempotency_key: String,
     /// The run's lease epoch, usable as a fencing token (see [`ExecRequest::fencing_token`]).
     pub fencing_token: i64,
+    /// Whether the run's lease is still held (check it before a late effect).
+    pub lease: LeaseCheck,
     /// The run's logs, tagged with this step and attempt.
     pub logs: LogSink,
 }
@@ -195,6 +198,13 @@ impl Ctx {
     /// Appends a line with structured fields.
     pub fn log_with(&self, level: LogLevel, message: impl Into<String>, fields: Value) {
         self.log_sink(None, None).log(level, message, Some(fields));
+    }
+
+    /// The document store (see [`crate::documents`]). It is not journaled: use it
+    /// inside a step body, so a replay returns the step's recorded output instead of
+    /// reading or writing again, and keep the writes idempotent (a body may run twice).
+    pub fn documents(&self) -> Documents {
+        Documents::new(self.shared.world.clone())
     }
 
     /// Starts configuring a step named `name`.
@@ -572,6 +582,7 @@ impl<'a> StepBuilder<'a> {
                     idempotency_key: step.idempotency_key,
                     attempt: step.attempt,
                     fencing_token: step.fencing_token,
+                    lease: step.lease,
                     deadline: deadline_after.map(|d| Instant::now() + d),
                     payload,
                     logs: step.logs,
@@ -628,6 +639,10 @@ impl<'a> StepBuilder<'a> {
             attempt,
             idempotency_key: format!("{}/{}", ctx.shared.run_id, key),
             fencing_token: ctx.shared.fence.epoch,
+            lease: {
+                let clock = ctx.shared.lease.clone();
+                LeaseCheck::new(move || clock.valid())
+            },
             logs: ctx.log_sink(Some(key.clone()), Some(attempt as i32)),
         };
         let sink = step.logs.clone();

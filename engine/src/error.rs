@@ -130,6 +130,34 @@ pub enum EngineError {
     /// The engine is shutting down and no longer accepts writes.
     #[error("engine is shutting down")]
     ShuttingDown,
+    /// A document write's precondition failed (it already existed, or its version
+    /// moved on): nothing was written.
+    #[error("document '{collection}/{key}' {}", conflict_detail(*.expected, *.found))]
+    DocumentConflict {
+        /// The collection.
+        collection: String,
+        /// The key.
+        key: String,
+        /// The version the writer expected (`None`: that it did not exist yet).
+        expected: Option<i64>,
+        /// The version found (`None`: it does not exist).
+        found: Option<i64>,
+    },
+    /// A document request that can never succeed (empty key, bad filter field, a body
+    /// that does not decode as the caller's type).
+    #[error("invalid document request: {0}")]
+    InvalidDocument(String),
+}
+
+fn conflict_detail(expected: Option<i64>, found: Option<i64>) -> String {
+    match (expected, found) {
+        (None, Some(found)) => format!("already exists (version {found})"),
+        (Some(expected), Some(found)) => {
+            format!("is at version {found}, not {expected}: it changed concurrently")
+        }
+        (Some(expected), None) => format!("does not exist (expected version {expected})"),
+        (None, None) => "kept changing under concurrent writers; try again".into(),
+    }
 }
 
 impl EngineError {

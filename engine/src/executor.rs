@@ -32,6 +32,11 @@ pub struct ExecRequest {
     /// that remembers the highest token it has seen can refuse a stale worker's late
     /// request (a fencing token).
     pub fencing_token: i64,
+    /// Whether the run's lease is still known to be held. An executor that starts an
+    /// effect late (after queueing, say) checks it at the last moment: a worker that was
+    /// frozen past its lease must not start an effect another worker may already have
+    /// recorded.
+    pub lease: LeaseCheck,
     /// The call must give up by this instant.
     pub deadline: Option<Instant>,
     /// What to do, in the executor's own format.
@@ -86,6 +91,39 @@ impl fmt::Debug for ExecutorRegistry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ExecutorRegistry")
             .field("kinds", &self.kinds())
+            .finish()
+    }
+}
+
+/// Answers "is the run's lease still held?" from the worker's monotonic clock (no I/O).
+#[derive(Clone)]
+pub struct LeaseCheck {
+    held: Arc<dyn Fn() -> bool + Send + Sync>,
+}
+
+impl LeaseCheck {
+    /// A check backed by `held`.
+    pub fn new(held: impl Fn() -> bool + Send + Sync + 'static) -> Self {
+        Self {
+            held: Arc::new(held),
+        }
+    }
+
+    /// A check that always passes (for callers outside a worker).
+    pub fn always() -> Self {
+        Self::new(|| true)
+    }
+
+    /// Whether the lease is still held.
+    pub fn is_held(&self) -> bool {
+        (self.held)()
+    }
+}
+
+impl fmt::Debug for LeaseCheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LeaseCheck")
+            .field("held", &self.is_held())
             .finish()
     }
 }

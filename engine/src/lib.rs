@@ -14,6 +14,8 @@
 //! 6. [`worker`] — claims under a lease, heartbeats, fencing, graceful shutdown.
 //! 7. [`logs`] — the `tracing` layer that files step events under their run.
 //! 8. [`schedule`] and [`scheduler`] — cron and interval schedules, one run per tick.
+//! 9. [`documents`] — a small generic document store (JSON by collection and key,
+//!    compare-and-set on a version) for workflows' own domain records.
 //!
 //! The promise: step results are recorded exactly once (first completion wins), step
 //! bodies run at least once, and only the holder of a run's current lease can write for
@@ -24,6 +26,7 @@
 mod batch;
 pub mod committer;
 pub mod ctx;
+pub mod documents;
 pub mod engine;
 pub mod error;
 pub mod executor;
@@ -44,9 +47,12 @@ pub mod world;
 pub use async_trait::async_trait;
 pub use batch::child_finished_event_key;
 pub use ctx::{ChildRun, Ctx, StepBuilder, StepContext};
+pub use documents::{Document, DocumentQuery, Documents, Versioned};
 pub use engine::{connect, Engine};
 pub use error::{EngineError, EngineResult, ResultExt, StepError};
-pub use executor::{ExecError, ExecOutput, ExecRequest, Executor, ExecutorRegistry, LogSink};
+pub use executor::{
+    ExecError, ExecOutput, ExecRequest, Executor, ExecutorRegistry, LeaseCheck, LogSink,
+};
 pub use ids::RunId;
 pub use logs::StepLogLayer;
 pub use model::*;

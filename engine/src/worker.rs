@@ -160,7 +160,7 @@ impl Worker {
                                 drop(permit);
                                 wake.notify_one();
                             });
-                            map.insert(
+                            let previous = map.insert(
                                 run_id,
                                 InFlight {
                                     epoch,
@@ -168,6 +168,13 @@ impl Worker {
                                     lease,
                                 },
                             );
+                            if let Some(stale) = previous {
+                                // Our own earlier claim of this run expired (a stall
+                                // longer than the lease) and we just claimed it again:
+                                // the old execution must not go on beside the new one.
+                                tracing::warn!(run = %run_id, old_epoch = stale.epoch, epoch, "re-claimed a run whose lease had expired here; stopping the old execution");
+                                stale.abort.abort();
+                            }
                         }
                     }
                     Err(error) if error.is_fatal_storage() => {

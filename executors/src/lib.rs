@@ -12,6 +12,7 @@
 //!
 //! let mut registry = ExecutorRegistry::new();
 //! registry.register(ProcessExecutor::new());
+//! registry.register(morpheus_executors::DockerExecutor::new());
 //! ```
 //!
 //! # `process`: run a local command
@@ -36,7 +37,14 @@
 //!   attempt). The shell also gets `SIGKILL` if the worker process dies (processes the
 //!   shell forked do not; see [`process`]). Detach deliberately with `setsid`, and
 //!   redirect its output, if a process must outlive its step.
-
+//!
+//! # `docker`: sandbox containers
+//!
+//! [`DockerExecutor`] drives a Docker engine through bollard: create-or-adopt a
+//! container by name and labels, upload an archive, run commands with their output
+//! streamed into the step's logs, start a long-running command, inspect, remove, list
+//! by label. Every operation is safe to repeat under the same idempotency key; see
+//! [`docker`] for the payloads ([`DockerRequest`]) and error classes.
 //!
 //! # `cosmos`: Akash chain reads and exactly-once escrow deposits
 //!
@@ -49,7 +57,9 @@
 #![warn(missing_docs)]
 
 pub mod cosmos;
+pub mod docker;
 pub mod process;
 
 pub use cosmos::{CosmosConfig, CosmosExecutor, CosmosRequest};
+pub use docker::{DockerExecutor, DockerRequest};
 pub use process::{ProcessExecutor, ProcessOutput, ProcessRequest};

@@ -22,7 +22,9 @@ use std::sync::{mpsc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use morpheus_engine::{ExecError, ExecOutput, ExecRequest, Executor, LogLevel, LogSink, StepError};
+use morpheus_engine::{
+    ExecError, ExecOutput, ExecRequest, Executor, LeaseCheck, LogLevel, LogSink, StepError,
+};
 use nix::errno::Errno;
 use nix::sys::prctl;
 use nix::sys::signal::{killpg, Signal};
@@ -166,13 +168,13 @@ impl ProcessExecutor {
             command.pre_exec(move || die_with_parent(parent));
         }
 
-        let child = spawn(command).await.map_err(|error| {
+        let child = spawn(command, call.lease.clone()).await.map_err(|error| {
             let message = format!(
                 "could not start {} for command {:?}: {error}",
                 self.shell.display(),
                 request.command
             );
-            if is_transient_spawn_error(&error) {
+            if is_transient_spawn_error(&error) || error.to_string() == LEASE_LOST_BEFORE_START {
                 StepError::retryable(message)
             } else {
                 StepError::permanent(message)
@@ -391,10 +393,17 @@ fn exited(pid: Pid) -> tokio::task::JoinHandle<()> {
     })
 }
 
+/// Why a command was not started: the run's lease lapsed before the fork.
+const LEASE_LOST_BEFORE_START: &str =
+    "the run's lease lapsed before the command started; not starting it";
+
 /// A spawn handed to the spawner thread.
 struct SpawnJob {
     command: Command,
     runtime: Handle,
+    /// Checked immediately before the fork: the job may have waited in the queue (or the
+    /// whole worker may have been frozen) since the step decided to run.
+    lease: LeaseCheck,
     reply: oneshot::Sender<io::Result<Child>>,
 }
 
@@ -407,11 +416,12 @@ static SPAWNER: Mutex<Option<mpsc::Sender<SpawnJob>>> = Mutex::new(None);
 /// the process. A tokio blocking-pool thread (e.g. one that ran `block_in_place`)
 /// can exit after idling while the command still runs, which would SIGKILL a healthy
 /// step. The spawner thread only exits with the process, exactly when we want it.
-async fn spawn(command: Command) -> io::Result<Child> {
+async fn spawn(command: Command, lease: LeaseCheck) -> io::Result<Child> {
     let (reply, answer) = oneshot::channel();
     submit(SpawnJob {
         command,
         runtime: Handle::current(),
+        lease,
         reply,
     })?;
     answer
@@ -444,9 +454,14 @@ fn run_spawner(jobs: mpsc::Receiver<SpawnJob>) {
     for SpawnJob {
         mut command,
         runtime,
+        lease,
         reply,
     } in jobs
     {
+        if !lease.is_held() {
+            let _ = reply.send(Err(io::Error::other(LEASE_LOST_BEFORE_START)));
+            continue;
+        }
         let result = {
             // Pipes and the child watcher register with the caller's runtime.
             let _context = runtime.enter();
@@ -606,6 +621,7 @@ mod tests {
             idempotency_key: "run-1/step-a".to_owned(),
             attempt: 1,
             fencing_token: 7,
+            lease: LeaseCheck::always(),
             deadline: None,
             payload,
             logs,
@@ -725,6 +741,22 @@ mod tests {
         .await;
         result.unwrap();
         assert_eq!(messages(&lines, "stdout"), ["run-1/step-a"]);
+    }
+
+    #[tokio::test]
+    async fn a_lapsed_lease_starts_no_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("ran");
+        let (sink, _lines) = capture();
+        let mut call = request(
+            json!({"command": format!("touch {}", marker.display())}),
+            sink,
+        );
+        call.lease = LeaseCheck::new(|| false);
+        let error = ProcessExecutor::new().call(call).await.unwrap_err();
+        assert!(error.is_retryable(), "{error:?}");
+        assert!(error.message().contains("lease lapsed"), "{error}");
+        assert!(!marker.exists(), "the command must not have run");
     }
 
     #[tokio::test]

@@ -14,11 +14,14 @@
 //!   `start <run>/<step> <worker pid>` before its body and `done <run>/<step> <worker pid>`
 //!   after it, so the ledger counts real body executions and who did them.
 //! - [`wait_for`]: poll a condition until a deadline, failing with a description.
+//! - [`docker`]: a locally built busybox test image, containers by label, guards that
+//!   remove a test's containers, an HTTP GET (for the deploy tests).
 //!
 //! The binary is `$MORPHEUS_BIN` if set, else `morpheus` next to the test executable's
 //! `deps/` directory (`cargo build -p morpheus` puts it there).
 
 pub mod devnet;
+pub mod docker;
 pub mod pg_cluster;
 pub mod torture;
 
@@ -570,10 +573,22 @@ impl TestEnv {
 
     /// Starts `morpheus up <args>` with stderr captured to `<dir>/<name>.stderr`.
     pub fn spawn_worker(&self, name: &str, args: &[&str]) -> WorkerProcess {
+        self.spawn_worker_with(name, args, |_| {})
+    }
+
+    /// Like [`TestEnv::spawn_worker`], letting `configure` adjust the command first
+    /// (environment variables, say).
+    pub fn spawn_worker_with(
+        &self,
+        name: &str,
+        args: &[&str],
+        configure: impl FnOnce(&mut Command),
+    ) -> WorkerProcess {
         let stderr_path = self.path(&format!("{name}.stderr"));
         let stderr = File::create(&stderr_path).expect("worker stderr file");
-        let child = self
-            .command()
+        let mut command = self.command();
+        configure(&mut command);
+        let child = command
             .arg("up")
             .args(args)
             .stdin(Stdio::null())

@@ -3,15 +3,19 @@
 //!
 //! - [`shell::Shell`] (`shell`): a crash-proof job runner for shell steps.
 //! - [`topup::TopUpEscrow`] (`topup.escrow`): scheduled Akash escrow top-ups.
+//! - [`deploy::DeployStart`] (`deploy.start`) and [`deploy::DeployStop`]
+//!   (`deploy.stop`): a directory deployed into a fresh Docker sandbox per run.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod deploy;
 pub mod shell;
 pub mod topup;
 
 use morpheus_engine::WorkflowRegistry;
 
-/// Registers every built-in workflow.
+/// Registers every built-in workflow that needs no configuration (deploys need a
+/// [`deploy::DeployConfig`]: register them with [`deploy::register`]).
 pub fn register_builtin(registry: &mut WorkflowRegistry) {
     registry.register(shell::Shell);
     registry.register(topup::TopUpEscrow);

@@ -204,6 +204,7 @@ impl CosmosExecutor {
     ) -> Result<serde_json::Value, StepError> {
         let context = Call {
             idempotency_key: &call.idempotency_key,
+            lease: &call.lease,
             deadline: call.deadline,
             logs: &call.logs,
         };

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
-use morpheus_engine::{LogLevel, LogSink, StepError};
+use morpheus_engine::{LeaseCheck, LogLevel, LogSink, StepError};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Value};
 
@@ -333,6 +333,7 @@ pub(crate) struct Client {
 /// What one call needs besides the payload.
 pub(crate) struct Call<'a> {
     pub idempotency_key: &'a str,
+    pub lease: &'a LeaseCheck,
     pub deadline: Option<Instant>,
     pub logs: &'a LogSink,
 }
@@ -922,6 +923,14 @@ impl Client {
             call.logs
                 .info(format!("tx {hash} is already in block {}", found.height));
             return finish(&hash, found, true);
+        }
+        // Checked at the last moment: a worker frozen past its lease must not send
+        // anything (re-sending the same bytes would be harmless, but a stale worker
+        // acting at all is what fencing exists to prevent).
+        if !call.lease.is_held() {
+            return Err(StepError::retryable(format!(
+                "the run's lease lapsed before broadcasting tx {hash}; nothing was sent"
+            )));
         }
         let body = json!({"tx_bytes": tx_bytes_b64.trim(), "mode": "BROADCAST_MODE_SYNC"});
         let answer = self

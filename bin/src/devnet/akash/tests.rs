@@ -10,7 +10,7 @@ use base64::Engine as _;
 use cosmrs::crypto::secp256k1::SigningKey;
 use cosmrs::proto::cosmos::tx::v1beta1::TxRaw;
 use cosmrs::tx::{Body, Fee, SignDoc, SignerInfo};
-use morpheus_engine::{ExecRequest, Executor, LogSink, StepError};
+use morpheus_engine::{ExecRequest, Executor, LeaseCheck, LogSink, StepError};
 use morpheus_executors::cosmos::{
     can_resign, CosmosConfig, CosmosExecutor, DeploymentsApi, DepositIntent, Gas, KeySource,
     LeasesApi, MsgVersion, Signer, SEQUENCE_MISMATCH_PREFIX, TX_FAILED_PREFIX, TX_REJECTED_PREFIX,
@@ -198,6 +198,14 @@ async fn call_logged(
     executor: &CosmosExecutor,
     payload: Value,
 ) -> (Result<Value, StepError>, Lines) {
+    call_with_lease(executor, payload, LeaseCheck::always()).await
+}
+
+async fn call_with_lease(
+    executor: &CosmosExecutor,
+    payload: Value,
+    lease: LeaseCheck,
+) -> (Result<Value, StepError>, Lines) {
     let lines: Lines = Arc::default();
     let sink = {
         let lines = lines.clone();
@@ -213,6 +221,7 @@ async fn call_logged(
             idempotency_key: "run-1/deposit".to_owned(),
             attempt: 1,
             fencing_token: 1,
+            lease,
             deadline: Some(Instant::now() + Duration::from_secs(30)),
             payload,
             logs: sink,
@@ -314,6 +323,27 @@ async fn a_broadcast_interrupted_before_confirmation_confirms_on_resume() {
     let resumed = broadcast(&executor, &signed).await.unwrap();
     assert_eq!(resumed["tx_hash"], signed["tx_hash"]);
     assert_eq!(resumed["already_known"], true);
+    assert_eq!(net.deposits(dseq).await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_worker_whose_lease_lapsed_broadcasts_nothing() {
+    let net = Devnet::start(20).await;
+    let key = test_key("stale-worker");
+    net.fund(&key.address, 10_000_000).await;
+    let dseq = net.deployment(&key.address, 0, &[]).await;
+    let executor = CosmosExecutor::new(&net.config(key.source.clone())).unwrap();
+    let signed = sign(&executor, dseq, "10").await;
+    let payload = json!({"op": "broadcast", "tx_bytes_b64": signed["tx_bytes_b64"]});
+    let (result, _) = call_with_lease(&executor, payload, LeaseCheck::new(|| false)).await;
+    let error = result.unwrap_err();
+    assert!(error.is_retryable(), "{error:?}");
+    assert!(error.message().contains("lease lapsed"), "{error}");
+    let ledger = net.ledger().await;
+    assert_eq!(ledger["mempool"], 0);
+    assert_eq!(ledger["txs"], 0);
+    // The run's next holder broadcasts the same bytes.
+    broadcast(&executor, &signed).await.unwrap();
     assert_eq!(net.deposits(dseq).await.len(), 1);
 }
 
