@@ -57,7 +57,8 @@
 //! Retryable: the node is unreachable, slow, answers 5xx/429 or malformed JSON (after
 //! in-process retries with backoff), the mempool is full, a broadcast transaction is
 //! not in a block within `timeouts.confirm` (broadcasting the same bytes again is
-//! safe). Permanent: a bad payload or address, no key configured, chain id mismatch
+//! safe), the run's lease lapsed before `broadcast` sent anything (checked at the last
+//! moment, so a worker frozen past its lease sends nothing). Permanent: a bad payload or address, no key configured, chain id mismatch
 //! (checked against the node before the first signature), an account that does not
 //! exist, and these prefixes from `broadcast`:
 //!
