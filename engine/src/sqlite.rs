@@ -59,26 +59,28 @@ impl SqliteWorld {
                 })?;
             }
         }
-        let mut writer = SqliteConnection::connect_with(&options).await?;
-        check_schema_not_newer(&mut writer).await?;
-        // Two processes opening a fresh file at once both try to apply the first
-        // migration; the loser fails ("table already exists") once the winner commits.
-        // Trying again then finds the migration recorded and skips it.
-        let mut attempt = 0;
+        // Processes opening one fresh file at once contend while it is initialised:
+        // SQLite answers SQLITE_BUSY without waiting while another connection switches
+        // the file to WAL or builds its WAL index, and the loser of the race to apply
+        // the first migration fails ("table already exists") once the winner commits.
+        // Both pass with a short wait; trying again then finds the migration recorded.
+        let mut attempt = 0u64;
         loop {
             attempt += 1;
-            match MIGRATOR.run_direct(&mut writer).await {
-                Ok(()) => break,
-                Err(
-                    sqlx::migrate::MigrateError::Execute(_)
-                    | sqlx::migrate::MigrateError::ExecuteMigration(..),
-                ) if attempt < 5 => {
-                    tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
-                    writer = SqliteConnection::connect_with(&options).await?;
+            match Self::open(&options).await {
+                Ok(world) => return Ok(world),
+                Err(error) if attempt < 10 && is_startup_contention(&error) => {
+                    tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
                 }
-                Err(error) => return Err(error.into()),
+                Err(error) => return Err(error),
             }
         }
+    }
+
+    async fn open(options: &SqliteConnectOptions) -> EngineResult<Self> {
+        let mut writer = SqliteConnection::connect_with(options).await?;
+        check_schema_not_newer(&mut writer).await?;
+        MIGRATOR.run_direct(&mut writer).await?;
         let readers = SqlitePoolOptions::new()
             .max_connections(4)
             .min_connections(1)
@@ -87,7 +89,7 @@ impl SqliteWorld {
         Ok(Self {
             writer: Mutex::new(writer),
             readers,
-            options,
+            options: options.clone(),
         })
     }
 
@@ -104,6 +106,25 @@ impl SqliteWorld {
             *writer = SqliteConnection::connect_with(&self.options).await?;
         }
         Ok(writer)
+    }
+}
+
+/// Errors that a concurrent opener of the same fresh file causes, and that pass.
+fn is_startup_contention(error: &EngineError) -> bool {
+    let busy = |error: &sqlx::Error| match error {
+        sqlx::Error::Database(db) => db
+            .code()
+            .and_then(|code| code.parse::<i32>().ok())
+            .is_some_and(|code| matches!(code & 0xff, 5 | 6)),
+        _ => false,
+    };
+    match error {
+        EngineError::Database(error) => busy(error),
+        EngineError::Migrate(
+            sqlx::migrate::MigrateError::Execute(error)
+            | sqlx::migrate::MigrateError::ExecuteMigration(error, _),
+        ) => matches!(error, sqlx::Error::Database(_)),
+        _ => false,
     }
 }
 

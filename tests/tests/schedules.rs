@@ -244,8 +244,14 @@ fn config_file_schedules_are_synced_on_start() {
         "a run of the configured schedule",
         Duration::from_secs(15),
         || {
-            let runs = schedule_runs(&env, "from-config");
-            runs.iter()
+            // Until the worker has synced the file, the schedule does not exist yet.
+            let out = env.cli(&["schedules", "runs", "from-config", "--json"]);
+            if !out.status.success() {
+                return None;
+            }
+            let runs: Value = serde_json::from_str(&out.stdout).ok()?;
+            runs.as_array()?
+                .iter()
                 .any(|r| r["status"] == "completed")
                 .then_some(())
         },
