@@ -55,6 +55,9 @@ pub enum Command {
     Bench(BenchArgs),
     /// Deploy directories into fresh Docker sandboxes (specs, runs, snapshots, gc).
     Deploy(DeployArgs),
+    /// Run a local chain simulator (for demos and tests; not a real chain).
+    #[command(subcommand)]
+    Devnet(DevnetCommand),
 }
 
 /// `morpheus up`.
@@ -549,4 +552,30 @@ pub struct BenchArgs {
     /// Where to put the temporary SQLite database (default: the system temp dir).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+}
+
+/// `morpheus devnet …`.
+#[derive(Debug, Subcommand)]
+pub enum DevnetCommand {
+    /// An Akash devnet SIMULATOR: the REST subset the flows use over an in-memory
+    /// ledger that verifies signatures and sequences and drains escrow by lease rate.
+    Akash(DevnetAkashArgs),
+}
+
+/// `morpheus devnet akash`.
+#[derive(Debug, Args)]
+pub struct DevnetAkashArgs {
+    /// Address to serve on (port 0 picks a free port; the banner shows it).
+    #[arg(long, default_value = "127.0.0.1:26617")]
+    pub listen: std::net::SocketAddr,
+    /// Milliseconds between blocks (0: blocks only via POST /simulator/blocks).
+    #[arg(long, default_value_t = 200)]
+    pub block_time_ms: u64,
+    /// Create a funded demo wallet (public demo mnemonic) and deployments draining
+    /// at different speeds.
+    #[arg(long)]
+    pub seed_demo: bool,
+    /// Chain id to report and verify signatures for.
+    #[arg(long, default_value = "morpheus-devnet-1")]
+    pub chain_id: String,
 }

@@ -159,6 +159,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Schedules(command) => crate::schedules::run(&url, command).await,
         Command::Bench(args) => crate::bench::run(&url, args).await,
         Command::Deploy(args) => crate::deploy::run(&url, args).await,
+        Command::Devnet(command) => crate::devnet::run(command).await,
     }
 }
 

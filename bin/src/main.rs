@@ -6,6 +6,7 @@ mod cli;
 mod commands;
 mod config;
 mod deploy;
+mod devnet;
 mod output;
 mod schedules;
 

@@ -37,7 +37,6 @@
 //!   attempt). The shell also gets `SIGKILL` if the worker process dies (processes the
 //!   shell forked do not; see [`process`]). Detach deliberately with `setsid`, and
 //!   redirect its output, if a process must outlive its step.
-
 //!
 //! # `docker`: sandbox containers
 //!
@@ -46,11 +45,21 @@
 //! streamed into the step's logs, start a long-running command, inspect, remove, list
 //! by label. Every operation is safe to repeat under the same idempotency key; see
 //! [`docker`] for the payloads ([`DockerRequest`]) and error classes.
+//!
+//! # `cosmos`: Akash chain reads and exactly-once escrow deposits
+//!
+//! [`CosmosExecutor`] reads chain state (latest height, accounts, balances,
+//! deployments with escrow funds, lease rates) and signs and broadcasts escrow
+//! deposits over a node's REST API. Signing and broadcasting are separate operations
+//! so a workflow can journal the signed bytes before sending them; see [`cosmos`] for
+//! the payloads, outputs, errors and the exactly-once recipe.
 
 #![warn(missing_docs)]
 
+pub mod cosmos;
 pub mod docker;
 pub mod process;
 
+pub use cosmos::{CosmosConfig, CosmosExecutor, CosmosRequest};
 pub use docker::{DockerExecutor, DockerRequest};
 pub use process::{ProcessExecutor, ProcessOutput, ProcessRequest};

@@ -20,6 +20,7 @@
 //! The binary is `$MORPHEUS_BIN` if set, else `morpheus` next to the test executable's
 //! `deps/` directory (`cargo build -p morpheus` puts it there).
 
+pub mod devnet;
 pub mod docker;
 pub mod pg_cluster;
 pub mod torture;

@@ -1,0 +1,877 @@
+//! HTTP routes of the simulator: the chain's REST subset in the shapes real nodes
+//! answer with, and the `/simulator/…` admin API.
+
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError};
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use morpheus_executors::cosmos::{Decimal, MsgVersion};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use super::chain::{
+    Account, Chain, DecodedTx, Deployment, DeploymentState, NewDeployment, TxRecord,
+    SECP256K1_PUBKEY_TYPE_URL,
+};
+use super::{Shared, SIMULATOR_HEADER_VALUE};
+
+/// A failure armed through `POST /simulator/faults`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Fault {
+    /// Requests whose path starts with this.
+    path_prefix: String,
+    /// Only this method (default: any).
+    #[serde(default)]
+    method: Option<String>,
+    /// What to answer.
+    kind: FaultKind,
+    /// How many requests to fail.
+    #[serde(default = "one")]
+    count: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum FaultKind {
+    /// HTTP 500 with an HTML body, as a failing proxy answers.
+    #[serde(rename = "http_500")]
+    Http500,
+    /// HTTP 200 with a truncated JSON body.
+    MalformedJson,
+}
+
+/// The router: chain API, admin API, a fallback that names the simulator, and a layer
+/// that marks every response and injects armed faults.
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/cosmos/auth/v1beta1/accounts/{address}", get(account))
+        .route("/cosmos/bank/v1beta1/balances/{address}", get(balances))
+        .route(
+            "/cosmos/base/tendermint/v1beta1/blocks/latest",
+            get(latest_block),
+        )
+        .route("/cosmos/base/tendermint/v1beta1/node_info", get(node_info))
+        .route("/cosmos/tx/v1beta1/simulate", post(simulate))
+        .route("/cosmos/tx/v1beta1/txs", post(broadcast))
+        .route("/cosmos/tx/v1beta1/txs/{hash}", get(tx_by_hash))
+        .route(
+            "/akash/deployment/{version}/deployments/list",
+            get(deployments_list),
+        )
+        .route(
+            "/akash/deployment/{version}/deployments/info",
+            get(deployment_info),
+        )
+        .route("/akash/market/{version}/leases/list", get(leases_list))
+        .route("/simulator/accounts", post(admin_fund))
+        .route("/simulator/deployments", post(admin_deployment))
+        .route("/simulator/blocks", post(admin_blocks))
+        .route("/simulator/ledger", get(admin_ledger))
+        .route(
+            "/simulator/faults",
+            post(admin_arm_fault).delete(admin_clear_faults),
+        )
+        .fallback(not_served)
+        .layer(middleware::from_fn_with_state(
+            shared.clone(),
+            simulator_layer,
+        ))
+        .with_state(shared)
+}
+
+async fn simulator_layer(
+    State(shared): State<Arc<Shared>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let fault = take_fault(&shared, request.method(), request.uri().path());
+    let mut response = match fault {
+        Some(FaultKind::Http500) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "<html><body>502 upstream hiccup (injected by the simulator)</body></html>",
+        )
+            .into_response(),
+        Some(FaultKind::MalformedJson) => (
+            StatusCode::OK,
+            [("content-type", "application/json")],
+            r#"{"injected": "by the simulator", "trunc"#,
+        )
+            .into_response(),
+        None => next.run(request).await,
+    };
+    response.headers_mut().insert(
+        "x-morpheus-simulator",
+        HeaderValue::from_static(SIMULATOR_HEADER_VALUE),
+    );
+    response
+}
+
+fn take_fault(shared: &Shared, method: &Method, path: &str) -> Option<FaultKind> {
+    if path.starts_with("/simulator/") {
+        return None;
+    }
+    let mut faults = shared.faults.lock().unwrap_or_else(PoisonError::into_inner);
+    let index = faults.iter().position(|fault| {
+        path.starts_with(&fault.path_prefix)
+            && fault
+                .method
+                .as_deref()
+                .is_none_or(|m| m.eq_ignore_ascii_case(method.as_str()))
+    })?;
+    let kind = faults[index].kind;
+    faults[index].count -= 1;
+    if faults[index].count == 0 {
+        faults.remove(index);
+    }
+    Some(kind)
+}
+
+/// An error in the gRPC-gateway shape.
+struct ApiError {
+    status: StatusCode,
+    code: i64,
+    message: String,
+}
+
+impl ApiError {
+    fn not_found(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::NOT_FOUND,
+            code: 5,
+            message: message.into(),
+        }
+    }
+
+    fn invalid(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            code: 3,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(json!({"code": self.code, "message": self.message, "details": []})),
+        )
+            .into_response()
+    }
+}
+
+type ApiResult = Result<Json<Value>, ApiError>;
+
+async fn not_served(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!(
+        "{method} {} is not served by the Akash devnet simulator",
+        uri.path()
+    ))
+}
+
+fn coin(denom: &str, amount: u128) -> Value {
+    json!({"denom": denom, "amount": amount.to_string()})
+}
+
+fn dec_coin(denom: &str, amount: u128) -> Value {
+    let amount = Decimal::from_integer(amount).unwrap_or(Decimal::from_atto(u128::MAX));
+    json!({"denom": denom, "amount": amount.to_sdk_string()})
+}
+
+fn pagination(total: usize) -> Value {
+    json!({"next_key": null, "total": total.to_string()})
+}
+
+fn account_json(account: &Account) -> Value {
+    let pub_key = account
+        .pub_key
+        .as_ref()
+        .map(|key| json!({"@type": SECP256K1_PUBKEY_TYPE_URL, "key": BASE64.encode(key)}));
+    json!({
+        "@type": "/cosmos.auth.v1beta1.BaseAccount",
+        "address": account.address,
+        "pub_key": pub_key,
+        "account_number": account.account_number.to_string(),
+        "sequence": account.sequence.to_string(),
+    })
+}
+
+async fn account(State(shared): State<Arc<Shared>>, Path(address): Path<String>) -> ApiResult {
+    shared.with_chain(|chain| match chain.accounts.get(&address) {
+        Some(account) => Ok(Json(json!({"account": account_json(account)}))),
+        None => Err(ApiError::not_found(format!("account {address} not found"))),
+    })
+}
+
+async fn balances(State(shared): State<Arc<Shared>>, Path(address): Path<String>) -> ApiResult {
+    shared.with_chain(|chain| {
+        let balances: Vec<Value> = chain
+            .accounts
+            .get(&address)
+            .map(|account| {
+                account
+                    .balances
+                    .iter()
+                    .filter(|(_, amount)| **amount > 0)
+                    .map(|(denom, amount)| coin(denom, *amount))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let total = balances.len();
+        Ok(Json(
+            json!({"balances": balances, "pagination": pagination(total)}),
+        ))
+    })
+}
+
+async fn latest_block(State(shared): State<Arc<Shared>>) -> ApiResult {
+    shared.with_chain(|chain| {
+        let block_hash = Sha256::digest(format!("{}/{}", chain.chain_id, chain.height));
+        let header = json!({
+            "version": {"block": "11", "app": "0"},
+            "chain_id": chain.chain_id,
+            "height": chain.height.to_string(),
+            "time": chain.block_time.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+            "proposer_address": "",
+        });
+        let block = json!({
+            "header": header,
+            "data": {"txs": []},
+            "evidence": {"evidence": []},
+            "last_commit": null,
+        });
+        Ok(Json(json!({
+            "block_id": {"hash": BASE64.encode(block_hash), "part_set_header": {"total": 1, "hash": ""}},
+            "block": block,
+            "sdk_block": block,
+        })))
+    })
+}
+
+async fn node_info(State(shared): State<Arc<Shared>>) -> ApiResult {
+    shared.with_chain(|chain| {
+        Ok(Json(json!({
+            "default_node_info": {
+                "network": chain.chain_id,
+                "moniker": "morpheus-akash-devnet-simulator",
+                "version": env!("CARGO_PKG_VERSION"),
+            },
+            "application_version": {
+                "name": "akash-devnet-simulator",
+                "app_name": "morpheus devnet akash (simulator, not a chain)",
+                "version": env!("CARGO_PKG_VERSION"),
+            },
+        })))
+    })
+}
+
+/// Body of `simulate` and `txs`. `mode` is accepted and ignored: the simulator always
+/// answers like `BROADCAST_MODE_SYNC` (the only mode current nodes support besides
+/// async).
+#[derive(Deserialize)]
+struct TxBytes {
+    tx_bytes: String,
+}
+
+fn decode_b64(text: &str) -> Result<Vec<u8>, ApiError> {
+    BASE64
+        .decode(text.trim())
+        .map_err(|error| ApiError::invalid(format!("tx_bytes is not base64: {error}")))
+}
+
+async fn simulate(State(shared): State<Arc<Shared>>, Json(body): Json<TxBytes>) -> ApiResult {
+    let bytes = decode_b64(&body.tx_bytes)?;
+    shared.with_chain(|chain| match chain.simulate(&bytes) {
+        Ok(gas_used) => Ok(Json(json!({
+            "gas_info": {"gas_wanted": "0", "gas_used": gas_used.to_string()},
+            "result": {"data": "", "log": "", "events": [], "msg_responses": []},
+        }))),
+        // The SDK answers a failing simulation with gRPC Unknown (HTTP 500).
+        Err(message) => Err(ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: 2,
+            message,
+        }),
+    })
+}
+
+async fn broadcast(State(shared): State<Arc<Shared>>, Json(body): Json<TxBytes>) -> ApiResult {
+    let bytes = decode_b64(&body.tx_bytes)?;
+    shared.with_chain(|chain| {
+        let outcome = chain.check_tx(&bytes);
+        Ok(Json(json!({"tx_response": {
+            "height": "0",
+            "txhash": outcome.hash,
+            "codespace": outcome.result.codespace,
+            "code": outcome.result.code,
+            "data": "",
+            "raw_log": outcome.result.log,
+            "logs": [],
+            "info": "",
+            "gas_wanted": outcome.gas_wanted.to_string(),
+            "gas_used": outcome.gas_used.to_string(),
+            "tx": null,
+            "timestamp": "",
+            "events": [],
+        }})))
+    })
+}
+
+async fn tx_by_hash(State(shared): State<Arc<Shared>>, Path(hash): Path<String>) -> ApiResult {
+    let hash = hash.to_ascii_uppercase();
+    shared.with_chain(|chain| match chain.tx(&hash) {
+        Some(record) => Ok(Json(json!({
+            "tx": tx_json(&record.tx, &chain.denom),
+            "tx_response": tx_response_json(record, &chain.denom),
+        }))),
+        None => Err(ApiError::not_found(format!("tx not found: {hash}"))),
+    })
+}
+
+fn message_json(tx: &DecodedTx) -> Vec<Value> {
+    tx.intents
+        .iter()
+        .map(|(intent, version)| {
+            let amount = coin(&intent.denom, intent.amount);
+            match version {
+                MsgVersion::EscrowV1 => json!({
+                    "@type": version.type_url(),
+                    "signer": intent.signer,
+                    "id": {"scope": "deployment", "xid": format!("{}/{}", intent.owner, intent.dseq)},
+                    "deposit": {"amount": amount, "sources": ["balance"]},
+                }),
+                MsgVersion::DeploymentV1beta3 => json!({
+                    "@type": version.type_url(),
+                    "id": {"owner": intent.owner, "dseq": intent.dseq.to_string()},
+                    "amount": amount,
+                    "depositor": intent.signer,
+                }),
+            }
+        })
+        .collect()
+}
+
+fn tx_json(tx: &DecodedTx, denom: &str) -> Value {
+    let public_key = tx
+        .pub_key
+        .as_ref()
+        .map(|key| json!({"@type": SECP256K1_PUBKEY_TYPE_URL, "key": BASE64.encode(key)}));
+    json!({
+        "@type": "/cosmos.tx.v1beta1.Tx",
+        "body": {
+            "messages": message_json(tx),
+            "memo": tx.memo,
+            "timeout_height": "0",
+            "extension_options": [],
+            "non_critical_extension_options": [],
+        },
+        "auth_info": {
+            "signer_infos": [{
+                "public_key": public_key,
+                "mode_info": {"single": {"mode": "SIGN_MODE_DIRECT"}},
+                "sequence": tx.sequence.to_string(),
+            }],
+            "fee": {
+                "amount": [coin(denom, tx.fee)],
+                "gas_limit": tx.gas_limit.to_string(),
+                "payer": "",
+                "granter": "",
+            },
+        },
+        "signatures": [BASE64.encode(&tx.signature)],
+    })
+}
+
+fn tx_response_json(record: &TxRecord, denom: &str) -> Value {
+    json!({
+        "height": record.height.to_string(),
+        "txhash": record.tx.hash,
+        "codespace": record.result.codespace,
+        "code": record.result.code,
+        "data": "",
+        "raw_log": record.result.log,
+        "logs": [],
+        "info": "",
+        "gas_wanted": record.tx.gas_limit.to_string(),
+        "gas_used": record.gas_used.to_string(),
+        "tx": tx_json(&record.tx, denom),
+        "timestamp": record.timestamp.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "events": [],
+    })
+}
+
+/// Which response shapes a path version selects.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    Current,
+    Legacy,
+}
+
+fn deployment_shape(version: &str) -> Result<Shape, ApiError> {
+    match version {
+        "v1beta4" => Ok(Shape::Current),
+        "v1beta3" => Ok(Shape::Legacy),
+        other => Err(ApiError::not_found(format!(
+            "deployment API {other} is not served by the Akash devnet simulator (v1beta4, v1beta3)"
+        ))),
+    }
+}
+
+fn lease_shape(version: &str) -> Result<Shape, ApiError> {
+    match version {
+        "v1beta5" => Ok(Shape::Current),
+        "v1beta4" => Ok(Shape::Legacy),
+        other => Err(ApiError::not_found(format!(
+            "market API {other} is not served by the Akash devnet simulator (v1beta5, v1beta4)"
+        ))),
+    }
+}
+
+fn escrow_state(deployment: &Deployment) -> &'static str {
+    match deployment.state {
+        DeploymentState::Active => "open",
+        DeploymentState::Closed => "closed",
+    }
+}
+
+fn deployment_json(chain: &Chain, deployment: &Deployment, shape: Shape) -> Value {
+    let denom = &chain.denom;
+    let owner = &deployment.owner;
+    let dseq = deployment.dseq.to_string();
+    let xid = format!("{owner}/{dseq}");
+    let group_state = match deployment.state {
+        DeploymentState::Active => "open",
+        DeploymentState::Closed => "closed",
+    };
+    let groups = json!([{
+        "id": {"owner": owner, "dseq": dseq, "gseq": 1},
+        "state": group_state,
+        "group_spec": {"name": "simulated", "requirements": {"signed_by": {"all_of": [], "any_of": []}, "attributes": []}, "resources": []},
+        "created_at": deployment.created_at.to_string(),
+    }]);
+    match shape {
+        Shape::Current => json!({
+            "deployment": {
+                "id": {"owner": owner, "dseq": dseq},
+                "state": deployment.state.as_str(),
+                "hash": "",
+                "created_at": deployment.created_at.to_string(),
+            },
+            "groups": groups,
+            "escrow_account": {
+                "id": {"scope": "deployment", "xid": xid},
+                "state": {
+                    "owner": owner,
+                    "state": escrow_state(deployment),
+                    "transferred": [dec_coin(denom, deployment.transferred)],
+                    "settled_at": deployment.settled_at.to_string(),
+                    "funds": [dec_coin(denom, deployment.escrow)],
+                    "deposits": [],
+                },
+            },
+        }),
+        Shape::Legacy => json!({
+            "deployment": {
+                "deployment_id": {"owner": owner, "dseq": dseq},
+                "state": deployment.state.as_str(),
+                "version": "",
+                "created_at": deployment.created_at.to_string(),
+            },
+            "groups": groups,
+            "escrow_account": {
+                "id": {"scope": "deployment", "xid": xid},
+                "owner": owner,
+                "state": escrow_state(deployment),
+                "balance": dec_coin(denom, deployment.escrow),
+                "transferred": dec_coin(denom, deployment.transferred),
+                "settled_at": deployment.settled_at.to_string(),
+                "depositor": owner,
+                "funds": dec_coin(denom, 0),
+            },
+        }),
+    }
+}
+
+fn parse_dseq_param(value: Option<&String>, name: &str) -> Result<Option<u64>, ApiError> {
+    value
+        .filter(|text| !text.is_empty())
+        .map(|text| {
+            text.parse()
+                .map_err(|_| ApiError::invalid(format!("{name} '{text}' is not a number")))
+        })
+        .transpose()
+}
+
+fn parse_state_param(value: Option<&String>) -> Result<Option<DeploymentState>, ApiError> {
+    match value.map(String::as_str) {
+        None | Some("") => Ok(None),
+        Some("active") => Ok(Some(DeploymentState::Active)),
+        Some("closed") => Ok(Some(DeploymentState::Closed)),
+        Some(other) => Err(ApiError::invalid(format!("invalid state value '{other}'"))),
+    }
+}
+
+async fn deployments_list(
+    State(shared): State<Arc<Shared>>,
+    Path(version): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let shape = deployment_shape(&version)?;
+    let owner = query.get("filters.owner").filter(|o| !o.is_empty());
+    let dseq = parse_dseq_param(query.get("filters.dseq"), "filters.dseq")?;
+    let state = parse_state_param(query.get("filters.state"))?;
+    shared.with_chain(|chain| {
+        let deployments: Vec<Value> = chain
+            .deployments
+            .values()
+            .filter(|d| owner.is_none_or(|owner| &d.owner == owner))
+            .filter(|d| dseq.is_none_or(|dseq| d.dseq == dseq))
+            .filter(|d| state.is_none_or(|state| d.state == state))
+            .map(|d| deployment_json(chain, d, shape))
+            .collect();
+        let total = deployments.len();
+        Ok(Json(
+            json!({"deployments": deployments, "pagination": pagination(total)}),
+        ))
+    })
+}
+
+async fn deployment_info(
+    State(shared): State<Arc<Shared>>,
+    Path(version): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let shape = deployment_shape(&version)?;
+    let owner = query
+        .get("id.owner")
+        .filter(|o| !o.is_empty())
+        .ok_or_else(|| ApiError::invalid("id.owner is required"))?;
+    let dseq = parse_dseq_param(query.get("id.dseq"), "id.dseq")?
+        .ok_or_else(|| ApiError::invalid("id.dseq is required"))?;
+    shared.with_chain(
+        |chain| match chain.deployments.get(&(owner.clone(), dseq)) {
+            Some(deployment) => Ok(Json(deployment_json(chain, deployment, shape))),
+            None => Err(ApiError::not_found(format!(
+                "deployment {owner}/{dseq} not found: deployment not found"
+            ))),
+        },
+    )
+}
+
+async fn leases_list(
+    State(shared): State<Arc<Shared>>,
+    Path(version): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let shape = lease_shape(&version)?;
+    let owner = query.get("filters.owner").filter(|o| !o.is_empty());
+    let dseq = parse_dseq_param(query.get("filters.dseq"), "filters.dseq")?;
+    let state = parse_state_param(query.get("filters.state"))?;
+    shared.with_chain(|chain| {
+        let denom = &chain.denom;
+        let mut leases = Vec::new();
+        for deployment in chain.deployments.values() {
+            if owner.is_some_and(|owner| &deployment.owner != owner)
+                || dseq.is_some_and(|dseq| deployment.dseq != dseq)
+            {
+                continue;
+            }
+            for lease in &deployment.leases {
+                if state.is_some_and(|state| lease.state != state) {
+                    continue;
+                }
+                let id = json!({
+                    "owner": deployment.owner,
+                    "dseq": deployment.dseq.to_string(),
+                    "gseq": lease.gseq,
+                    "oseq": lease.oseq,
+                    "provider": lease.provider,
+                });
+                let payment_state = match lease.state {
+                    DeploymentState::Active => "open",
+                    DeploymentState::Closed => "closed",
+                };
+                let xid = format!("{}/{}", deployment.owner, deployment.dseq);
+                let payment_xid = format!("{}/{}/{}", lease.gseq, lease.oseq, lease.provider);
+                leases.push(match shape {
+                    Shape::Current => {
+                        let mut id = id;
+                        id["bseq"] = json!(0);
+                        json!({
+                            "lease": {
+                                "id": id,
+                                "state": lease.state.as_str(),
+                                "price": dec_coin(denom, lease.price),
+                                "created_at": lease.created_at.to_string(),
+                                "closed_on": lease.closed_on.to_string(),
+                            },
+                            "escrow_payment": {
+                                "id": {"aid": {"scope": "deployment", "xid": xid}, "xid": payment_xid},
+                                "state": {
+                                    "owner": lease.provider,
+                                    "state": payment_state,
+                                    "rate": dec_coin(denom, lease.price),
+                                    "balance": dec_coin(denom, 0),
+                                    "unsettled": dec_coin(denom, 0),
+                                    "withdrawn": coin(denom, 0),
+                                },
+                            },
+                        })
+                    }
+                    Shape::Legacy => json!({
+                        "lease": {
+                            "lease_id": id,
+                            "state": lease.state.as_str(),
+                            "price": dec_coin(denom, lease.price),
+                            "created_at": lease.created_at.to_string(),
+                            "closed_on": lease.closed_on.to_string(),
+                        },
+                        "escrow_payment": {
+                            "account_id": {"scope": "deployment", "xid": xid},
+                            "payment_id": payment_xid,
+                            "owner": lease.provider,
+                            "state": payment_state,
+                            "rate": dec_coin(denom, lease.price),
+                            "balance": dec_coin(denom, 0),
+                            "withdrawn": coin(denom, 0),
+                        },
+                    }),
+                });
+            }
+        }
+        let total = leases.len();
+        Ok(Json(json!({"leases": leases, "pagination": pagination(total)})))
+    })
+}
+
+/// Amounts in admin bodies may be strings or numbers.
+fn amount(value: &Value, name: &str) -> Result<u128, ApiError> {
+    match value {
+        Value::String(text) => text.parse().ok(),
+        Value::Number(number) => number.as_u64().map(u128::from),
+        _ => None,
+    }
+    .ok_or_else(|| ApiError::invalid(format!("{name} must be a non-negative integer")))
+}
+
+fn valid_address(address: &str) -> Result<(), ApiError> {
+    match address.parse::<cosmrs::AccountId>() {
+        Ok(id) if id.prefix() == super::chain::ACCOUNT_PREFIX => Ok(()),
+        _ => Err(ApiError::invalid(format!(
+            "'{address}' is not an akash1… address"
+        ))),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FundRequest {
+    address: String,
+    amount: Value,
+    #[serde(default)]
+    denom: Option<String>,
+}
+
+async fn admin_fund(State(shared): State<Arc<Shared>>, Json(body): Json<FundRequest>) -> ApiResult {
+    valid_address(&body.address)?;
+    let amount = amount(&body.amount, "amount")?;
+    let denom = body.denom.unwrap_or_else(|| "uakt".to_owned());
+    morpheus_executors::cosmos::validate_denom(&denom).map_err(ApiError::invalid)?;
+    shared.with_chain(|chain| {
+        let account = chain.fund(&body.address, amount, &denom);
+        Ok(Json(json!({
+            "simulator": SIMULATOR_HEADER_VALUE,
+            "account": account_json(account),
+            "balances": account.balances.iter().map(|(d, a)| coin(d, *a)).collect::<Vec<_>>(),
+        })))
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeploymentRequest {
+    owner: String,
+    #[serde(default)]
+    dseq: Option<Value>,
+    escrow: Value,
+    #[serde(default)]
+    lease_prices: Vec<Value>,
+    #[serde(default)]
+    closed: bool,
+}
+
+async fn admin_deployment(
+    State(shared): State<Arc<Shared>>,
+    Json(body): Json<DeploymentRequest>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    valid_address(&body.owner)?;
+    let dseq = body
+        .dseq
+        .as_ref()
+        .map(|value| amount(value, "dseq").map(|dseq| dseq as u64))
+        .transpose()?;
+    let escrow = amount(&body.escrow, "escrow")?;
+    let lease_prices = body
+        .lease_prices
+        .iter()
+        .map(|price| amount(price, "lease_prices[]"))
+        .collect::<Result<Vec<_>, _>>()?;
+    shared.with_chain(|chain| {
+        let new = NewDeployment {
+            owner: body.owner,
+            dseq,
+            escrow,
+            lease_prices,
+            closed: body.closed,
+        };
+        match chain.create_deployment(new) {
+            Ok(deployment) => {
+                let deployment = deployment.clone();
+                Ok((
+                    StatusCode::CREATED,
+                    Json(json!({
+                        "simulator": SIMULATOR_HEADER_VALUE,
+                        "deployment": deployment_json(chain, &deployment, Shape::Current),
+                        "rate_per_block": deployment.rate_per_block().to_string(),
+                    })),
+                ))
+            }
+            Err(message) => Err(ApiError {
+                status: StatusCode::CONFLICT,
+                code: 6,
+                message,
+            }),
+        }
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BlocksRequest {
+    count: u64,
+}
+
+/// Most blocks one admin call may produce (a simulated week at 6 s blocks).
+const MAX_BLOCKS_PER_CALL: u64 = 100_000;
+
+async fn admin_blocks(
+    State(shared): State<Arc<Shared>>,
+    Json(body): Json<BlocksRequest>,
+) -> ApiResult {
+    if body.count == 0 || body.count > MAX_BLOCKS_PER_CALL {
+        return Err(ApiError::invalid(format!(
+            "count must be between 1 and {MAX_BLOCKS_PER_CALL}"
+        )));
+    }
+    shared.with_chain(|chain| {
+        for _ in 0..body.count {
+            chain.produce_block(chrono::Utc::now());
+        }
+        Ok(Json(
+            json!({"simulator": SIMULATOR_HEADER_VALUE, "height": chain.height}),
+        ))
+    })
+}
+
+async fn admin_ledger(State(shared): State<Arc<Shared>>) -> ApiResult {
+    shared.with_chain(|chain| {
+        let deposits: Vec<Value> = chain
+            .deposits
+            .iter()
+            .map(|d| {
+                json!({
+                    "height": d.height,
+                    "tx_hash": d.tx_hash,
+                    "signer": d.signer,
+                    "owner": d.owner,
+                    "dseq": d.dseq.to_string(),
+                    "amount": d.amount.to_string(),
+                    "denom": d.denom,
+                    "msg_type": d.version.type_url(),
+                })
+            })
+            .collect();
+        let deployments: Vec<Value> = chain
+            .deployments
+            .values()
+            .map(|d| {
+                let landed = chain
+                    .deposits
+                    .iter()
+                    .filter(|r| r.owner == d.owner && r.dseq == d.dseq);
+                let (count, total) = landed.fold((0u64, 0u128), |(n, sum), r| (n + 1, sum + r.amount));
+                json!({
+                    "owner": d.owner,
+                    "dseq": d.dseq.to_string(),
+                    "state": d.state.as_str(),
+                    "escrow": d.escrow.to_string(),
+                    "rate_per_block": d.rate_per_block().to_string(),
+                    "transferred": d.transferred.to_string(),
+                    "deposit_count": count,
+                    "deposited": total.to_string(),
+                    "closed_at": d.closed_at,
+                })
+            })
+            .collect();
+        let accounts: Vec<Value> = chain
+            .accounts
+            .values()
+            .map(|a| {
+                json!({
+                    "address": a.address,
+                    "account_number": a.account_number,
+                    "sequence": a.sequence,
+                    "balances": a.balances.iter().map(|(d, amount)| coin(d, *amount)).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        Ok(Json(json!({
+            "simulator": SIMULATOR_HEADER_VALUE,
+            "chain_id": chain.chain_id,
+            "height": chain.height,
+            "mempool": chain.mempool_len(),
+            "txs": chain.tx_count(),
+            "deposits": deposits,
+            "deployments": deployments,
+            "accounts": accounts,
+        })))
+    })
+}
+
+async fn admin_arm_fault(State(shared): State<Arc<Shared>>, Json(fault): Json<Fault>) -> ApiResult {
+    if fault.count == 0 || !fault.path_prefix.starts_with('/') {
+        return Err(ApiError::invalid(
+            "count must be positive and path_prefix must start with /",
+        ));
+    }
+    let mut faults = shared.faults.lock().unwrap_or_else(PoisonError::into_inner);
+    faults.push(fault);
+    Ok(Json(
+        json!({"simulator": SIMULATOR_HEADER_VALUE, "armed": faults.len()}),
+    ))
+}
+
+async fn admin_clear_faults(State(shared): State<Arc<Shared>>) -> ApiResult {
+    shared
+        .faults
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clear();
+    Ok(Json(
+        json!({"simulator": SIMULATOR_HEADER_VALUE, "armed": 0}),
+    ))
+}

@@ -1,0 +1,309 @@
+//! The Akash devnet **simulator**: a small HTTP server that speaks the subset of an
+//! Akash node's REST API the Morpheus flows use, backed by an in-memory ledger. It is
+//! not a chain and says so: its banner, the `x-morpheus-simulator: akash-devnet`
+//! header on every response, its node info and its admin answers all name it a
+//! simulator.
+//!
+//! It behaves like a chain where it matters to a client: it decodes and verifies
+//! transactions (chain id, account number, sequence, secp256k1 signature, fees, funds,
+//! deployment state; see [`chain`] for the checks and codes), applies them in the next
+//! block, indexes them by hash, and drains each deployment's escrow by its lease rate
+//! as blocks advance, closing deployments that run dry.
+//!
+//! # Chain API (the subset served)
+//!
+//! | method and path | answer |
+//! |---|---|
+//! | `GET /cosmos/auth/v1beta1/accounts/{address}` | `{"account": {"@type": "/cosmos.auth.v1beta1.BaseAccount", "address", "pub_key", "account_number", "sequence"}}`; 404 for an unknown address |
+//! | `GET /cosmos/bank/v1beta1/balances/{address}` | `{"balances": [{"denom", "amount"}], "pagination"}` |
+//! | `GET /cosmos/base/tendermint/v1beta1/blocks/latest` | `{"block_id", "block": {"header": {"chain_id", "height", "time"}, …}, "sdk_block": …}` |
+//! | `GET /cosmos/base/tendermint/v1beta1/node_info` | `{"default_node_info": {"network", "moniker"}, "application_version"}` |
+//! | `POST /cosmos/tx/v1beta1/simulate` `{"tx_bytes"}` | `{"gas_info": {"gas_wanted", "gas_used"}, "result"}`; HTTP 500 `{"code": 2, "message"}` on a failing transaction |
+//! | `POST /cosmos/tx/v1beta1/txs` `{"tx_bytes", "mode"}` | `{"tx_response": {"height": "0", "txhash", "codespace", "code", "raw_log", …}}` (sync mode whatever `mode` says) |
+//! | `GET /cosmos/tx/v1beta1/txs/{hash}` | `{"tx", "tx_response": {"height", "txhash", "code", "raw_log", "gas_wanted", "gas_used", "timestamp", …}}`; 404 until it is in a block |
+//! | `GET /akash/deployment/v1beta4/deployments/list?filters.owner=&filters.state=&filters.dseq=` | `{"deployments": [QueryDeploymentResponse], "pagination"}` with `deployment.id`, `escrow_account.state.funds` |
+//! | `GET /akash/deployment/v1beta4/deployments/info?id.owner=&id.dseq=` | one `QueryDeploymentResponse`; 404 when unknown |
+//! | `GET /akash/deployment/v1beta3/deployments/{list,info}` | the same in the v1beta3 shape (`deployment.deployment_id`, `escrow_account.balance`/`funds`) |
+//! | `GET /akash/market/v1beta5/leases/list?filters.owner=&filters.dseq=&filters.state=` | `{"leases": [{"lease": {"id", "state", "price", …}, "escrow_payment"}], "pagination"}` |
+//! | `GET /akash/market/v1beta4/leases/list` | the same with `lease.lease_id` |
+//!
+//! Errors use the gRPC-gateway shape `{"code", "message", "details": []}`.
+//!
+//! # Admin API (`/simulator/…`, for tests and the demo)
+//!
+//! | method and path | body | effect |
+//! |---|---|---|
+//! | `POST /simulator/accounts` | `{"address", "amount": "1000000", "denom"?}` | funds an address (creating its account) |
+//! | `POST /simulator/deployments` | `{"owner", "dseq"?, "escrow": "500000", "lease_prices"?: ["60", "40"], "closed"?: false}` | creates a deployment with one lease per price (uakt per block) |
+//! | `POST /simulator/blocks` | `{"count": 100}` | produces blocks at once (time acceleration) |
+//! | `GET /simulator/ledger` | | height, every deposit applied (`deposits`), every deployment with escrow, rate and deposit totals, every account |
+//! | `POST /simulator/faults` | `{"path_prefix", "method"?, "kind": "http_500" \| "malformed_json", "count": 1}` | the next `count` matching chain requests fail that way |
+//! | `DELETE /simulator/faults` | | clears armed faults |
+//!
+//! # Demo data (`--seed-demo`)
+//!
+//! A wallet derived from [`DEMO_MNEMONIC`] (a public test mnemonic: never use it for
+//! real funds) holding 500 AKT, owning three deployments: dseq 1001 healthy (50 AKT at
+//! 100 uakt/block), 1002 running dry within about four minutes at 200 ms blocks (two
+//! leases, 60 + 40 uakt/block, 120 000 uakt of escrow), and 1003 closed.
+
+pub mod chain;
+mod http;
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use chrono::Utc;
+use morpheus_executors::cosmos::{Decimal, Signer};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use chain::{Chain, NewDeployment};
+
+/// The demo wallet's mnemonic: the BIP-39 test vector, public on purpose. Anything it
+/// holds on a real chain is anyone's.
+pub const DEMO_MNEMONIC: &str =
+    "abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon about";
+
+/// The environment variable the banner tells operators to put the demo mnemonic in.
+pub const DEMO_MNEMONIC_ENV: &str = "MORPHEUS_DEMO_MNEMONIC";
+
+/// Value of the `x-morpheus-simulator` header on every response.
+pub const SIMULATOR_HEADER_VALUE: &str = "akash-devnet";
+
+/// The demo wallet's starting balance (500 AKT).
+pub const DEMO_BALANCE_UAKT: u128 = 500_000_000;
+
+/// How the simulator runs.
+#[derive(Debug, Clone)]
+pub struct SimulatorOptions {
+    /// Chain id it reports and verifies signatures for.
+    pub chain_id: String,
+    /// Time between blocks; zero means blocks only advance through
+    /// `POST /simulator/blocks`.
+    pub block_time: Duration,
+    /// Seed the demo wallet and deployments.
+    pub seed_demo: bool,
+    /// Fees must be at least `gas limit × this` (in uakt).
+    pub min_gas_price: Decimal,
+}
+
+impl Default for SimulatorOptions {
+    fn default() -> Self {
+        Self {
+            chain_id: "morpheus-devnet-1".to_owned(),
+            block_time: Duration::from_millis(200),
+            seed_demo: false,
+            min_gas_price: "0.025".parse().expect("constant"),
+        }
+    }
+}
+
+/// One seeded demo deployment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DemoDeployment {
+    /// Sequence number.
+    pub dseq: u64,
+    /// What it shows.
+    pub description: String,
+}
+
+/// What `--seed-demo` created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DemoInfo {
+    /// The demo wallet (derived from [`DEMO_MNEMONIC`]).
+    pub address: String,
+    /// Its deployments.
+    pub deployments: Vec<DemoDeployment>,
+}
+
+/// State shared by the HTTP handlers and the block producer.
+pub(crate) struct Shared {
+    pub chain: Mutex<Chain>,
+    pub faults: Mutex<Vec<http::Fault>>,
+}
+
+impl Shared {
+    /// Runs `f` with the chain locked (a poisoned lock still holds a consistent
+    /// ledger: every mutation completes before it can panic).
+    pub fn with_chain<T>(&self, f: impl FnOnce(&mut Chain) -> T) -> T {
+        let mut chain = self.chain.lock().unwrap_or_else(PoisonError::into_inner);
+        f(&mut chain)
+    }
+}
+
+/// A running simulator. Dropping it stops the server and the block producer.
+pub struct SimulatorHandle {
+    addr: SocketAddr,
+    demo: Option<DemoInfo>,
+    options: SimulatorOptions,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: JoinHandle<()>,
+    blocks: Option<JoinHandle<()>>,
+}
+
+impl SimulatorHandle {
+    /// `http://{addr}`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The demo data, when seeded.
+    pub fn demo(&self) -> Option<&DemoInfo> {
+        self.demo.as_ref()
+    }
+
+    /// The options it runs with.
+    pub fn options(&self) -> &SimulatorOptions {
+        &self.options
+    }
+
+    /// Stops serving and waits for the server to finish.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.shutdown.take() {
+            let _ = stop.send(());
+        }
+        if let Some(blocks) = self.blocks.take() {
+            blocks.abort();
+        }
+        let _ = (&mut self.server).await;
+    }
+
+    /// The startup banner: it says "simulator", and with demo data prints the
+    /// mnemonic to export (public by design).
+    pub fn banner(&self) -> String {
+        let o = &self.options;
+        let blocks = if o.block_time.is_zero() {
+            "blocks only via POST /simulator/blocks".to_owned()
+        } else {
+            format!("block time {}", humantime::format_duration(o.block_time))
+        };
+        let mut text = format!(
+            "Akash devnet SIMULATOR (in-memory ledger, not a real chain: verifies signatures, \
+             sequences and funds, drains escrow by lease rate)\n\
+             listening on {}  chain-id {}  {blocks}  min gas price {}uakt\n",
+            self.url(),
+            o.chain_id,
+            o.min_gas_price
+        );
+        if let Some(demo) = &self.demo {
+            text.push_str(&format!(
+                "demo wallet {} holds {DEMO_BALANCE_UAKT}uakt; its key is the PUBLIC demo mnemonic (never use it for real funds):\n\
+                 \x20 export {DEMO_MNEMONIC_ENV}='{DEMO_MNEMONIC}'\n",
+                demo.address
+            ));
+            for deployment in &demo.deployments {
+                text.push_str(&format!(
+                    "demo deployment dseq {}: {}\n",
+                    deployment.dseq, deployment.description
+                ));
+            }
+        }
+        text
+    }
+}
+
+impl Drop for SimulatorHandle {
+    fn drop(&mut self) {
+        if let Some(stop) = self.shutdown.take() {
+            let _ = stop.send(());
+        }
+        if let Some(blocks) = &self.blocks {
+            blocks.abort();
+        }
+    }
+}
+
+/// Starts the simulator on `listener`. Blocks advance on a timer (unless
+/// `block_time` is zero) until the handle is dropped or shut down.
+pub async fn serve(
+    listener: TcpListener,
+    options: SimulatorOptions,
+) -> std::io::Result<SimulatorHandle> {
+    let addr = listener.local_addr()?;
+    let mut chain = Chain::new(&options.chain_id, "uakt", options.min_gas_price, Utc::now());
+    let demo = options.seed_demo.then(|| seed_demo(&mut chain));
+    let shared = Arc::new(Shared {
+        chain: Mutex::new(chain),
+        faults: Mutex::new(Vec::new()),
+    });
+    let (stop, stopped) = oneshot::channel::<()>();
+    let app = http::router(shared.clone());
+    let server = tokio::spawn(async move {
+        let result = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await;
+        if let Err(error) = result {
+            tracing::error!(%error, "akash devnet simulator stopped");
+        }
+    });
+    let blocks = (!options.block_time.is_zero()).then(|| {
+        let shared = shared.clone();
+        let every = options.block_time;
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                shared.with_chain(|chain| chain.produce_block(Utc::now()));
+            }
+        })
+    });
+    Ok(SimulatorHandle {
+        addr,
+        demo,
+        options,
+        shutdown: Some(stop),
+        server,
+        blocks,
+    })
+}
+
+/// The demo wallet and its three deployments.
+fn seed_demo(chain: &mut Chain) -> DemoInfo {
+    let signer = Signer::from_mnemonic(DEMO_MNEMONIC, "m/44'/118'/0'/0/0", chain::ACCOUNT_PREFIX)
+        .expect("the demo mnemonic is valid");
+    let owner = signer.address().to_owned();
+    chain.fund(&owner, DEMO_BALANCE_UAKT, "uakt");
+    let mut deployments = Vec::new();
+    let mut add = |dseq: u64, escrow: u128, lease_prices: Vec<u128>, closed: bool, text: &str| {
+        chain
+            .create_deployment(NewDeployment {
+                owner: owner.clone(),
+                dseq: Some(dseq),
+                escrow,
+                lease_prices,
+                closed,
+            })
+            .expect("demo dseqs are distinct");
+        deployments.push(DemoDeployment {
+            dseq,
+            description: text.to_owned(),
+        });
+    };
+    add(
+        1001,
+        50_000_000,
+        vec![100],
+        false,
+        "healthy: 50000000uakt of escrow at 100uakt/block (500000 blocks: about 36 days at 6.174 s a block)",
+    );
+    add(
+        1002,
+        120_000,
+        vec![60, 40],
+        false,
+        "draining: 120000uakt of escrow at 100uakt/block (two leases), dry after 1200 blocks (4 min at 200 ms)",
+    );
+    add(1003, 0, vec![100], true, "closed");
+    DemoInfo {
+        address: owner,
+        deployments,
+    }
+}
