@@ -86,6 +86,12 @@ pub struct UpArgs {
     /// agent A use the queue `deploy:A`.
     #[arg(long = "queue")]
     pub queues: Vec<String>,
+    /// The embedded demo: start the Akash devnet SIMULATOR in process (seeded with a
+    /// demo wallet and deployments draining at different speeds), point the cosmos
+    /// executor at it, and schedule `topup.escrow` every 30 s. Watch it with
+    /// `morpheus schedules runs demo-topup` and `morpheus logs <run>`.
+    #[arg(long)]
+    pub demo: bool,
     /// Where deploys keep artifacts, and which directories they may capture.
     #[command(flatten)]
     pub deploy_paths: DeployPathArgs,

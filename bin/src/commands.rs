@@ -9,6 +9,7 @@ use morpheus_engine::{
     run_scheduler, Engine, EngineError, ExecutorRegistry, LogLevel, LogQuery, RunFilter, RunId,
     RunStatus, StepLogLayer, Worker, WorkerConfig, WorkflowRegistry, World,
 };
+use morpheus_executors::cosmos::CosmosExecutor;
 use morpheus_executors::{DockerExecutor, ProcessExecutor};
 use morpheus_workflows::deploy::snapshot::SnapshotLimits;
 use morpheus_workflows::deploy::DeployConfig;
@@ -179,9 +180,26 @@ async fn up(url: &str, args: UpArgs, config: &Config) -> Result<()> {
     deploy.ready_timeout = args.deploy_ready_timeout;
     deploy.command_timeout = args.deploy_command_timeout;
     let deploy_summary = (deploy.data_dir.clone(), deploy.allowed_roots.clone());
-    let (workflows, executors) = registries(deploy);
+    let (workflows, mut executors) = registries(deploy);
     // Check the configured schedules before touching the database.
-    let declared = crate::schedules::from_config(&config.schedules, &workflows)?;
+    let mut declared = crate::schedules::from_config(&config.schedules, &workflows)?;
+    let demo = if args.demo {
+        Some(crate::demo::start().await?)
+    } else {
+        None
+    };
+    match (&demo, &config.cosmos) {
+        (Some(demo), _) => {
+            executors.register(demo.executor.clone());
+            declared.push(demo.schedule(&workflows)?);
+        }
+        (None, Some(cosmos)) => {
+            executors.register(
+                CosmosExecutor::new(cosmos).map_err(|error| anyhow!("config [cosmos]: {error}"))?,
+            );
+        }
+        (None, None) => {}
+    }
     let world = open(url).await?;
     tracing::info!(
         data_dir = %deploy_summary.0.display(),

@@ -12,6 +12,11 @@
 //! timezone = "Europe/Berlin"  # cron only; UTC when absent
 //! overlap = "skip"            # skip | queue_one | allow
 //! catch_up = "skip_missed"    # skip_missed | run_once | run_all
+//!
+//! [cosmos]                    # the chain executor used by topup.escrow
+//! rest_url = "https://api.akashnet.net"
+//! chain_id = "akashnet-2"
+//! key = { mnemonic_env = "AKASH_WALLET_MNEMONIC" }
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -28,6 +33,10 @@ pub struct Config {
     /// Schedules synced into the database when `morpheus up` starts.
     #[serde(default)]
     pub schedules: Vec<ScheduleConfig>,
+    /// The `cosmos` executor (chain access for `topup.escrow`); without it `up` runs
+    /// without that executor. The key is referenced (`key = { mnemonic_env = "…" }`),
+    /// never written here.
+    pub cosmos: Option<morpheus_executors::cosmos::CosmosConfig>,
 }
 
 /// One `[[schedules]]` entry.

@@ -5,6 +5,7 @@ mod bench;
 mod cli;
 mod commands;
 mod config;
+mod demo;
 mod deploy;
 mod devnet;
 mod output;
