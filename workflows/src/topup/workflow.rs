@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use morpheus_engine::{
-    async_trait, Ctx, LogLevel, RetryPolicy, Workflow, WorkflowError, WorkflowResult,
+    async_trait, Ctx, DocumentQuery, LogLevel, ResultExt, RetryPolicy, Versioned, Workflow,
+    WorkflowError, WorkflowResult,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -19,6 +20,25 @@ use super::decide::{
     hours_to_blocks, parse_coin, plan_topups, Dec, Decided, Decision, DeploymentView, Policy,
     SkipReason,
 };
+
+/// The document collection that remembers this workflow's deposits (one document per
+/// deposit, keyed `{owner}/{dseq}/{tx_hash}`), for the cool-down across runs.
+pub const DEPOSITS: &str = "topup.escrow.deposits";
+
+/// A deposit this workflow made.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DepositRecord {
+    /// The owner.
+    pub owner: String,
+    /// The deployment.
+    pub dseq: String,
+    /// When it was confirmed.
+    pub at: DateTime<Utc>,
+    /// How much (micro-denom).
+    pub amount: String,
+    /// Its transaction.
+    pub tx_hash: String,
+}
 
 /// Seconds per Akash block, by default.
 pub const DEFAULT_SECONDS_PER_BLOCK: f64 = 6.174;
@@ -236,6 +256,26 @@ impl Workflow for TopUpEscrow {
         let budget = daily_budget(&input.owner, now);
         let cap_used = ctx.budget_used("cap-used", &budget).await?;
 
+        // When each deployment was last topped up by this workflow (any run).
+        let last_deposits: HashMap<String, DateTime<Utc>> = {
+            let documents = ctx.documents();
+            let owner = input.owner.clone();
+            ctx.step("last-deposits")
+                .run(move |_| async move {
+                    let query = DocumentQuery::new(DEPOSITS)
+                        .field_equals("owner", owner)
+                        .limit(1000);
+                    let records: Vec<Versioned<DepositRecord>> =
+                        documents.list(&query).await.retryable()?;
+                    let mut last: HashMap<String, DateTime<Utc>> = HashMap::new();
+                    for record in records {
+                        let at = last.entry(record.value.dseq).or_insert(record.value.at);
+                        *at = (*at).max(record.value.at);
+                    }
+                    Ok(last)
+                })
+                .await?
+        };
         let rates: HashMap<String, Dec> = leases["rates"]
             .as_array()
             .into_iter()
@@ -253,7 +293,7 @@ impl Workflow for TopUpEscrow {
                 rate_per_block: rates.get(&dseq).copied().unwrap_or(Dec::ZERO),
                 funds: decimal(deployment, "escrow_funds")?,
                 open,
-                last_topup_at: None,
+                last_topup_at: last_deposits.get(&dseq).copied(),
                 dseq,
             });
         }
@@ -327,6 +367,25 @@ impl Workflow for TopUpEscrow {
             match deposit(ctx, &input, &dseq, amount).await? {
                 Ok((tx_hash, landed_at)) => {
                     deposited += amount;
+                    let confirmed_at = ctx.now().await?;
+                    let record = DepositRecord {
+                        owner: input.owner.clone(),
+                        dseq: dseq.clone(),
+                        at: confirmed_at,
+                        amount: amount.to_string(),
+                        tx_hash: tx_hash.clone(),
+                    };
+                    let documents = ctx.documents();
+                    let key = format!("{}/{dseq}/{tx_hash}", input.owner);
+                    ctx.step(format!("record/{dseq}"))
+                        .run(move |_| async move {
+                            // Idempotent: a re-run of this body finds it already there.
+                            documents
+                                .insert_if_absent(DEPOSITS, &key, &record)
+                                .await
+                                .retryable()
+                        })
+                        .await?;
                     ctx.log(
                         LogLevel::Info,
                         format!("dseq={dseq} deposit confirmed amount={amount} tx={tx_hash} height={landed_at}"),

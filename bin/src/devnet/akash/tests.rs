@@ -1124,21 +1124,51 @@ async fn topup_workflow_tops_up_the_draining_demo_deployment_once() {
         .unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let worker = tokio::spawn(
-        Worker::new(engine, WorkerConfig::for_backend(world.backend())).run(async {
+        Worker::new(engine.clone(), WorkerConfig::for_backend(world.backend())).run(async {
             let _ = stopped.await;
         }),
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let run = loop {
-        let run = world.get_run(started.run_id).await.unwrap().unwrap();
-        if run.status.is_terminal() {
-            break run;
+    let wait_for_end = |run_id| {
+        let world = world.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let run = world.get_run(run_id).await.unwrap().unwrap();
+                if run.status.is_terminal() {
+                    break run;
+                }
+                assert!(Instant::now() < deadline, "run still {:?}", run.status);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
         }
-        assert!(Instant::now() < deadline, "run still {:?}", run.status);
-        tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    let run = wait_for_end(started.run_id).await;
+
+    // A second sweep right after: the deployment is still inside the look-ahead window
+    // (one deposit is capped at 5 AKT), but it was topped up within the cool-down.
+    let again = engine
+        .start(
+            "topup.escrow",
+            json!({"owner": owner, "dseqs": null, "max_per_deposit": "5000000uakt",
+                   "daily_cap": "20000000uakt", "wallet_headroom": "1000000uakt"}),
+            None,
+        )
+        .await
+        .unwrap();
+    let second = wait_for_end(again.run_id).await;
     let _ = stop.send(());
     worker.await.unwrap().unwrap();
+    assert_eq!(second.status, RunStatus::Completed, "{:?}", second.error);
+    let second_report = second.output.unwrap();
+    let draining = second_report["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["dseq"] == "1002")
+        .expect("1002 in the second report");
+    assert_eq!(draining["decision"], "skip", "{second_report:#}");
+    assert_eq!(draining["reason"], "cool_down", "{second_report:#}");
+    assert_eq!(second_report["deposited"], 0);
     assert_eq!(run.status, RunStatus::Completed, "{:?}", run.error);
     let report = run.output.unwrap();
     let deposited: Vec<&str> = report["deployments"]
