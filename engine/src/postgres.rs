@@ -125,6 +125,30 @@ fn run_from_row(row: &PgRow) -> EngineResult<RunRecord> {
     })
 }
 
+type PgQuery<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
+
+/// Binds a schedule definition to `$1`–`$11` (name … next_fire_at), the column order both
+/// schedule writes use.
+fn bind_schedule<'q>(
+    query: PgQuery<'q>,
+    spec: &'q ScheduleSpec,
+    columns: &'q ScheduleColumns,
+    next_fire_at: DateTime<Utc>,
+) -> PgQuery<'q> {
+    query
+        .bind(&spec.name)
+        .bind(&spec.workflow)
+        .bind(&spec.input)
+        .bind(&columns.cron_expr)
+        .bind(&columns.timezone)
+        .bind(columns.every_ms)
+        .bind(columns.overlap)
+        .bind(columns.catch_up)
+        .bind(&spec.queue)
+        .bind(spec.priority)
+        .bind(next_fire_at)
+}
+
 fn schedule_from_row(row: &PgRow) -> EngineResult<ScheduleRecord> {
     let overlap: String = row.try_get("overlap")?;
     let catch_up: String = row.try_get("catch_up")?;
@@ -937,23 +961,17 @@ impl World for PostgresWorld {
     ) -> EngineResult<()> {
         validate_spec(spec).map_err(EngineError::InvalidSchedule)?;
         let columns = ScheduleColumns::of(spec);
-        let inserted = sqlx::query(
+        let inserted = bind_schedule(
+            sqlx::query(
             "INSERT INTO workflow_schedules (name, workflow, input, cron_expr, timezone, every_ms,
                  overlap, catch_up, queue, priority, next_fire_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
              ON CONFLICT (name) DO NOTHING",
+            ),
+            spec,
+            &columns,
+            next_fire_at,
         )
-        .bind(&spec.name)
-        .bind(&spec.workflow)
-        .bind(&spec.input)
-        .bind(&columns.cron_expr)
-        .bind(&columns.timezone)
-        .bind(columns.every_ms)
-        .bind(columns.overlap)
-        .bind(columns.catch_up)
-        .bind(&spec.queue)
-        .bind(spec.priority)
-        .bind(next_fire_at)
         .execute(&self.pool)
         .await?
         .rows_affected();
@@ -971,8 +989,9 @@ impl World for PostgresWorld {
         validate_spec(spec).map_err(EngineError::InvalidSchedule)?;
         let columns = ScheduleColumns::of(spec);
         // One statement, so processes syncing the same file at once cannot race.
-        let changed = sqlx::query(
-            "INSERT INTO workflow_schedules AS s (name, workflow, input, cron_expr, timezone,
+        let changed = bind_schedule(
+            sqlx::query(
+                "INSERT INTO workflow_schedules AS s (name, workflow, input, cron_expr, timezone,
                  every_ms, overlap, catch_up, queue, priority, next_fire_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
              ON CONFLICT (name) DO UPDATE SET workflow = excluded.workflow,
@@ -986,18 +1005,11 @@ impl World for PostgresWorld {
                  IS DISTINCT FROM (excluded.workflow, excluded.input, excluded.cron_expr,
                     excluded.timezone, excluded.every_ms, excluded.overlap, excluded.catch_up,
                     excluded.queue, excluded.priority)",
+            ),
+            spec,
+            &columns,
+            next_fire_at,
         )
-        .bind(&spec.name)
-        .bind(&spec.workflow)
-        .bind(&spec.input)
-        .bind(&columns.cron_expr)
-        .bind(&columns.timezone)
-        .bind(columns.every_ms)
-        .bind(columns.overlap)
-        .bind(columns.catch_up)
-        .bind(&spec.queue)
-        .bind(spec.priority)
-        .bind(next_fire_at)
         .execute(&self.pool)
         .await?
         .rows_affected();

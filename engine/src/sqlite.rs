@@ -109,6 +109,32 @@ impl SqliteWorld {
     }
 }
 
+type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
+
+/// Binds a schedule definition to `?1`–`?11` (name … next_fire_at) and the write time to
+/// `?12`, the column order both schedule writes use.
+fn bind_schedule<'q>(
+    query: SqliteQuery<'q>,
+    spec: &'q ScheduleSpec,
+    columns: &'q ScheduleColumns,
+    next_fire_at: DateTime<Utc>,
+    now: &'q str,
+) -> SqliteQuery<'q> {
+    query
+        .bind(&spec.name)
+        .bind(&spec.workflow)
+        .bind(spec.input.to_string())
+        .bind(&columns.cron_expr)
+        .bind(&columns.timezone)
+        .bind(columns.every_ms)
+        .bind(columns.overlap)
+        .bind(columns.catch_up)
+        .bind(&spec.queue)
+        .bind(spec.priority as i64)
+        .bind(format_ts(next_fire_at))
+        .bind(now)
+}
+
 /// Errors that a concurrent opener of the same fresh file causes, and that pass.
 fn is_startup_contention(error: &EngineError) -> bool {
     let busy = |error: &sqlx::Error| match error {
@@ -1073,24 +1099,18 @@ impl World for SqliteWorld {
         let columns = ScheduleColumns::of(spec);
         let now = format_ts(Utc::now());
         let mut writer = self.writer().await?;
-        let inserted = sqlx::query(
+        let inserted = bind_schedule(
+            sqlx::query(
             "INSERT INTO workflow_schedules (name, workflow, input, cron_expr, timezone, every_ms,
                  overlap, catch_up, queue, priority, next_fire_at, created_at, updated_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12)
              ON CONFLICT (name) DO NOTHING",
+            ),
+            spec,
+            &columns,
+            next_fire_at,
+            &now,
         )
-        .bind(&spec.name)
-        .bind(&spec.workflow)
-        .bind(spec.input.to_string())
-        .bind(&columns.cron_expr)
-        .bind(&columns.timezone)
-        .bind(columns.every_ms)
-        .bind(columns.overlap)
-        .bind(columns.catch_up)
-        .bind(&spec.queue)
-        .bind(spec.priority as i64)
-        .bind(format_ts(next_fire_at))
-        .bind(&now)
         .execute(&mut *writer)
         .await?
         .rows_affected();
@@ -1110,7 +1130,8 @@ impl World for SqliteWorld {
         let now = format_ts(Utc::now());
         let mut writer = self.writer().await?;
         // One statement, so processes syncing the same file at once cannot race.
-        let changed = sqlx::query(
+        let changed = bind_schedule(
+            sqlx::query(
             "INSERT INTO workflow_schedules (name, workflow, input, cron_expr, timezone, every_ms,
                  overlap, catch_up, queue, priority, next_fire_at, created_at, updated_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12)
@@ -1126,19 +1147,12 @@ impl World for SqliteWorld {
                 OR every_ms IS NOT excluded.every_ms OR overlap IS NOT excluded.overlap
                 OR catch_up IS NOT excluded.catch_up OR queue IS NOT excluded.queue
                 OR priority IS NOT excluded.priority",
+            ),
+            spec,
+            &columns,
+            next_fire_at,
+            &now,
         )
-        .bind(&spec.name)
-        .bind(&spec.workflow)
-        .bind(spec.input.to_string())
-        .bind(&columns.cron_expr)
-        .bind(&columns.timezone)
-        .bind(columns.every_ms)
-        .bind(columns.overlap)
-        .bind(columns.catch_up)
-        .bind(&spec.queue)
-        .bind(spec.priority as i64)
-        .bind(format_ts(next_fire_at))
-        .bind(&now)
         .execute(&mut *writer)
         .await?
         .rows_affected();
