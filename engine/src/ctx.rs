@@ -613,6 +613,7 @@ impl<'a> StepBuilder<'a> {
                     return Err(WorkflowError::StepFailed {
                         step: key,
                         message: record.error.clone().unwrap_or_default(),
+                        attempts: record.attempts.max(1) as u32,
                     })
                 }
                 StepStatus::Retrying | StepStatus::Waiting => {
@@ -709,6 +710,7 @@ impl<'a> StepBuilder<'a> {
                     None => Err(WorkflowError::StepFailed {
                         step: key,
                         message: error.message().to_owned(),
+                        attempts: attempt,
                     }),
                 }
             }

@@ -22,12 +22,14 @@ pub enum WorkflowError {
     #[error("{0}")]
     Failed(String),
     /// A step failed for good (attempts exhausted or a permanent error).
-    #[error("step '{step}' failed: {message}")]
+    #[error("step '{step}' failed{}: {message}", after_attempts(*attempts))]
     StepFailed {
         /// The step key.
         step: String,
         /// Its last error.
         message: String,
+        /// How many attempts were made (the retry policy's budget, when it ran out).
+        attempts: u32,
     },
     /// The replay asked for different steps than the journal holds.
     #[error("non-determinism: step #{seq} is '{journal}' in the journal but the workflow asked for '{requested}'; the workflow code changed under a running run (declare a new VERSION instead)")]
@@ -50,6 +52,15 @@ pub enum WorkflowError {
     /// expires.
     #[error("storage unavailable: {0}")]
     Storage(String),
+}
+
+/// ` after N attempts` when a step was retried, so an operator sees the policy ran out.
+fn after_attempts(attempts: u32) -> String {
+    if attempts > 1 {
+        format!(" after {attempts} attempts")
+    } else {
+        String::new()
+    }
 }
 
 impl WorkflowError {
@@ -222,5 +233,24 @@ impl fmt::Debug for WorkflowRegistry {
         f.debug_struct("WorkflowRegistry")
             .field("workflows", &self.versions())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_step_failure_says_how_many_attempts_were_made_when_it_was_retried() {
+        let failed = |attempts| {
+            WorkflowError::StepFailed {
+                step: "height".into(),
+                message: "HTTP 500".into(),
+                attempts,
+            }
+            .to_string()
+        };
+        assert_eq!(failed(1), "step 'height' failed: HTTP 500");
+        assert_eq!(failed(5), "step 'height' failed after 5 attempts: HTTP 500");
     }
 }

@@ -405,6 +405,24 @@ impl Workflow for TopUpEscrow {
             }
             reports.push(report);
         }
+        // A deposit the chain refused must not hide in a completed run: every decision
+        // and deposit is in the logs and the deposits made are recorded (cool-down, cap),
+        // so the sweep ends, then the run fails naming each refusal.
+        let refused: Vec<String> = reports
+            .iter()
+            .filter_map(|report| {
+                let error = report.error.as_ref()?;
+                Some(format!("dseq={}: {error}", report.decided.dseq))
+            })
+            .collect();
+        if !refused.is_empty() {
+            return Err(WorkflowError::failed(format!(
+                "{} deposit(s) refused ({deposited}{} deposited by the others): {}",
+                refused.len(),
+                input.denom,
+                refused.join("; ")
+            )));
+        }
         Ok(TopUpReport {
             owner: input.owner,
             height,

@@ -286,6 +286,9 @@ pub struct Chain {
     pub deployments: BTreeMap<(String, u64), Deployment>,
     /// Deposits applied, in order.
     pub deposits: Vec<DepositRecord>,
+    /// Broadcasts of a transaction already in the mempool or a block (answered "tx
+    /// already exists in cache"): what a client re-sending the same bytes causes.
+    pub duplicate_broadcasts: u64,
     next_account_number: u64,
     mempool: Vec<DecodedTx>,
     txs: HashMap<String, TxRecord>,
@@ -312,6 +315,7 @@ impl Chain {
             accounts: BTreeMap::new(),
             deployments: BTreeMap::new(),
             deposits: Vec::new(),
+            duplicate_broadcasts: 0,
             next_account_number: 1,
             mempool: Vec::new(),
             txs: HashMap::new(),
@@ -418,6 +422,7 @@ impl Chain {
             gas_used: 0,
         };
         if self.known(&hash) {
+            self.duplicate_broadcasts += 1;
             return reject(TxCode::sdk(19, "tx already exists in cache"), 0);
         }
         let tx = match decode(bytes, &self.denom) {

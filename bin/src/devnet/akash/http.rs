@@ -845,6 +845,7 @@ async fn admin_ledger(State(shared): State<Arc<Shared>>) -> ApiResult {
             "height": chain.height,
             "mempool": chain.mempool_len(),
             "txs": chain.tx_count(),
+            "duplicate_broadcasts": chain.duplicate_broadcasts,
             "deposits": deposits,
             "deployments": deployments,
             "accounts": accounts,

@@ -36,7 +36,7 @@
 //! | `POST /simulator/accounts` | `{"address", "amount": "1000000", "denom"?}` | funds an address (creating its account) |
 //! | `POST /simulator/deployments` | `{"owner", "dseq"?, "escrow": "500000", "lease_prices"?: ["60", "40"], "closed"?: false}` | creates a deployment with one lease per price (uakt per block) |
 //! | `POST /simulator/blocks` | `{"count": 100}` | produces blocks at once (time acceleration) |
-//! | `GET /simulator/ledger` | | height, every deposit applied (`deposits`), every deployment with escrow, rate and deposit totals, every account |
+//! | `GET /simulator/ledger` | | height, `mempool` size, committed `txs`, `duplicate_broadcasts` (same bytes sent again), every deposit applied (`deposits`), every deployment with escrow, rate and deposit totals, every account |
 //! | `POST /simulator/faults` | `{"path_prefix", "method"?, "kind": "http_500" \| "malformed_json", "count": 1}` | the next `count` matching chain requests fail that way |
 //! | `DELETE /simulator/faults` | | clears armed faults |
 //!
