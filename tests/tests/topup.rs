@@ -154,6 +154,17 @@ impl GasStation {
         self.get("/simulator/ledger")
     }
 
+    /// The demo wallet's account in a ledger (`address`, `sequence`, `balances`).
+    fn wallet(&self, ledger: &Value) -> Value {
+        ledger["accounts"]
+            .as_array()
+            .expect("accounts")
+            .iter()
+            .find(|account| account["address"] == self.owner.as_str())
+            .expect("the demo wallet")
+            .clone()
+    }
+
     /// Produces `count` blocks; returns the new height.
     fn blocks(&self, count: u64) -> u64 {
         self.post("/simulator/blocks", json!({"count": count}))["height"]
@@ -541,16 +552,7 @@ fn the_daily_cap_holds_across_runs(backend: Backend) {
 
     // A wallet that cannot pay without dipping under its headroom: a recorded decision
     // and a warning, not a crash and never a partial deposit.
-    let wallet = ledger["accounts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|account| account["address"] == station.owner.as_str())
-        .expect("the demo wallet")["balances"][0]["amount"]
-        .as_str()
-        .unwrap()
-        .parse::<u128>()
-        .unwrap();
+    let wallet = amount(&station.wallet(&ledger)["balances"][0]["amount"]);
     let poor = station.add_deployment(10_000, &[100]);
     let run = station.start(&station.input(json!({
         "dseqs": [poor],
@@ -666,12 +668,7 @@ fn killed_after_broadcast_the_deposit_lands_exactly_once(backend: Backend) {
     assert_deposited_once(&station, &shown, &second);
 
     let ledger = station.ledger();
-    let wallet = ledger["accounts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|account| account["address"] == station.owner.as_str())
-        .expect("the demo wallet");
+    let wallet = station.wallet(&ledger);
     assert_eq!(wallet["sequence"], 2, "two transactions in all: {wallet}");
     assert_eq!(ledger["txs"], 2, "{ledger}");
 }
