@@ -15,6 +15,8 @@
 //! - SIGKILL after the broadcast, before the confirmation is recorded: the deposit lands
 //!   exactly once, whether it lands while no worker runs or is still in the mempool when
 //!   the next worker re-broadcasts the journaled bytes;
+//! - two sweeps of one wallet racing for its sequence: the loser waits until its signed
+//!   bytes are provably dead, signs again, and each deposit lands once;
 //! - bad chain answers (HTTP 500, malformed JSON, a rejected transaction, a wrong chain
 //!   id): retried per policy, then the run fails with a clear error; nothing is
 //!   deposited twice.
@@ -681,6 +683,105 @@ fn killed_after_broadcast_the_deposit_lands_exactly_once_sqlite() {
 #[test]
 fn killed_after_broadcast_the_deposit_lands_exactly_once_postgres() {
     killed_after_broadcast_the_deposit_lands_exactly_once(Backend::Postgres);
+}
+
+/// Two sweeps of one wallet racing for its sequence: the first sweep's deposit waits in
+/// the mempool (no block yet) when the second signs against the committed account, as a
+/// real node's REST API answers it: the same sequence. Returns both runs once they end.
+fn race_for_the_sequence(station: &GasStation, first: &str, second: &str) -> (Value, Value) {
+    let racing_first = station.start(&station.input(json!({"dseqs": [first]})));
+    wait_for(
+        "the first deposit to reach the mempool",
+        Duration::from_secs(60),
+        || (station.ledger()["mempool"] == 1).then_some(()),
+    );
+    let racing_second = station.start(&station.input(json!({"dseqs": [second]})));
+    wait_for(
+        "the second sweep to meet the sequence mismatch",
+        Duration::from_secs(60),
+        || {
+            let warned = station
+                .env
+                .cli_ok(&["logs", &racing_second, "--level", "warn"]);
+            warned.contains("sequence mismatch").then_some(())
+        },
+    );
+    assert_eq!(
+        station.ledger()["mempool"],
+        1,
+        "nothing of the second sweep is waiting in the mempool"
+    );
+    // A block lands the first; the second then goes on with the next sequence.
+    let shown_first = wait_for_end(station, &racing_first, "completed", Duration::from_secs(60));
+    let shown_second = wait_for_end(
+        station,
+        &racing_second,
+        "completed",
+        Duration::from_secs(60),
+    );
+    let ledger = station.ledger();
+    for (shown, dseq) in [(&shown_first, first), (&shown_second, second)] {
+        let landed = chain_deposits(&ledger, dseq);
+        assert_eq!(
+            landed.len(),
+            1,
+            "exactly one deposit into {dseq}: {landed:?}"
+        );
+        let reported = report(&shown["run"]["output"], dseq).expect("a report");
+        assert_eq!(reported["tx_hash"], landed[0]["tx_hash"], "{reported}");
+    }
+    (shown_first, shown_second)
+}
+
+fn two_sweeps_racing_for_the_wallet_sequence_each_deposit_once(backend: Backend) {
+    let station = GasStation::new(backend);
+    // Due (1,000 blocks of escrow) yet far from dry while the sweeps wait on each other.
+    let dseqs: Vec<String> = (0..4)
+        .map(|_| station.add_deployment(1_000_000, &[1_000]))
+        .collect();
+
+    // Gas by simulation: the node simulates against its mempool state, so the second
+    // sweep's signature fails the simulation (retried at persisted times) until the
+    // first transaction is in a block, then signs with the next sequence.
+    let mut worker = station.worker("simulated-gas");
+    let (_, second) = race_for_the_sequence(&station, &dseqs[0], &dseqs[1]);
+    let sign = step(&second, &format!("deposit/{}/sign", dseqs[1])).unwrap();
+    assert!(sign["attempts"].as_u64().unwrap() >= 2, "{sign}");
+    assert_eq!(sign["output"]["sequence"], 1, "{sign}");
+    worker.terminate();
+    worker.wait_exit(Duration::from_secs(30));
+
+    // Fixed gas: nothing is simulated, the second sweep's broadcast is refused as a
+    // sequence mismatch, and its bytes cannot be proven dead while the first transaction
+    // may still land: it waits a block, sends the same bytes again, proves them dead
+    // once the first is in a block, and signs again.
+    let fixed_gas = station.env.path("fixed-gas.toml");
+    let text = std::fs::read_to_string(&station.config).unwrap();
+    std::fs::write(&fixed_gas, format!("{text}gas = 200000\n")).unwrap();
+    let _worker = station.worker_with_config("fixed-gas", &fixed_gas);
+    let (_, second) = race_for_the_sequence(&station, &dseqs[2], &dseqs[3]);
+    let abandoned = step(&second, &format!("deposit/{}/sign", dseqs[3])).unwrap();
+    let resigned = step(&second, &format!("deposit/{}/sign#2", dseqs[3]))
+        .expect("the second sweep signed again");
+    assert_eq!(abandoned["output"]["sequence"], 2, "{abandoned}");
+    assert_eq!(resigned["output"]["sequence"], 3, "{resigned}");
+    let landed = chain_deposits(&station.ledger(), &dseqs[3]);
+    assert_eq!(landed[0]["tx_hash"], resigned["output"]["tx_hash"]);
+
+    let ledger = station.ledger();
+    let wallet = station.wallet(&ledger);
+    assert_eq!(wallet["sequence"], 4, "four transactions in all: {wallet}");
+    assert_eq!(ledger["txs"], 4, "{ledger}");
+}
+
+#[test]
+fn two_sweeps_racing_for_the_wallet_sequence_each_deposit_once_sqlite() {
+    two_sweeps_racing_for_the_wallet_sequence_each_deposit_once(Backend::Sqlite);
+}
+
+#[test]
+fn two_sweeps_racing_for_the_wallet_sequence_each_deposit_once_postgres() {
+    two_sweeps_racing_for_the_wallet_sequence_each_deposit_once(Backend::Postgres);
 }
 
 fn bad_chain_answers_are_retried_then_fail_clearly(backend: Backend) {

@@ -13,6 +13,7 @@ use morpheus_engine::{
     async_trait, Ctx, DocumentQuery, LogLevel, ResultExt, RetryPolicy, Versioned, Workflow,
     WorkflowError, WorkflowResult,
 };
+use morpheus_executors::cosmos::can_resign;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -435,6 +436,12 @@ impl Workflow for TopUpEscrow {
 
 /// Signs (journaled before anything is sent), broadcasts and confirms one deposit.
 /// `Ok(Err(reason))`: the chain refused it for good (nothing was deposited).
+///
+/// A sequence mismatch means another transaction of the wallet took the sequence (a
+/// concurrent sweep of another owner funded by the same wallet, say). The signed bytes
+/// are only abandoned once they provably never landed ([`can_resign`]); while the other
+/// transaction still sits in the mempool that is not provable yet, so the sweep waits a
+/// block (durably) and broadcasts the same bytes again.
 async fn deposit(
     ctx: &Ctx,
     input: &TopUpInput,
@@ -442,6 +449,9 @@ async fn deposit(
     amount: u128,
 ) -> WorkflowResult<Result<(String, u64), String>> {
     const MAX_SIGNATURES: u32 = 3;
+    const MAX_BROADCASTS_PER_SIGNATURE: u32 = 10;
+    // About one block: the time a competing transaction needs to settle.
+    let settle_pause = Duration::from_secs_f64(input.seconds_per_block.clamp(0.2, 30.0));
     for signature in 1..=MAX_SIGNATURES {
         let signed = ctx
             .step(format!("deposit/{dseq}/sign"))
@@ -454,53 +464,64 @@ async fn deposit(
             .await?;
         let tx_bytes = text(&signed, "tx_bytes_b64")?;
         let tx_hash = text(&signed, "tx_hash")?;
-        let broadcast = ctx
-            .step(format!("deposit/{dseq}/broadcast"))
-            .executor("cosmos")
-            .retry(chain_retry())
-            .timeout(Duration::from_secs(180))
-            .call(json!({"op": "broadcast", "tx_bytes_b64": tx_bytes}))
-            .await;
-        let message = match broadcast {
-            Ok(result) => {
-                return Ok(Ok((tx_hash, result["height"].as_u64().unwrap_or(0))));
-            }
-            Err(WorkflowError::StepFailed { message, .. }) => message,
-            Err(other) => return Err(other),
-        };
-        if !message.starts_with("sequence mismatch:") {
-            return Ok(Err(message));
-        }
-        // Another transaction of the account used this sequence. Re-sign only if the
-        // persisted transaction provably never landed.
-        let status = ctx
-            .step(format!("deposit/{dseq}/tx-status"))
-            .executor("cosmos")
-            .retry(chain_retry())
-            .call(json!({"op": "tx_status", "tx_hash": tx_hash}))
-            .await?;
-        if status["found"] == true {
-            if status["code"] == 0 {
-                return Ok(Ok((tx_hash, status["height"].as_u64().unwrap_or(0))));
-            }
-            return Ok(Err(format!(
-                "transaction {tx_hash} failed on chain: {}",
-                status["raw_log"]
-            )));
-        }
-        let account = ctx
-            .step(format!("deposit/{dseq}/account"))
-            .executor("cosmos")
-            .retry(chain_retry())
-            .call(json!({"op": "account"}))
-            .await?;
         let tx_sequence = signed["sequence"].as_u64().unwrap_or(u64::MAX);
-        let account_sequence = account["sequence"].as_u64().unwrap_or(0);
-        if account_sequence <= tx_sequence {
-            return Ok(Err(format!(
-                "sequence mismatch but transaction {tx_hash} (sequence {tx_sequence}) may still land (account at {account_sequence}); not re-signing: {message}"
-            )));
-        }
+        let mut broadcasts = 0;
+        let account_sequence = loop {
+            broadcasts += 1;
+            let broadcast = ctx
+                .step(format!("deposit/{dseq}/broadcast"))
+                .executor("cosmos")
+                .retry(chain_retry())
+                .timeout(Duration::from_secs(180))
+                .call(json!({"op": "broadcast", "tx_bytes_b64": tx_bytes}))
+                .await;
+            let message = match broadcast {
+                Ok(result) => {
+                    return Ok(Ok((tx_hash, result["height"].as_u64().unwrap_or(0))));
+                }
+                Err(WorkflowError::StepFailed { message, .. }) => message,
+                Err(other) => return Err(other),
+            };
+            if !message.starts_with("sequence mismatch:") {
+                return Ok(Err(message));
+            }
+            let status = ctx
+                .step(format!("deposit/{dseq}/tx-status"))
+                .executor("cosmos")
+                .retry(chain_retry())
+                .call(json!({"op": "tx_status", "tx_hash": tx_hash}))
+                .await?;
+            let found = status["found"] == true;
+            if found {
+                if status["code"] == 0 {
+                    return Ok(Ok((tx_hash, status["height"].as_u64().unwrap_or(0))));
+                }
+                return Ok(Err(format!(
+                    "transaction {tx_hash} failed on chain: {}",
+                    status["raw_log"]
+                )));
+            }
+            let account = ctx
+                .step(format!("deposit/{dseq}/account"))
+                .executor("cosmos")
+                .retry(chain_retry())
+                .call(json!({"op": "account"}))
+                .await?;
+            let account_sequence = account["sequence"].as_u64().unwrap_or(0);
+            if can_resign(found, account_sequence, tx_sequence) {
+                break account_sequence;
+            }
+            if broadcasts == MAX_BROADCASTS_PER_SIGNATURE {
+                return Ok(Err(format!(
+                    "sequence mismatch for {broadcasts} broadcasts but transaction {tx_hash} (sequence {tx_sequence}) may still land (account at {account_sequence}); not re-signing: {message}"
+                )));
+            }
+            ctx.log(
+                LogLevel::Warn,
+                format!("dseq={dseq} sequence mismatch: sequence {tx_sequence} is taken by another transaction of the wallet not yet in a block (account at {account_sequence}); broadcasting the same bytes again in {settle_pause:?}"),
+            );
+            ctx.sleep(settle_pause).await?;
+        };
         ctx.log(
             LogLevel::Warn,
             format!("dseq={dseq} transaction {tx_hash} never landed (account sequence {account_sequence} > {tx_sequence}); signing again ({signature}/{MAX_SIGNATURES})"),
