@@ -11,7 +11,8 @@
 //! - a draining deployment is topped up once per due tick and never runs dry over a
 //!   simulated day; a healthy one is left alone; closed ones are not touched;
 //! - the daily cap holds across runs (two workers, one schedule); a wallet that cannot
-//!   pay above its headroom is a recorded skip and a warning, never a partial deposit;
+//!   pay above its headroom is a recorded skip and a warning, never a partial deposit; a
+//!   dry run logs its decisions, sends nothing and reserves no cap;
 //! - SIGKILL after the broadcast, before the confirmation is recorded: the deposit lands
 //!   exactly once, whether it lands while no worker runs or is still in the mempool when
 //!   the next worker re-broadcasts the journaled bytes;
@@ -574,6 +575,36 @@ fn the_daily_cap_holds_across_runs(backend: Backend) {
         "{warned}"
     );
     assert!(chain_deposits(&station.ledger(), &poor).is_empty());
+
+    // A dry run decides and logs the deposit, sends nothing and reserves none of the cap:
+    // a real sweep whose cap leaves room for exactly that deposit still makes it.
+    let dry = station.start(&station.input(json!({"dseqs": [poor], "dry_run": true})));
+    let shown = wait_for_end(&station, &dry, "completed", Duration::from_secs(60));
+    let decided = report(&shown["run"]["output"], &poor).expect("a report");
+    assert_eq!(decided["decision"], "deposit", "{decided}");
+    assert_eq!(decided["tx_hash"], Value::Null, "{decided}");
+    let planned = amount(&decided["amount"]);
+    let logged = station.env.cli_ok(&["logs", &dry]);
+    assert!(
+        logged.contains(&format!("dseq={poor}"))
+            && logged.contains(&format!("decision=deposit amount={planned} dry_run=true")),
+        "{logged}"
+    );
+    assert!(chain_deposits(&station.ledger(), &poor).is_empty());
+    let real = station.start(&station.input(json!({
+        "dseqs": [poor],
+        "daily_cap": format!("{}uakt", daily_cap + planned + 100),
+    })));
+    let shown = wait_for_end(&station, &real, "completed", Duration::from_secs(60));
+    let decided = report(&shown["run"]["output"], &poor).expect("a report");
+    assert_eq!(decided["decision"], "deposit", "{decided}");
+    // Had the dry run reserved its amount, only 100 uakt of cap would be left.
+    assert!(
+        amount(&decided["amount"]) >= planned,
+        "the dry run reserved cap: {decided}"
+    );
+    let landed = chain_deposits(&station.ledger(), &poor);
+    assert_eq!(landed.len(), 1, "{landed:?}");
 }
 
 #[test]
