@@ -302,6 +302,24 @@ fn step(shown: &Value, key: &str) -> Option<Value> {
         .cloned()
 }
 
+/// Waits (up to 60 s) until one transaction waits in the simulator's mempool.
+fn wait_for_mempool(station: &GasStation, what: &str) {
+    wait_for(what, Duration::from_secs(60), || {
+        (station.ledger()["mempool"] == 1).then_some(())
+    });
+}
+
+/// The wallet sent exactly `count` transactions, and the chain holds exactly those.
+fn assert_transactions(station: &GasStation, count: u64) {
+    let ledger = station.ledger();
+    let wallet = station.wallet(&ledger);
+    assert_eq!(
+        wallet["sequence"], count,
+        "{count} transactions in all: {wallet}"
+    );
+    assert_eq!(ledger["txs"], count, "{ledger}");
+}
+
 /// Waits for a run to end with `status`, producing a block per poll so broadcasts
 /// confirm; returns its `runs show` document.
 fn wait_for_end(station: &GasStation, run: &str, status: &str, timeout: Duration) -> Value {
@@ -622,10 +640,9 @@ fn the_daily_cap_holds_across_runs_and_workers_postgres() {
 /// confirmation is journaled, and SIGKILLs the worker.
 fn kill_after_broadcast(station: &GasStation, worker: &mut WorkerProcess, dseq: &str) -> String {
     let run = station.start(&station.input(json!({"dseqs": [dseq]})));
-    wait_for(
+    wait_for_mempool(
+        station,
         &format!("the deposit into {dseq} to reach the mempool"),
-        Duration::from_secs(60),
-        || (station.ledger()["mempool"] == 1).then_some(()),
     );
     worker.kill();
     let shown = station.env.show(&run);
@@ -700,10 +717,7 @@ fn killed_after_broadcast_the_deposit_lands_exactly_once(backend: Backend) {
     let shown = wait_for_end(&station, &run, "completed", Duration::from_secs(60));
     assert_deposited_once(&station, &shown, &second);
 
-    let ledger = station.ledger();
-    let wallet = station.wallet(&ledger);
-    assert_eq!(wallet["sequence"], 2, "two transactions in all: {wallet}");
-    assert_eq!(ledger["txs"], 2, "{ledger}");
+    assert_transactions(&station, 2);
 }
 
 #[test]
@@ -721,11 +735,7 @@ fn killed_after_broadcast_the_deposit_lands_exactly_once_postgres() {
 /// real node's REST API answers it: the same sequence. Returns both runs once they end.
 fn race_for_the_sequence(station: &GasStation, first: &str, second: &str) -> (Value, Value) {
     let racing_first = station.start(&station.input(json!({"dseqs": [first]})));
-    wait_for(
-        "the first deposit to reach the mempool",
-        Duration::from_secs(60),
-        || (station.ledger()["mempool"] == 1).then_some(()),
-    );
+    wait_for_mempool(station, "the first deposit to reach the mempool");
     let racing_second = station.start(&station.input(json!({"dseqs": [second]})));
     wait_for(
         "the second sweep to meet the sequence mismatch",
@@ -799,10 +809,7 @@ fn two_sweeps_racing_for_the_wallet_sequence_each_deposit_once(backend: Backend)
     let landed = chain_deposits(&station.ledger(), &dseqs[3]);
     assert_eq!(landed[0]["tx_hash"], resigned["output"]["tx_hash"]);
 
-    let ledger = station.ledger();
-    let wallet = station.wallet(&ledger);
-    assert_eq!(wallet["sequence"], 4, "four transactions in all: {wallet}");
-    assert_eq!(ledger["txs"], 4, "{ledger}");
+    assert_transactions(&station, 4);
 }
 
 #[test]
@@ -855,11 +862,7 @@ fn bad_chain_answers_are_retried_then_fail_clearly(backend: Backend) {
     // answer, and no deposit is made or retried.
     let doomed = station.add_deployment(50, &[100]);
     let run = station.start(&station.input(json!({"dseqs": [doomed]})));
-    wait_for(
-        "the doomed deposit to reach the mempool",
-        Duration::from_secs(60),
-        || (station.ledger()["mempool"] == 1).then_some(()),
-    );
+    wait_for_mempool(&station, "the doomed deposit to reach the mempool");
     let shown = wait_for_end(&station, &run, "failed", Duration::from_secs(60));
     let error = shown["run"]["error"].as_str().unwrap_or_default();
     eprintln!("run {run} failed: {error}");
