@@ -470,8 +470,9 @@ pub struct ScheduleAddArgs {
 /// `morpheus queues …`.
 #[derive(Debug, Subcommand)]
 pub enum QueuesCommand {
-    /// Set a queue's concurrency limit: at most N of its runs run at once across all
-    /// workers (enforced in the database).
+    /// Set a queue's concurrency limit: at most N of its runs in progress at once across
+    /// all workers (enforced in the database). A run parked for a step retry keeps its
+    /// slot; one sleeping or waiting for an event gives it back.
     Set {
         /// Queue name.
         name: String,

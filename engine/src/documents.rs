@@ -11,13 +11,26 @@
 //! should be idempotent (create-if-absent, or a compare-and-set that accepts "already
 //! done").
 //!
-//! ```ignore
-//! let docs = ctx.documents();
-//! ctx.step("mark-done").run(move |_| async move {
-//!     docs.update("orders", &id, |order: &mut Order| { order.done = true; Ok(()) })
-//!         .await
-//!         .retryable()
-//! }).await?;
+//! ```
+//! use morpheus_engine::{Ctx, EngineError, ResultExt, WorkflowResult};
+//! # #[derive(serde::Serialize, serde::Deserialize)]
+//! # struct Order { done: bool }
+//!
+//! async fn mark_done(ctx: &Ctx, id: String) -> WorkflowResult<()> {
+//!     let docs = ctx.documents();
+//!     ctx.step("mark-done")
+//!         .run(move |_| async move {
+//!             docs.update("orders", &id, |order: &mut Order| {
+//!                 order.done = true;
+//!                 Ok::<(), EngineError>(())
+//!             })
+//!             .await
+//!             .map(|updated| updated.is_some())
+//!             .retryable()
+//!         })
+//!         .await?;
+//!     Ok(())
+//! }
 //! ```
 
 use std::sync::Arc;

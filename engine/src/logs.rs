@@ -21,8 +21,14 @@ tokio::task_local! {
 
 /// A `tracing` layer that copies events emitted inside step bodies into the run's logs.
 ///
-/// ```ignore
-/// tracing_subscriber::registry().with(fmt::layer()).with(StepLogLayer).init();
+/// ```
+/// use morpheus_engine::StepLogLayer;
+/// use tracing_subscriber::prelude::*;
+///
+/// tracing_subscriber::registry()
+///     .with(tracing_subscriber::fmt::layer())
+///     .with(StepLogLayer)
+///     .init();
 /// ```
 #[derive(Debug, Clone, Copy, Default)]
 pub struct StepLogLayer;

@@ -99,6 +99,41 @@ fn decode_status(text: &str) -> EngineResult<RunStatus> {
         .map_err(|error: String| EngineError::Database(sqlx::Error::Decode(error.into())))
 }
 
+/// Claims up to `take` due runs of one queue in one of `statuses`, by priority and due
+/// time (the caller holds the queue's row lock, so counting and claiming are atomic).
+async fn claim_due_in_queue(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    request: &ClaimRequest,
+    keys: &[String],
+    queue: &str,
+    statuses: &[&str],
+    take: i64,
+) -> EngineResult<Vec<PgRow>> {
+    Ok(sqlx::query(
+        "WITH ready AS (
+             SELECT id FROM workflow_runs
+             WHERE status = ANY($6) AND wake_at <= now() AND queue = $5
+               AND workflow || '@' || workflow_version = ANY($3)
+             ORDER BY priority DESC, wake_at, id LIMIT $2
+             FOR UPDATE SKIP LOCKED
+         )
+         UPDATE workflow_runs r
+         SET status = 'running', lease_owner = $1, lease_epoch = r.lease_epoch + 1,
+             lease_expires_at = now() + make_interval(secs => $4),
+             wait_event_key = NULL, updated_at = now()
+         FROM ready WHERE r.id = ready.id
+         RETURNING r.*",
+    )
+    .bind(&request.owner)
+    .bind(take)
+    .bind(keys)
+    .bind(request.lease_ttl.as_secs_f64())
+    .bind(queue)
+    .bind(statuses)
+    .fetch_all(&mut **tx)
+    .await?)
+}
+
 fn run_from_row(row: &PgRow) -> EngineResult<RunRecord> {
     let status: String = row.try_get("status")?;
     Ok(RunRecord {
@@ -410,49 +445,39 @@ impl World for PostgresWorld {
             .bind(&limited_names)
             .execute(&mut *tx)
             .await?;
-            let running: HashMap<String, i64> = sqlx::query_as(
-                "SELECT queue, COUNT(*) FROM workflow_runs
-                 WHERE status = 'running' AND queue = ANY($1) GROUP BY queue",
-            )
-            .bind(&limited_names)
-            .fetch_all(&mut *tx)
-            .await?
-            .into_iter()
-            .collect();
+            // A run parked for a step retry keeps its slot (see `World::set_queue_limit`):
+            // it is claimed again first, whatever the count.
             for (queue, limit) in &limited {
-                let take =
-                    (*limit as i64 - running.get(queue).copied().unwrap_or(0)).min(remaining);
-                if take <= 0 {
-                    continue;
-                }
-                let claimed = sqlx::query(
-                    "WITH ready AS (
-                         SELECT id FROM workflow_runs
-                         WHERE status IN ('pending', 'sleeping', 'retrying', 'waiting')
-                           AND wake_at <= now() AND queue = $5
-                           AND workflow || '@' || workflow_version = ANY($3)
-                         ORDER BY priority DESC, wake_at, id LIMIT $2
-                         FOR UPDATE SKIP LOCKED
-                     )
-                     UPDATE workflow_runs r
-                     SET status = 'running', lease_owner = $1, lease_epoch = r.lease_epoch + 1,
-                         lease_expires_at = now() + make_interval(secs => $4),
-                         wait_event_key = NULL, updated_at = now()
-                     FROM ready WHERE r.id = ready.id
-                     RETURNING r.*",
-                )
-                .bind(&request.owner)
-                .bind(take)
-                .bind(&keys)
-                .bind(request.lease_ttl.as_secs_f64())
-                .bind(queue)
-                .fetch_all(&mut *tx)
-                .await?;
-                remaining -= claimed.len() as i64;
-                rows.extend(claimed);
                 if remaining <= 0 {
                     break;
                 }
+                let retries_due =
+                    claim_due_in_queue(&mut tx, request, &keys, queue, &["retrying"], remaining)
+                        .await?;
+                remaining -= retries_due.len() as i64;
+                rows.extend(retries_due);
+                let holding: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM workflow_runs
+                     WHERE status IN ('running', 'retrying') AND queue = $1",
+                )
+                .bind(queue)
+                .fetch_one(&mut *tx)
+                .await?;
+                let take = (*limit as i64 - holding).min(remaining);
+                if take <= 0 {
+                    continue;
+                }
+                let claimed = claim_due_in_queue(
+                    &mut tx,
+                    request,
+                    &keys,
+                    queue,
+                    &["pending", "sleeping", "waiting"],
+                    take,
+                )
+                .await?;
+                remaining -= claimed.len() as i64;
+                rows.extend(claimed);
             }
         }
         tx.commit().await?;

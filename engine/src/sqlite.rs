@@ -477,24 +477,41 @@ impl World for SqliteWorld {
             ids.extend(ready);
         }
         // Limited queues: this transaction is the only writer, so counting and claiming
-        // here cannot overshoot a limit.
+        // here cannot overshoot a limit. A run parked for a step retry keeps its slot
+        // (see `World::set_queue_limit`): it is claimed again first, whatever the count.
         for (queue, limit) in &limited {
             if remaining <= 0 {
                 break;
             }
-            let running: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM workflow_runs WHERE status = 'running' AND queue = ?1",
+            let retries_due: Vec<String> = sqlx::query_scalar(
+                "SELECT id FROM workflow_runs
+                 WHERE status = 'retrying' AND wake_at <= ?1
+                   AND workflow || '@' || workflow_version IN (SELECT value FROM json_each(?2))
+                   AND queue = ?4
+                 ORDER BY priority DESC, wake_at, id LIMIT ?3",
+            )
+            .bind(&now_text)
+            .bind(&keys)
+            .bind(remaining)
+            .bind(queue)
+            .fetch_all(&mut *tx)
+            .await?;
+            remaining -= retries_due.len() as i64;
+            ids.extend(retries_due);
+            let holding: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM workflow_runs
+                 WHERE status IN ('running', 'retrying') AND queue = ?1",
             )
             .bind(queue)
             .fetch_one(&mut *tx)
             .await?;
-            let take = (limit - running).min(remaining);
+            let take = (limit - holding).min(remaining);
             if take <= 0 {
                 continue;
             }
             let ready: Vec<String> = sqlx::query_scalar(
                 "SELECT id FROM workflow_runs
-                 WHERE status IN ('pending', 'sleeping', 'retrying', 'waiting') AND wake_at <= ?1
+                 WHERE status IN ('pending', 'sleeping', 'waiting') AND wake_at <= ?1
                    AND workflow || '@' || workflow_version IN (SELECT value FROM json_each(?2))
                    AND queue = ?4
                  ORDER BY priority DESC, wake_at, id LIMIT ?3",

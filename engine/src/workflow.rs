@@ -93,14 +93,21 @@ pub type WorkflowResult<T> = Result<T, WorkflowError>;
 /// A durable workflow: a function from input to output whose steps are journaled, so it
 /// can be replayed after a crash and continue where it stopped.
 ///
-/// ```ignore
+/// ```
+/// use morpheus_engine::{async_trait, Ctx, Workflow, WorkflowResult};
+///
+/// struct Greet;
+///
 /// #[async_trait]
 /// impl Workflow for Greet {
 ///     const NAME: &'static str = "greet";
 ///     type Input = String;
 ///     type Output = String;
 ///     async fn run(&self, ctx: &Ctx, name: String) -> WorkflowResult<String> {
-///         let greeting = ctx.step("compose").run(|_| async move { Ok(format!("hi {name}")) }).await?;
+///         let greeting = ctx
+///             .step("compose")
+///             .run(|_| async move { Ok(format!("hi {name}")) })
+///             .await?;
 ///         Ok(greeting)
 ///     }
 /// }

@@ -1525,10 +1525,70 @@ async fn queue_concurrency_limit_holds_across_concurrent_claimers(world: Arc<dyn
     assert_eq!(rest.len(), 16);
 }
 
+async fn a_run_parked_for_a_retry_keeps_its_queue_slot(world: Arc<dyn World>) {
+    world.set_queue_limit("pipeline", Some(1)).await.unwrap();
+    let in_queue = |input: Value| NewRun::new(WF, input).queue("pipeline");
+    let first = world
+        .start_run(in_queue(json!("first")))
+        .await
+        .unwrap()
+        .run_id;
+    let second = world
+        .start_run(in_queue(json!("second")))
+        .await
+        .unwrap()
+        .run_id;
+    let ids = |claimed: &[ClaimedRun]| claimed.iter().map(|c| c.run.id).collect::<Vec<_>>();
+
+    let claimed = claim(&world, "w", 10).await;
+    assert_eq!(ids(&claimed), vec![first]);
+    let at = Utc::now() + chrono::Duration::milliseconds(300);
+    let parked = world
+        .park_run(fence_of(&claimed[0]), Park::Retry { at })
+        .await
+        .unwrap();
+    assert_eq!(parked, WriteOutcome::Applied);
+    assert_eq!(run_of(&world, first).await.status, RunStatus::Retrying);
+    assert!(
+        claim(&world, "w", 10).await.is_empty(),
+        "the run parked for a retry still holds the only slot"
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let claimed = claim(&world, "w", 10).await;
+    assert_eq!(ids(&claimed), vec![first], "the due retry comes back first");
+    let outcome = apply_one(
+        &world,
+        WriteOp::Finish {
+            fence: fence_of(&claimed[0]),
+            outcome: Outcome::Completed(json!(null)),
+        },
+    )
+    .await;
+    assert_eq!(outcome, WriteOutcome::Applied);
+
+    // A sleeping run gives its slot back until it is due.
+    let claimed = claim(&world, "w", 10).await;
+    assert_eq!(ids(&claimed), vec![second]);
+    let until = Utc::now() + chrono::Duration::hours(1);
+    let parked = world
+        .park_run(fence_of(&claimed[0]), Park::Sleep { until })
+        .await
+        .unwrap();
+    assert_eq!(parked, WriteOutcome::Applied);
+    let third = world
+        .start_run(in_queue(json!("third")))
+        .await
+        .unwrap()
+        .run_id;
+    assert_eq!(ids(&claim(&world, "w", 10).await), vec![third]);
+    world.set_queue_limit("pipeline", None).await.unwrap();
+}
+
 for_each_backend!(
     claim_orders_by_priority_then_due_time,
     claim_only_from_requested_queues,
     queue_concurrency_limit_holds_across_concurrent_claimers,
+    a_run_parked_for_a_retry_keeps_its_queue_slot,
     prune_deletes_only_old_finished_runs_in_batches,
     start_run_is_idempotent_on_key,
     claim_takes_each_run_once_and_bumps_epoch,
