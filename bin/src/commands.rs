@@ -502,8 +502,8 @@ async fn queues(url: &str, command: QueuesCommand) -> Result<()> {
                 println!("{}", serde_json::to_string(&queues)?);
             } else {
                 println!(
-                    "{:<24}  {:>7}  {:>7}  {:>7}",
-                    "QUEUE", "LIMIT", "RUNNING", "QUEUED"
+                    "{:<24}  {:>7}  {:>7}  {:>8}  {:>7}",
+                    "QUEUE", "LIMIT", "RUNNING", "RETRYING", "QUEUED"
                 );
                 for queue in queues {
                     let limit = queue
@@ -511,8 +511,8 @@ async fn queues(url: &str, command: QueuesCommand) -> Result<()> {
                         .map(|l| l.to_string())
                         .unwrap_or_else(|| "-".into());
                     println!(
-                        "{:<24}  {:>7}  {:>7}  {:>7}",
-                        queue.name, limit, queue.running, queue.queued
+                        "{:<24}  {:>7}  {:>7}  {:>8}  {:>7}",
+                        queue.name, limit, queue.running, queue.retrying, queue.queued
                     );
                 }
             }

@@ -572,11 +572,14 @@ pub struct PruneReport {
 pub struct QueueInfo {
     /// Queue name.
     pub name: String,
-    /// Most runs `running` at once across all workers (`None`: unlimited).
+    /// Most runs holding a slot at once across all workers (`None`: unlimited); see
+    /// [`World::set_queue_limit`](crate::World::set_queue_limit).
     pub concurrency_limit: Option<u32>,
     /// Runs running now.
     pub running: u64,
-    /// Runs waiting to run or parked (pending, sleeping, retrying, waiting).
+    /// Runs parked for a step retry (each still holds its slot).
+    pub retrying: u64,
+    /// Runs waiting to run, asleep or waiting for an event (pending, sleeping, waiting).
     pub queued: u64,
 }
 

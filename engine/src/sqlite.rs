@@ -1017,7 +1017,7 @@ impl World for SqliteWorld {
     }
 
     async fn list_queues(&self) -> EngineResult<Vec<QueueInfo>> {
-        let rows: Vec<(String, Option<i64>, i64, i64)> = sqlx::query_as(
+        let rows: Vec<(String, Option<i64>, i64, i64, i64)> = sqlx::query_as(
             "WITH names AS (
                  SELECT name FROM workflow_queues
                  UNION SELECT DISTINCT queue FROM workflow_runs
@@ -1025,7 +1025,9 @@ impl World for SqliteWorld {
              SELECT names.name, q.concurrency_limit,
                     (SELECT COUNT(*) FROM workflow_runs r WHERE r.queue = names.name AND r.status = 'running'),
                     (SELECT COUNT(*) FROM workflow_runs r WHERE r.queue = names.name
-                        AND r.status IN ('pending', 'sleeping', 'retrying', 'waiting'))
+                        AND r.status = 'retrying'),
+                    (SELECT COUNT(*) FROM workflow_runs r WHERE r.queue = names.name
+                        AND r.status IN ('pending', 'sleeping', 'waiting'))
              FROM names LEFT JOIN workflow_queues q ON q.name = names.name
              ORDER BY names.name",
         )
@@ -1033,10 +1035,11 @@ impl World for SqliteWorld {
         .await?;
         Ok(rows
             .into_iter()
-            .map(|(name, limit, running, queued)| QueueInfo {
+            .map(|(name, limit, running, retrying, queued)| QueueInfo {
                 name,
                 concurrency_limit: limit.map(|l| l as u32),
                 running: running as u64,
+                retrying: retrying as u64,
                 queued: queued as u64,
             })
             .collect())

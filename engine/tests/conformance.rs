@@ -1553,6 +1553,17 @@ async fn a_run_parked_for_a_retry_keeps_its_queue_slot(world: Arc<dyn World>) {
         claim(&world, "w", 10).await.is_empty(),
         "the run parked for a retry still holds the only slot"
     );
+    let queues = world.list_queues().await.unwrap();
+    let info = queues.iter().find(|q| q.name == "pipeline").unwrap();
+    assert_eq!(
+        (
+            info.concurrency_limit,
+            info.running,
+            info.retrying,
+            info.queued
+        ),
+        (Some(1), 0, 1, 1)
+    );
     tokio::time::sleep(Duration::from_millis(400)).await;
     let claimed = claim(&world, "w", 10).await;
     assert_eq!(ids(&claimed), vec![first], "the due retry comes back first");
