@@ -270,7 +270,8 @@ pub struct SpecSetArgs {
     /// Port the start command listens on (1024-65535; default 3000).
     #[arg(long, allow_negative_numbers = true)]
     pub port: Option<i64>,
-    /// Environment variable of the sandbox, KEY=VALUE (repeatable).
+    /// Environment variable of the sandbox, KEY=VALUE (repeatable). Stored in the database
+    /// as given and shown by `deploy spec show`: put no secrets here.
     #[arg(long = "env")]
     pub env: Vec<String>,
     /// Base image of the sandbox (must have /bin/sh; default node:22-bookworm-slim).
