@@ -200,6 +200,32 @@ fn decode_status(text: &str) -> EngineResult<RunStatus> {
         .map_err(|error| EngineError::Database(sqlx::Error::Decode(error.into())))
 }
 
+/// Ids of up to `limit` due runs of one queue in one of `statuses`, by priority and due
+/// time (`keys`: the registered `workflow@version`s as a JSON array).
+async fn due_ids_in_queue(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    now_text: &str,
+    keys: &str,
+    queue: &str,
+    statuses: &[&str],
+    limit: i64,
+) -> EngineResult<Vec<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT id FROM workflow_runs
+         WHERE status IN (SELECT value FROM json_each(?5)) AND wake_at <= ?1
+           AND workflow || '@' || workflow_version IN (SELECT value FROM json_each(?2))
+           AND queue = ?4
+         ORDER BY priority DESC, wake_at, id LIMIT ?3",
+    )
+    .bind(now_text)
+    .bind(keys)
+    .bind(limit)
+    .bind(queue)
+    .bind(serde_json::to_string(statuses)?)
+    .fetch_all(&mut **tx)
+    .await?)
+}
+
 fn run_from_row(row: &SqliteRow) -> EngineResult<RunRecord> {
     let id: String = row.try_get("id")?;
     let parent: Option<String> = row.try_get("parent_run_id")?;
@@ -483,19 +509,9 @@ impl World for SqliteWorld {
             if remaining <= 0 {
                 break;
             }
-            let retries_due: Vec<String> = sqlx::query_scalar(
-                "SELECT id FROM workflow_runs
-                 WHERE status = 'retrying' AND wake_at <= ?1
-                   AND workflow || '@' || workflow_version IN (SELECT value FROM json_each(?2))
-                   AND queue = ?4
-                 ORDER BY priority DESC, wake_at, id LIMIT ?3",
-            )
-            .bind(&now_text)
-            .bind(&keys)
-            .bind(remaining)
-            .bind(queue)
-            .fetch_all(&mut *tx)
-            .await?;
+            let retries_due =
+                due_ids_in_queue(&mut tx, &now_text, &keys, queue, &["retrying"], remaining)
+                    .await?;
             remaining -= retries_due.len() as i64;
             ids.extend(retries_due);
             let holding: i64 = sqlx::query_scalar(
@@ -509,18 +525,14 @@ impl World for SqliteWorld {
             if take <= 0 {
                 continue;
             }
-            let ready: Vec<String> = sqlx::query_scalar(
-                "SELECT id FROM workflow_runs
-                 WHERE status IN ('pending', 'sleeping', 'waiting') AND wake_at <= ?1
-                   AND workflow || '@' || workflow_version IN (SELECT value FROM json_each(?2))
-                   AND queue = ?4
-                 ORDER BY priority DESC, wake_at, id LIMIT ?3",
+            let ready = due_ids_in_queue(
+                &mut tx,
+                &now_text,
+                &keys,
+                queue,
+                &["pending", "sleeping", "waiting"],
+                take,
             )
-            .bind(&now_text)
-            .bind(&keys)
-            .bind(take)
-            .bind(queue)
-            .fetch_all(&mut *tx)
             .await?;
             remaining -= ready.len() as i64;
             ids.extend(ready);

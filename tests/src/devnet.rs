@@ -17,6 +17,11 @@ use tempfile::TempDir;
 
 use crate::morpheus_bin;
 
+/// The simulator's public demo mnemonic (the BIP-39 test vector) behind `--seed-demo`'s
+/// wallet.
+pub const DEMO_MNEMONIC: &str =
+    "abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon about";
+
 /// A free port on 127.0.0.1 (bound and released; the simulator binds it next).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -106,6 +111,21 @@ impl DevnetProcess {
                 ),
             }
         }
+    }
+
+    /// The demo wallet's address, from the `--seed-demo` banner line
+    /// `demo wallet akash1… holds …` (waiting for it up to 30 s).
+    ///
+    /// # Panics
+    /// If the banner has no such line.
+    pub fn demo_wallet(&mut self) -> String {
+        let line = self.wait_for_line("the demo wallet line", |line| {
+            line.starts_with("demo wallet ")
+        });
+        line.split_whitespace()
+            .nth(2)
+            .expect("an address after 'demo wallet'")
+            .to_owned()
     }
 
     /// Its stderr so far.

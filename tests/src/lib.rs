@@ -400,6 +400,14 @@ impl TestEnv {
         self.cli_json(&["runs", "show", run, "--json"])
     }
 
+    /// `morpheus schedules runs NAME --limit 1000 --json`: the runs a schedule started.
+    pub fn schedule_runs(&self, name: &str) -> Vec<Value> {
+        match self.cli_json(&["schedules", "runs", name, "--limit", "1000", "--json"]) {
+            Value::Array(runs) => runs,
+            other => panic!("schedules runs --json is not an array: {other}"),
+        }
+    }
+
     /// `morpheus runs list --json`.
     pub fn list(&self) -> Vec<Value> {
         match self.cli_json(&["runs", "list", "--json"]) {

@@ -4,23 +4,9 @@
 use std::process::Command;
 use std::time::Duration;
 
-use morpheus_tests::devnet::DevnetProcess;
+use morpheus_tests::devnet::{DevnetProcess, DEMO_MNEMONIC};
 use morpheus_tests::{morpheus_bin, wait_for};
 use serde_json::{json, Value};
-
-const DEMO_MNEMONIC: &str =
-    "abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon about";
-
-/// The demo wallet address, from the banner line `demo wallet akash1… holds …`.
-fn demo_wallet(devnet: &mut DevnetProcess) -> String {
-    let line = devnet.wait_for_line("the demo wallet line", |line| {
-        line.starts_with("demo wallet ")
-    });
-    line.split_whitespace()
-        .nth(2)
-        .expect("an address after 'demo wallet'")
-        .to_owned()
-}
 
 fn height(devnet: &DevnetProcess) -> u64 {
     devnet.get_json("/cosmos/base/tendermint/v1beta1/blocks/latest")["block"]["header"]["height"]
@@ -47,7 +33,7 @@ fn dseqs_and_states(list: &Value) -> Vec<(String, String)> {
 #[test]
 fn devnet_akash_serves_the_seeded_demo_over_http_and_says_it_is_a_simulator() {
     let mut devnet = DevnetProcess::spawn_akash(&["--seed-demo", "--block-time-ms", "50"]);
-    let wallet = demo_wallet(&mut devnet);
+    let wallet = devnet.demo_wallet();
     devnet.wait_for_line("the last demo deployment", |line| {
         line.contains("dseq 1003")
     });
@@ -168,7 +154,7 @@ fn devnet_akash_serves_the_seeded_demo_over_http_and_says_it_is_a_simulator() {
 fn devnet_akash_demo_deployment_runs_dry_and_closes() {
     // 1200 blocks of 100 uakt drain deployment 1002; at 2 ms a block that is seconds.
     let mut devnet = DevnetProcess::spawn_akash(&["--seed-demo", "--block-time-ms", "2"]);
-    let wallet = demo_wallet(&mut devnet);
+    let wallet = devnet.demo_wallet();
     let states = wait_for("deployment 1002 to close", Duration::from_secs(60), || {
         let list = devnet.get_json(&format!(
             "/akash/deployment/v1beta4/deployments/list?filters.owner={wallet}"

@@ -8,13 +8,6 @@ use std::time::Duration;
 use morpheus_tests::{ledger_step, wait_for, Backend, TestEnv, FAST_LEASES};
 use serde_json::{json, Value};
 
-fn schedule_runs(env: &TestEnv, name: &str) -> Vec<Value> {
-    match env.cli_json(&["schedules", "runs", name, "--limit", "1000", "--json"]) {
-        Value::Array(runs) => runs,
-        other => panic!("schedules runs --json is not an array: {other}"),
-    }
-}
-
 fn every_second_schedule(env: &TestEnv, name: &str) {
     let input = json!({"steps": [ledger_step(&env.ledger_path(), "tick", "true")]});
     env.cli_ok(&[
@@ -57,7 +50,7 @@ fn two_schedulers_start_one_run_per_tick(backend: Backend) {
         "5 scheduled runs to complete",
         Duration::from_secs(30),
         || {
-            let runs = schedule_runs(&env, "heartbeat");
+            let runs = env.schedule_runs("heartbeat");
             let done = runs.iter().filter(|r| r["status"] == "completed").count();
             (done >= 5).then_some(runs)
         },
@@ -91,10 +84,10 @@ fn paused_schedule_starts_nothing_until_resumed() {
     env.cli_ok(&["schedules", "pause", "paused"]);
     let _worker = env.spawn_worker("w", FAST_LEASES);
     std::thread::sleep(Duration::from_millis(2500));
-    assert!(schedule_runs(&env, "paused").is_empty());
+    assert!(env.schedule_runs("paused").is_empty());
     env.cli_ok(&["schedules", "resume", "paused"]);
     wait_for("a run after resume", Duration::from_secs(10), || {
-        let runs = schedule_runs(&env, "paused");
+        let runs = env.schedule_runs("paused");
         (!runs.is_empty()).then_some(())
     });
     env.cli_ok(&["schedules", "delete", "paused"]);

@@ -25,14 +25,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use morpheus_tests::devnet::{http_request, DevnetProcess};
+use morpheus_tests::devnet::{http_request, DevnetProcess, DEMO_MNEMONIC};
 use morpheus_tests::{wait_for, Backend, TestEnv, WorkerProcess, FAST_LEASES};
 use serde_json::{json, Value};
 
-/// The simulator's public demo mnemonic (the BIP-39 test vector), read by the workers
-/// from this variable; the key is never in a file or the database.
-const DEMO_MNEMONIC: &str =
-    "abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon about";
+/// The variable the workers read the simulator's public demo mnemonic from; the key is
+/// never in a file or the database.
 const MNEMONIC_ENV: &str = "MORPHEUS_DEMO_MNEMONIC";
 const CHAIN_ID: &str = "morpheus-devnet-1";
 
@@ -61,14 +59,7 @@ impl GasStation {
     fn new(backend: Backend) -> Self {
         let env = TestEnv::new(backend);
         let mut devnet = DevnetProcess::spawn_akash(&["--seed-demo", "--block-time-ms", "0"]);
-        let line = devnet.wait_for_line("the demo wallet line", |line| {
-            line.starts_with("demo wallet ")
-        });
-        let owner = line
-            .split_whitespace()
-            .nth(2)
-            .expect("an address after 'demo wallet'")
-            .to_owned();
+        let owner = devnet.demo_wallet();
         let mut station = Self {
             env,
             devnet,
@@ -141,8 +132,7 @@ impl GasStation {
     }
 
     fn post(&self, path: &str, body: Value) -> Value {
-        let response = http_request(self.devnet.addr, "POST", path, Some(&body.to_string()))
-            .expect("POST to the simulator");
+        let response = self.devnet.post(path, &body);
         assert!(
             (200..300).contains(&response.status),
             "POST {path}: {} {}",
@@ -244,11 +234,7 @@ fn report<'a>(output: &'a Value, dseq: &str) -> Option<&'a Value> {
 
 /// The schedule's runs, oldest first.
 fn schedule_runs(env: &TestEnv, name: &str) -> Vec<Value> {
-    let Value::Array(mut runs) =
-        env.cli_json(&["schedules", "runs", name, "--limit", "1000", "--json"])
-    else {
-        panic!("schedules runs --json is not an array");
-    };
+    let mut runs = env.schedule_runs(name);
     runs.sort_by(|a, b| {
         a["created_at"]
             .as_str()

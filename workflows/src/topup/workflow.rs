@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use morpheus_engine::{
-    async_trait, Ctx, DocumentQuery, LogLevel, ResultExt, RetryPolicy, Versioned, Workflow,
-    WorkflowError, WorkflowResult,
+    async_trait, Ctx, DocumentQuery, LogLevel, ResultExt, RetryPolicy, StepBuilder, Versioned,
+    Workflow, WorkflowError, WorkflowResult,
 };
 use morpheus_executors::cosmos::can_resign;
 use serde::{Deserialize, Serialize};
@@ -183,6 +183,11 @@ fn chain_retry() -> RetryPolicy {
     }
 }
 
+/// A step of the `cosmos` executor with the chain retry policy.
+fn chain_step(ctx: &Ctx, name: impl AsRef<str>) -> StepBuilder<'_> {
+    ctx.step(name).executor("cosmos").retry(chain_retry())
+}
+
 #[async_trait]
 impl Workflow for TopUpEscrow {
     const NAME: &'static str = "topup.escrow";
@@ -229,9 +234,7 @@ impl Workflow for TopUpEscrow {
     async fn run(&self, ctx: &Ctx, input: TopUpInput) -> WorkflowResult<TopUpReport> {
         let amounts = amounts(&input).map_err(WorkflowError::failed)?;
         let cosmos = |name: &str, payload: Value| {
-            ctx.step(name)
-                .executor("cosmos")
-                .retry(chain_retry())
+            chain_step(ctx, name)
                 .timeout(Duration::from_secs(120))
                 .call(payload)
         };
@@ -453,10 +456,7 @@ async fn deposit(
     // About one block: the time a competing transaction needs to settle.
     let settle_pause = Duration::from_secs_f64(input.seconds_per_block.clamp(0.2, 30.0));
     for signature in 1..=MAX_SIGNATURES {
-        let signed = ctx
-            .step(format!("deposit/{dseq}/sign"))
-            .executor("cosmos")
-            .retry(chain_retry())
+        let signed = chain_step(ctx, format!("deposit/{dseq}/sign"))
             .call(
                 json!({"op": "sign_deposit", "owner": input.owner, "dseq": dseq,
                          "amount": format!("{amount}{}", input.denom)}),
@@ -468,10 +468,7 @@ async fn deposit(
         let mut broadcasts = 0;
         let account_sequence = loop {
             broadcasts += 1;
-            let broadcast = ctx
-                .step(format!("deposit/{dseq}/broadcast"))
-                .executor("cosmos")
-                .retry(chain_retry())
+            let broadcast = chain_step(ctx, format!("deposit/{dseq}/broadcast"))
                 .timeout(Duration::from_secs(180))
                 .call(json!({"op": "broadcast", "tx_bytes_b64": tx_bytes}))
                 .await;
@@ -485,10 +482,7 @@ async fn deposit(
             if !message.starts_with("sequence mismatch:") {
                 return Ok(Err(message));
             }
-            let status = ctx
-                .step(format!("deposit/{dseq}/tx-status"))
-                .executor("cosmos")
-                .retry(chain_retry())
+            let status = chain_step(ctx, format!("deposit/{dseq}/tx-status"))
                 .call(json!({"op": "tx_status", "tx_hash": tx_hash}))
                 .await?;
             let found = status["found"] == true;
@@ -501,10 +495,7 @@ async fn deposit(
                     status["raw_log"]
                 )));
             }
-            let account = ctx
-                .step(format!("deposit/{dseq}/account"))
-                .executor("cosmos")
-                .retry(chain_retry())
+            let account = chain_step(ctx, format!("deposit/{dseq}/account"))
                 .call(json!({"op": "account"}))
                 .await?;
             let account_sequence = account["sequence"].as_u64().unwrap_or(0);
