@@ -66,17 +66,18 @@ impl GasStation {
             owner,
             config: PathBuf::new(),
         };
-        station.config = station.write_config("morpheus.toml", CHAIN_ID);
+        station.config = station.write_config("morpheus.toml", CHAIN_ID, "");
         station
     }
 
-    /// Writes a configuration for the simulator, signing for `chain_id`.
-    fn write_config(&self, name: &str, chain_id: &str) -> PathBuf {
+    /// Writes a configuration for the simulator, signing for `chain_id`, with `extra`
+    /// lines appended to its `[cosmos]` section.
+    fn write_config(&self, name: &str, chain_id: &str, extra: &str) -> PathBuf {
         let path = self.env.path(name);
         let text = format!(
             "[cosmos]\nrest_url = \"http://{}\"\nchain_id = \"{chain_id}\"\n\
              key = {{ mnemonic_env = \"{MNEMONIC_ENV}\" }}\n\
-             timeouts = {{ confirm_poll = \"100ms\", confirm = \"5s\" }}\n",
+             timeouts = {{ confirm_poll = \"100ms\", confirm = \"5s\" }}\n{extra}",
             self.devnet.addr
         );
         std::fs::write(&path, text).expect("write morpheus.toml");
@@ -782,9 +783,7 @@ fn two_sweeps_racing_for_the_wallet_sequence_each_deposit_once(backend: Backend)
     // sequence mismatch, and its bytes cannot be proven dead while the first transaction
     // may still land: it waits a block, sends the same bytes again, proves them dead
     // once the first is in a block, and signs again.
-    let fixed_gas = station.env.path("fixed-gas.toml");
-    let text = std::fs::read_to_string(&station.config).unwrap();
-    std::fs::write(&fixed_gas, format!("{text}gas = 200000\n")).unwrap();
+    let fixed_gas = station.write_config("fixed-gas.toml", CHAIN_ID, "gas = 200000\n");
     let _worker = station.worker_with_config("fixed-gas", &fixed_gas);
     let (_, second) = race_for_the_sequence(&station, &dseqs[2], &dseqs[3]);
     let abandoned = step(&second, &format!("deposit/{}/sign", dseqs[3])).unwrap();
@@ -871,7 +870,7 @@ fn bad_chain_answers_are_retried_then_fail_clearly(backend: Backend) {
     // both chain ids in the error, and nothing reaches the chain.
     worker.terminate();
     worker.wait_exit(Duration::from_secs(30));
-    let wrong = station.write_config("wrong-chain.toml", "akashnet-2");
+    let wrong = station.write_config("wrong-chain.toml", "akashnet-2", "");
     let _worker = station.worker_with_config("w2", &wrong);
     let txs_before = station.ledger()["txs"].clone();
     let due = station.add_deployment(10_000, &[100]);
