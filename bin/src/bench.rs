@@ -11,8 +11,8 @@ use anyhow::{bail, Context, Result};
 use chrono::Utc;
 use futures::StreamExt;
 use morpheus_engine::{
-    async_trait, ClaimRequest, Ctx, Engine, ExecutorRegistry, RunFilter, RunId, RunStatus, Worker,
-    WorkerConfig, Workflow, WorkflowRegistry, WorkflowResult, World,
+    async_trait, ClaimRequest, Ctx, Engine, ExecutorRegistry, RunFilter, RunId, RunStatus,
+    RunningRuntime, Runtime, WorkerConfig, Workflow, WorkflowRegistry, WorkflowResult, World,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -140,7 +140,7 @@ pub async fn run(url: &str, args: BenchArgs) -> Result<()> {
         }
         let worker = start_worker(&engine, &config);
         wait_for_count(&*world, RunStatus::Sleeping, before + args.parked).await?;
-        worker.stop().await?;
+        worker.shutdown().await?;
     }
 
     let failed_before = count(&*world, RunStatus::Failed).await?;
@@ -179,7 +179,7 @@ pub async fn run(url: &str, args: BenchArgs) -> Result<()> {
     // over a table that may hold a million finished runs).
     wait_until_finished(&*world, run_ids).await?;
     let seconds = started.elapsed().as_secs_f64();
-    worker.stop().await?;
+    worker.shutdown().await?;
 
     let failed = world
         .list_runs(&RunFilter {
@@ -319,25 +319,13 @@ async fn pgbench_tps(url: &str, clients: u32, seconds: f64) -> Result<f64> {
         .context("pgbench printed no 'tps = …' line")
 }
 
-struct RunningWorker {
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<morpheus_engine::EngineResult<()>>,
-}
-
-impl RunningWorker {
-    async fn stop(self) -> Result<()> {
-        let _ = self.stop.send(());
-        self.task.await??;
-        Ok(())
-    }
-}
-
-fn start_worker(engine: &Engine, config: &WorkerConfig) -> RunningWorker {
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(Worker::new(engine.clone(), config.clone()).run(async {
-        let _ = stopped.await;
-    }));
-    RunningWorker { stop, task }
+/// The benchmark's worker, in the background: no scheduler (nothing is scheduled, and
+/// its passes would only add noise).
+fn start_worker(engine: &Engine, config: &WorkerConfig) -> RunningRuntime {
+    Runtime::new(engine.clone())
+        .worker_config(config.clone())
+        .without_scheduler()
+        .spawn()
 }
 
 /// Waits until every run in `pending` has ended, checking them by id, 16 at a time.

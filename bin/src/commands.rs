@@ -6,8 +6,8 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use chrono::{DateTime, Utc};
 use morpheus_engine::{
-    run_scheduler, Engine, EngineError, ExecutorRegistry, LogLevel, LogQuery, RunFilter, RunId,
-    RunStatus, StepLogLayer, Worker, WorkerConfig, WorkflowRegistry, World,
+    Engine, EngineError, ExecutorRegistry, LogLevel, LogQuery, RunFilter, RunId, RunStatus,
+    Runtime, StepLogLayer, WorkerConfig, WorkflowRegistry, World,
 };
 use morpheus_executors::cosmos::CosmosExecutor;
 use morpheus_executors::{DockerExecutor, ProcessExecutor};
@@ -242,32 +242,11 @@ async fn up(url: &str, args: UpArgs, config: &Config) -> Result<()> {
         "morpheus up"
     );
     let engine = Engine::with_listen_url(world, workflows, executors, url);
-    // One shutdown signal for both services.
-    let (stop, _) = tokio::sync::broadcast::channel::<()>(1);
-    let scheduler = tokio::spawn(run_scheduler(engine.clone(), {
-        let mut stopped = stop.subscribe();
-        async move {
-            let _ = stopped.recv().await;
-        }
-    }));
-    let worker = Worker::new(engine, config).run({
-        let mut stopped = stop.subscribe();
-        async move {
-            let _ = stopped.recv().await;
-        }
-    });
-    let signal = tokio::spawn({
-        let stop = stop.clone();
-        async move {
-            shutdown_signal().await;
-            let _ = stop.send(());
-        }
-    });
-    let result = worker.await;
-    signal.abort();
-    let _ = stop.send(());
-    let _ = scheduler.await;
-    result?;
+    // The worker and the scheduler, stopped together by SIGTERM or Ctrl-C.
+    Runtime::new(engine)
+        .worker_config(config)
+        .run(shutdown_signal())
+        .await?;
     Ok(())
 }
 

@@ -1,22 +1,32 @@
-//! `Engine`: a world plus the workflows and executors this process knows. It starts
-//! runs (validating input before anything is written) and hands out workers.
+//! `Engine`: a store plus the workflows and executors this process knows. It starts
+//! runs (validating input before anything is written), looks them up, waits for them to
+//! end, and is what a [`crate::Runtime`] (worker and scheduler) serves.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::Value;
 use tokio::sync::Notify;
 
 use crate::error::{EngineError, EngineResult};
-use crate::executor::ExecutorRegistry;
-use crate::model::{NewRun, StartedRun};
+use crate::executor::{Executor, ExecutorRegistry};
+use crate::ids::RunId;
+use crate::model::{NewRun, RunRecord, RunStatus, StartedRun};
 use crate::outage::OutageReporter;
 use crate::postgres::PostgresWorld;
 use crate::sqlite::SqliteWorld;
 use crate::workflow::{Workflow, WorkflowRegistry};
 use crate::world::World;
 
-/// Opens the database named by `url` (`sqlite://path` or `postgres://…`), refusing a
-/// schema newer than this binary and applying pending migrations.
+/// Opens the database named by `url`, refusing a schema newer than this binary and
+/// applying pending migrations.
+///
+/// URL forms:
+/// - `sqlite://.morpheus/morpheus.db` — a path relative to the working directory
+///   (the file and its directory are created when missing);
+/// - `sqlite:///var/lib/morpheus/morpheus.db` — an absolute path (three slashes);
+/// - `postgres://user:password@host:5432/database` (or `postgresql://…`) — a server
+///   shared by any number of processes on any number of hosts.
 pub async fn connect(url: &str) -> EngineResult<Arc<dyn World>> {
     if url.starts_with("sqlite:") {
         Ok(Arc::new(SqliteWorld::connect(url).await?))
@@ -42,7 +52,8 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// An engine over `world` with these workflows and executors.
+    /// An engine over `world` with these workflows and executors (see also
+    /// [`Engine::builder`], which needs neither registry up front).
     pub fn new(
         world: Arc<dyn World>,
         workflows: WorkflowRegistry,
@@ -75,6 +86,23 @@ impl Engine {
                     .then(|| url.to_owned()),
                 ..inner
             }),
+        }
+    }
+
+    /// Starts building an engine over `world`, with no workflows and no executors yet.
+    ///
+    /// ```no_run
+    /// # async fn example() -> morpheus_engine::EngineResult<()> {
+    /// let engine = morpheus_engine::Engine::builder(morpheus_engine::connect("sqlite://app.db").await?)
+    ///     // .workflow(MyWorkflow)
+    ///     .build();
+    /// # Ok(()) }
+    /// ```
+    pub fn builder(world: Arc<dyn World>) -> EngineBuilder {
+        EngineBuilder {
+            world,
+            workflows: WorkflowRegistry::new(),
+            executors: ExecutorRegistry::new(),
         }
     }
 
@@ -125,6 +153,62 @@ impl Engine {
     ) -> EngineResult<StartedRun> {
         self.start(W::NAME, serde_json::to_value(input)?, idempotency_key)
             .await
+    }
+
+    /// One run, as stored now (`None`: no run has this id).
+    pub async fn get_run(&self, run_id: RunId) -> EngineResult<Option<RunRecord>> {
+        self.inner.world.get_run(run_id).await
+    }
+
+    /// Makes a failed or cancelled run runnable again: its failed step is tried again,
+    /// its completed steps are kept (their bodies do not run again).
+    pub async fn resume(&self, run_id: RunId) -> EngineResult<()> {
+        self.inner.world.resume_run(run_id).await?;
+        self.inner.wake.notify_one();
+        Ok(())
+    }
+
+    /// Cancels a run that has not ended (observed by its worker at the next step
+    /// boundary).
+    pub async fn cancel(&self, run_id: RunId) -> EngineResult<()> {
+        self.inner.world.cancel_run(run_id).await
+    }
+
+    /// Waits until the run has ended (completed, failed or cancelled) and returns it.
+    /// Some worker must be serving the engine's database meanwhile (a [`crate::Runtime`]
+    /// in this process or `morpheus up` elsewhere); a parked run (sleeping, waiting for
+    /// an event) is waited for too, however long that takes: wrap the call in
+    /// `tokio::time::timeout` to bound it.
+    pub async fn wait(&self, run_id: RunId) -> EngineResult<RunRecord> {
+        // The run may be worked on by another process, so the database is the only
+        // source of truth: poll it, quickly at first, then every quarter second.
+        let mut pause = Duration::from_millis(5);
+        loop {
+            let run = self
+                .get_run(run_id)
+                .await?
+                .ok_or(EngineError::RunNotFound(run_id))?;
+            if run.status.is_terminal() {
+                return Ok(run);
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(250));
+        }
+    }
+
+    /// Waits until a run of `W` has ended (see [`Engine::wait`]) and returns its typed
+    /// output. A run that failed or was cancelled is
+    /// [`EngineError::InvalidState`] carrying the run's error.
+    pub async fn wait_for_output<W: Workflow>(&self, run_id: RunId) -> EngineResult<W::Output> {
+        let run = self.wait(run_id).await?;
+        match run.status {
+            RunStatus::Completed => Ok(serde_json::from_value(run.output.unwrap_or(Value::Null))?),
+            status => Err(EngineError::InvalidState {
+                run: run_id,
+                status: status.as_str().to_owned(),
+                reason: run.error.unwrap_or_else(|| "it has no output".to_owned()),
+            }),
+        }
     }
 
     /// Checks a start request without touching the database.
@@ -182,5 +266,44 @@ impl Engine {
                 tokio::time::sleep(backoff).await;
             }
         }))
+    }
+}
+
+/// Builds an [`Engine`] (see [`Engine::builder`]): register the workflows this process
+/// runs and the executors their steps call, then [`EngineBuilder::build`].
+pub struct EngineBuilder {
+    world: Arc<dyn World>,
+    workflows: WorkflowRegistry,
+    executors: ExecutorRegistry,
+}
+
+impl EngineBuilder {
+    /// Registers a workflow under its name (a later one of the same name replaces it).
+    pub fn workflow<W: Workflow>(mut self, workflow: W) -> Self {
+        self.workflows.register(workflow);
+        self
+    }
+
+    /// Uses these workflows (replacing any registered so far).
+    pub fn workflows(mut self, workflows: WorkflowRegistry) -> Self {
+        self.workflows = workflows;
+        self
+    }
+
+    /// Registers an executor under its kind.
+    pub fn executor(mut self, executor: impl Executor) -> Self {
+        self.executors.register(executor);
+        self
+    }
+
+    /// Uses these executors (replacing any registered so far).
+    pub fn executors(mut self, executors: ExecutorRegistry) -> Self {
+        self.executors = executors;
+        self
+    }
+
+    /// The engine.
+    pub fn build(self) -> Engine {
+        Engine::new(self.world, self.workflows, self.executors)
     }
 }

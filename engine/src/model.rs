@@ -156,45 +156,60 @@ pub struct StartedRun {
 /// A run as stored.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunRecord {
-    /// Id.
+    /// The run's id: a UUIDv7 assigned by `start_run`, so ids sort roughly by creation time.
     pub id: RunId,
-    /// Workflow name.
+    /// The registered name of the workflow the run executes (`Workflow::NAME`).
     pub workflow: String,
-    /// Workflow version the run started with.
+    /// The workflow version the run started with; only workers that registered this
+    /// version claim it (a run no live worker knows stays visible, never skipped).
     pub workflow_version: u32,
-    /// Input.
+    /// The input the run was started with, as JSON; fixed for the run's life (a fork
+    /// copies it).
     pub input: Value,
-    /// Output, once completed.
+    /// The workflow's return value, set when the run completes; `None` until then.
     pub output: Option<Value>,
-    /// Error, once failed.
+    /// Why the run failed (or that it was cancelled), set when it ends that way;
+    /// cleared by `resume`.
     pub error: Option<String>,
-    /// Status.
+    /// Where the run is in its life; see [`RunStatus`] for who moves it between states.
     pub status: RunStatus,
-    /// Idempotency key given at start.
+    /// The key the starter gave: a second start with the same key returns this run.
+    /// Schedules use `schedule:{name}:{tick}`.
     pub idempotency_key: Option<String>,
-    /// Parent run, for child workflows.
+    /// The run that started this one with `ctx.start_child`; it is woken when this
+    /// run ends.
     pub parent_run_id: Option<RunId>,
-    /// Queue.
+    /// The queue the run belongs to (`default` unless the starter chose one); workers
+    /// may serve only some queues, and a queue may limit how many of its runs hold a
+    /// slot at once.
     pub queue: String,
-    /// Priority.
+    /// Set by the starter; within a queue, higher-priority due runs are claimed first
+    /// (ties by due time, then id).
     pub priority: i32,
-    /// When a parked run becomes runnable again.
+    /// When the run becomes claimable: its start time while pending, the wake time
+    /// while sleeping, the next attempt while retrying, the timeout while waiting.
     pub wake_at: Option<DateTime<Utc>>,
-    /// The event a waiting run waits for.
+    /// The event key a `waiting` run waits for (`ctx.wait_for_event`, or a child's
+    /// completion); delivering it makes the run due at once.
     pub wait_event_key: Option<String>,
-    /// The worker holding the lease.
+    /// The id of the worker holding the run's lease (`WorkerConfig::worker_id`), while
+    /// it is `running`; `None` otherwise.
     pub lease_owner: Option<String>,
-    /// Bumped by every claim; fences stale writers.
+    /// Bumped by every claim. Every write of the lease holder is guarded by
+    /// `run_id AND lease_epoch`, so a stale worker's late write changes nothing.
     pub lease_epoch: i64,
-    /// When the current lease expires.
+    /// When the current lease expires unless its worker renews it (every heartbeat);
+    /// past it, any worker may claim the run.
     pub lease_expires_at: Option<DateTime<Utc>>,
-    /// Operator metadata.
+    /// Free-form JSON the starter attached (shown to operators, never read by the
+    /// engine).
     pub metadata: Value,
-    /// Created.
+    /// When `start_run` stored the run.
     pub created_at: DateTime<Utc>,
-    /// Last changed.
+    /// When any column of the run last changed (claim, park, finish, lease renewal…).
     pub updated_at: DateTime<Utc>,
-    /// Finished.
+    /// When the run completed, failed or was cancelled; `None` while it has not
+    /// ended. Retention (`prune`) judges age by it.
     pub completed_at: Option<DateTime<Utc>>,
 }
 
@@ -248,17 +263,19 @@ impl FromStr for StepStatus {
 /// One journal entry.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StepRecord {
-    /// The run.
+    /// The run whose journal holds this entry.
     pub run_id: RunId,
     /// Deterministic key (`name`, or `name#N` for the N-th repeat).
     pub step_key: String,
     /// Position in the workflow's program order (assigned when the step is requested).
     pub seq: i64,
-    /// State.
+    /// Whether the step completed, failed for good, or waits for its next attempt or
+    /// its event.
     pub status: StepStatus,
-    /// Output, when completed.
+    /// The step's result, once completed: replays return it instead of running the body.
     pub output: Option<Value>,
-    /// Last error.
+    /// The error of the latest failed attempt (kept after a later success for the
+    /// record; the final error when the step failed for good).
     pub error: Option<String>,
     /// Attempts made so far.
     pub attempts: i32,
@@ -276,15 +293,15 @@ pub struct StepRecord {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogLevel {
-    /// Very detailed.
+    /// Step-by-step tracing, normally filtered out.
     Trace = 1,
-    /// Diagnostic.
+    /// Diagnostic detail for whoever debugs a run.
     Debug = 2,
-    /// Normal operation.
+    /// Normal operation worth recording (the default level of step output).
     Info = 3,
     /// Something looks wrong.
     Warn = 4,
-    /// Something failed.
+    /// Something failed (a step attempt, a run).
     Error = 5,
 }
 
@@ -343,17 +360,18 @@ impl FromStr for LogLevel {
 /// A log line to append.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NewLog {
-    /// The run.
+    /// The run the line belongs to.
     pub run_id: RunId,
     /// The step that emitted it, if any.
     pub step_key: Option<String>,
     /// The step attempt that emitted it.
     pub attempt: Option<i32>,
-    /// Severity.
+    /// Severity; queries can ask for this level and above.
     pub level: LogLevel,
-    /// Text.
+    /// The human-readable line (searchable as full text).
     pub message: String,
-    /// Structured fields.
+    /// Structured key/values (a `tracing` event's fields, `{"stream": "stderr"}` of
+    /// process output…), as a JSON object.
     pub fields: Option<Value>,
     /// When it was emitted.
     pub ts: DateTime<Utc>,
@@ -364,17 +382,18 @@ pub struct NewLog {
 pub struct LogRecord {
     /// Monotonic id (also the keyset cursor).
     pub id: i64,
-    /// The run.
+    /// The run the line belongs to.
     pub run_id: RunId,
-    /// The step that emitted it.
+    /// The step that emitted it (`None`: the workflow body outside any step, or the
+    /// engine itself).
     pub step_key: Option<String>,
     /// The step attempt.
     pub attempt: Option<i32>,
-    /// Severity.
+    /// Severity; queries can ask for this level and above.
     pub level: LogLevel,
-    /// Text.
+    /// The human-readable line (searchable as full text).
     pub message: String,
-    /// Structured fields.
+    /// Structured key/values, as a JSON object.
     pub fields: Option<Value>,
     /// When it was emitted.
     pub ts: DateTime<Utc>,
@@ -419,7 +438,7 @@ pub struct RunFilter {
 pub enum Park {
     /// Durable sleep until the time.
     Sleep {
-        /// Wake time.
+        /// When the run becomes claimable again.
         until: DateTime<Utc>,
     },
     /// A step attempt failed; retry at the time.
@@ -429,7 +448,7 @@ pub enum Park {
     },
     /// Wait for an event, until the optional timeout.
     Event {
-        /// Event key.
+        /// The key of the event that wakes the run (see `send_event`).
         key: String,
         /// When to give up waiting.
         timeout_at: Option<DateTime<Utc>>,
@@ -451,13 +470,14 @@ pub enum Outcome {
 pub enum WriteOp {
     /// A step completed; the first completion of `(run, step_key)` wins.
     CompleteStep {
-        /// Lease holder.
+        /// The run and the lease epoch its holder claimed it with; the write applies only
+        /// while that lease still holds.
         fence: Fence,
-        /// Step key.
+        /// The step's deterministic key (`name`, or `name#N` for a repeat).
         step_key: String,
         /// Program-order position.
         seq: i64,
-        /// Output.
+        /// The step's result, as JSON.
         output: Value,
         /// Attempt number that succeeded.
         attempts: i32,
@@ -469,13 +489,14 @@ pub enum WriteOp {
     /// A step attempt failed: either it is retried at `next_attempt_at`, or (when
     /// `next_attempt_at` is `None`) it failed for good.
     FailStepAttempt {
-        /// Lease holder.
+        /// The run and the lease epoch its holder claimed it with; the write applies only
+        /// while that lease still holds.
         fence: Fence,
-        /// Step key.
+        /// The step's deterministic key (`name`, or `name#N` for a repeat).
         step_key: String,
         /// Program-order position.
         seq: i64,
-        /// Error text.
+        /// The attempt's error message, as the run's operators will read it.
         error: String,
         /// Attempts made so far.
         attempts: i32,
@@ -488,9 +509,10 @@ pub enum WriteOp {
     },
     /// A step started waiting for an event (records the timeout so replays keep it).
     BeginWait {
-        /// Lease holder.
+        /// The run and the lease epoch its holder claimed it with; the write applies only
+        /// while that lease still holds.
         fence: Fence,
-        /// Step key.
+        /// The step's deterministic key (`name`, or `name#N` for a repeat).
         step_key: String,
         /// Program-order position.
         seq: i64,
@@ -499,23 +521,26 @@ pub enum WriteOp {
     },
     /// Park the run and release the lease.
     Park {
-        /// Lease holder.
+        /// The run and the lease epoch its holder claimed it with; the write applies only
+        /// while that lease still holds.
         fence: Fence,
         /// How it wakes.
         park: Park,
     },
     /// Finish the run and release the lease.
     Finish {
-        /// Lease holder.
+        /// The run and the lease epoch its holder claimed it with; the write applies only
+        /// while that lease still holds.
         fence: Fence,
         /// Completed or failed.
         outcome: Outcome,
     },
     /// Append a log line (written only while the fence holds).
     Log {
-        /// Lease holder.
+        /// The run and the lease epoch its holder claimed it with; the write applies only
+        /// while that lease still holds.
         fence: Fence,
-        /// The line.
+        /// The log line.
         log: NewLog,
     },
 }
@@ -537,7 +562,7 @@ impl WriteOp {
 /// A run id plus the lease epoch its holder claimed it with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Fence {
-    /// The run.
+    /// The run being written for.
     pub run_id: RunId,
     /// The epoch of the claim.
     pub epoch: i64,
@@ -546,7 +571,7 @@ pub struct Fence {
 /// The result of one write in a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteOutcome {
-    /// Written.
+    /// The write was applied (it is durable once the batch's commit returns).
     Applied,
     /// The lease is gone: nothing was written.
     LeaseLost,
@@ -570,7 +595,7 @@ pub struct PruneReport {
 /// A queue and its load.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueInfo {
-    /// Queue name.
+    /// The queue's name, as runs and workers refer to it.
     pub name: String,
     /// Most runs holding a slot at once across all workers (`None`: unlimited); see
     /// [`World::set_queue_limit`](crate::World::set_queue_limit).
