@@ -111,12 +111,13 @@ impl Engine {
         self.inner.world.clone()
     }
 
-    /// Registered workflows.
+    /// The workflows this process can start and run (a worker claims only runs of
+    /// these names and versions).
     pub fn workflows(&self) -> &WorkflowRegistry {
         &self.inner.workflows
     }
 
-    /// Registered executors.
+    /// The executors steps of this process can call by kind (`ctx.step(..).executor(kind)`).
     pub fn executors(&self) -> &ExecutorRegistry {
         &self.inner.executors
     }
@@ -302,7 +303,7 @@ impl EngineBuilder {
         self
     }
 
-    /// The engine.
+    /// The engine, ready to start runs and to be served by a [`crate::Runtime`].
     pub fn build(self) -> Engine {
         Engine::new(self.world, self.workflows, self.executors)
     }

@@ -25,7 +25,8 @@ use crate::outage::OutageReporter;
 use crate::workflow::WorkflowError;
 use crate::world::{Backend, ClaimRequest};
 
-/// Worker tunables.
+/// How a worker claims and holds runs. [`WorkerConfig::for_backend`] gives the defaults
+/// `morpheus up` uses; tests shorten the lease and the intervals.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
     /// Identifies this worker in `lease_owner` (unique per process).
