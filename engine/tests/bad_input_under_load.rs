@@ -11,14 +11,14 @@ use std::time::Duration;
 
 use morpheus_engine::{
     async_trait, Ctx, EngineError, RunFilter, RunId, RunStatus, StepStatus, Workflow,
-    WorkflowRegistry, WorkflowResult, World,
+    WorkflowResult, World,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use common::Harness;
+use common::{registry, Harness};
 
 const REQUESTS: usize = 10_000;
 
@@ -128,9 +128,12 @@ async fn malformed_inputs_are_refused_and_valid_ones_complete(world: Arc<dyn Wor
         }
     }
 
-    let mut workflows = WorkflowRegistry::new();
-    workflows.register(PlaceOrder);
-    let harness = Harness::start(world.clone(), workflows);
+    let harness = Harness::start(
+        world.clone(),
+        registry(|r| {
+            r.register(PlaceOrder);
+        }),
+    );
     let engine = harness.engine.clone();
 
     // 16 submitters at once, while the worker is already running.

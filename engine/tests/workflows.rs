@@ -11,10 +11,10 @@ use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use common::{wait_for, wait_for_status, wait_for_terminal, Harness};
+use common::{registry, wait_for, wait_for_status, wait_for_terminal, Harness};
 use morpheus_engine::{
     async_trait, Ctx, LogLevel, LogQuery, RetryPolicy, RunFilter, RunStatus, StepError, StepStatus,
-    Workflow, WorkflowRegistry, WorkflowResult, World,
+    Workflow, WorkflowResult, World,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -32,12 +32,6 @@ impl Counts {
     fn get(&self, name: &str) -> usize {
         self.0.lock().unwrap().get(name).copied().unwrap_or(0)
     }
-}
-
-fn registry(register: impl FnOnce(&mut WorkflowRegistry)) -> WorkflowRegistry {
-    let mut workflows = WorkflowRegistry::new();
-    register(&mut workflows);
-    workflows
 }
 
 async fn logs_of(world: &Arc<dyn World>, query: LogQuery) -> Vec<morpheus_engine::LogRecord> {

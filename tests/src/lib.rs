@@ -840,6 +840,67 @@ pub fn stdout_tail(step: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Instantiates end-to-end test bodies once per backend: each `name => body` becomes the
+/// tests `sqlite::name` and `postgres::name`, which call `body(Backend::Sqlite)` and
+/// `body(Backend::Postgres)`. Arguments after the backend follow the body in parentheses
+/// (`name => body(arg, …)`); they are evaluated in the calling module. One invocation per
+/// test file, listing every body that runs on both backends, so the two names of a pair
+/// cannot drift apart. Tests that exist for one backend only stay plain `#[test]` fns.
+///
+/// ```
+/// use morpheus_tests::{both_backends, Backend};
+///
+/// enum Rounds {
+///     One,
+///     Many,
+/// }
+///
+/// fn survives_a_crash(backend: Backend, rounds: Rounds) {
+///     let _ = (backend, rounds);
+/// }
+///
+/// both_backends! {
+///     survives_one_crash => survives_a_crash(Rounds::One),
+///     survives_many_crashes => survives_a_crash(Rounds::Many),
+/// }
+/// # fn main() {}
+/// ```
+#[macro_export]
+macro_rules! both_backends {
+    (@backend $module:ident, $backend:ident, $($name:ident => $body:ident $(($($arg:expr),*))?),*) => {
+        mod $module {
+            // The arguments are written in the calling module.
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[test]
+                fn $name() {
+                    super::$body($crate::Backend::$backend $($(, $arg)*)?);
+                }
+            )*
+        }
+    };
+    ($($name:ident => $body:ident $(($($arg:expr),* $(,)?))?),* $(,)?) => {
+        $crate::both_backends!(@backend sqlite, Sqlite, $($name => $body $(($($arg),*))?),*);
+        $crate::both_backends!(@backend postgres, Postgres, $($name => $body $(($($arg),*))?),*);
+    };
+}
+
+/// `len` bytes of deterministic noise from `seed` (xorshift64): incompressible, so a
+/// compressed snapshot of them is as large as they are, and the same on every run. Used by
+/// the snapshot size-limit tests here and in `morpheus-workflows`.
+pub fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut state = seed;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

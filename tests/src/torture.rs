@@ -1,7 +1,7 @@
 //! Torture harness: several `morpheus up` processes SIGKILLed and SIGSTOPped at random
 //! moments while they work through runs whose step bodies record every execution in an
-//! *effect ledger*, then a check of the engine's promise (`DESIGN.md` §2) against what
-//! the database and the ledger say afterwards.
+//! *effect ledger*, then a check of the engine's promise (as `engine/src/lib.rs` states it)
+//! against what the database and the ledger say afterwards.
 //!
 //! - [`EffectLedger`]: on Postgres a table `effect_ledger` in the run database (each body
 //!   inserts a row with `psql`); on SQLite an append-only text file. One `start` and one

@@ -6,8 +6,8 @@
 use std::time::{Duration, Instant};
 
 use morpheus_tests::{
-    block_on, ledger_step, shell_quote, stdout_tail, step_of, steps_of, wait_for, Backend, TestEnv,
-    WorkerProcess, FAST_LEASES,
+    block_on, both_backends, ledger_step, shell_quote, stdout_tail, step_of, steps_of, wait_for,
+    Backend, TestEnv, WorkerProcess, FAST_LEASES,
 };
 use serde_json::{json, Value};
 use sqlx::Connection as _;
@@ -120,16 +120,6 @@ fn sigkill_mid_run(backend: Backend) {
     assert_eq!(names, keys);
     assert!(shown["run"]["lease_owner"].is_null(), "{shown:#}");
     drop(second);
-}
-
-#[test]
-fn sigkill_mid_run_resumes_and_completed_steps_never_rerun_sqlite() {
-    sigkill_mid_run(Backend::Sqlite);
-}
-
-#[test]
-fn sigkill_mid_run_resumes_and_completed_steps_never_rerun_postgres() {
-    sigkill_mid_run(Backend::Postgres);
 }
 
 // ---------------------------------------------------------------------------------
@@ -309,26 +299,6 @@ fn stale_worker_late_write(backend: Backend, thaw: Thaw) {
         "A survives losing a lease:\n{a_stderr}"
     );
     drop(b);
-}
-
-#[test]
-fn stale_worker_late_write_is_rejected_postgres() {
-    stale_worker_late_write(Backend::Postgres, Thaw::AfterCompletion);
-}
-
-#[test]
-fn stale_worker_late_write_is_rejected_sqlite() {
-    stale_worker_late_write(Backend::Sqlite, Thaw::AfterCompletion);
-}
-
-#[test]
-fn stale_worker_woken_during_takeover_is_fenced_postgres() {
-    stale_worker_late_write(Backend::Postgres, Thaw::DuringTakeover);
-}
-
-#[test]
-fn stale_worker_woken_during_takeover_is_fenced_sqlite() {
-    stale_worker_late_write(Backend::Sqlite, Thaw::DuringTakeover);
 }
 
 // ---------------------------------------------------------------------------------
@@ -827,16 +797,6 @@ fn cancel_stops_the_running_step(backend: Backend) {
     env.wait_for_status(&next, "completed", LONG);
 }
 
-#[test]
-fn cancel_stops_the_running_step_sqlite() {
-    cancel_stops_the_running_step(Backend::Sqlite);
-}
-
-#[test]
-fn cancel_stops_the_running_step_postgres() {
-    cancel_stops_the_running_step(Backend::Postgres);
-}
-
 // ---------------------------------------------------------------------------------
 // Known bugs (see the report): these fail until the engine/CLI is fixed.
 
@@ -932,4 +892,12 @@ fn frozen_worker_inside_a_transaction_blocks_takeover_postgres() {
          not taken the run over: A's row lock outlives its lease. Run: {}",
         shown["run"]
     );
+}
+
+// Every body above that takes a `Backend`, as `sqlite::<name>` and `postgres::<name>`.
+both_backends! {
+    sigkill_mid_run_resumes_and_completed_steps_never_rerun => sigkill_mid_run,
+    stale_worker_late_write_is_rejected => stale_worker_late_write(Thaw::AfterCompletion),
+    stale_worker_woken_during_takeover_is_fenced => stale_worker_late_write(Thaw::DuringTakeover),
+    cancel_stops_the_running_step => cancel_stops_the_running_step,
 }

@@ -11,7 +11,9 @@ use chrono::{DateTime, Utc};
 use morpheus_tests::docker::{
     containers_with_label, docker_ok, http_get, require_docker, test_image, ContainerGuard,
 };
-use morpheus_tests::{wait_for, Backend, CliOutput, TestEnv, WorkerProcess, FAST_LEASES};
+use morpheus_tests::{
+    both_backends, wait_for, Backend, CliOutput, TestEnv, WorkerProcess, FAST_LEASES,
+};
 use serde_json::{json, Value};
 
 /// Upper bound for one deploy to become ready or fail.
@@ -387,16 +389,6 @@ fn sigkill_while_building_resumes_with_one_container(backend: Backend) {
     );
 }
 
-#[test]
-fn sigkill_while_building_resumes_to_ready_with_exactly_one_container_sqlite() {
-    sigkill_while_building_resumes_with_one_container(Backend::Sqlite);
-}
-
-#[test]
-fn sigkill_while_building_resumes_to_ready_with_exactly_one_container_postgres() {
-    sigkill_while_building_resumes_with_one_container(Backend::Postgres);
-}
-
 // ---------------------------------------------------------------------------------
 // Snapshot rules: bad source dirs are refused at `spec set` (nothing written); an
 // escaping symlink and the file-count and size limits fail the run at capture with
@@ -483,15 +475,7 @@ fn bad_source_dirs_escaping_symlinks_and_limits_are_refused_with_clear_errors() 
     d.set_spec(&files, &many, "true");
     let (bytes, _bytes_guard) = d.other_agent("bytes");
     let big = d.site("big", &[]);
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let noise: Vec<u8> = (0..64 * 1024)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect();
+    let noise = morpheus_tests::noise(0x2545_f491_4f6c_dd1d, 64 * 1024);
     std::fs::write(big.join("noise.bin"), noise).expect("noise");
     d.set_spec(&bytes, &big, "true");
 
@@ -577,16 +561,6 @@ fn two_starts_for_one_agent_run_one_after_the_other(backend: Backend) {
         .find(|q| q["name"] == format!("deploy:{}", d.agent))
         .unwrap_or_else(|| panic!("no queue for the agent: {queues:#}"));
     assert_eq!(queue["concurrency_limit"], 1);
-}
-
-#[test]
-fn two_starts_for_one_agent_run_one_after_the_other_sqlite() {
-    two_starts_for_one_agent_run_one_after_the_other(Backend::Sqlite);
-}
-
-#[test]
-fn two_starts_for_one_agent_run_one_after_the_other_postgres() {
-    two_starts_for_one_agent_run_one_after_the_other(Backend::Postgres);
 }
 
 // ---------------------------------------------------------------------------------
@@ -850,4 +824,10 @@ fn without_docker_up_runs_other_workflows_and_deploy_steps_retry() {
     assert_eq!(d.run(&d.agent, &run)["status"], "provisioning");
     let stderr = worker.stderr();
     assert!(stderr.contains("docker is unreachable"), "{stderr}");
+}
+
+// Every body above that takes a `Backend`, as `sqlite::<name>` and `postgres::<name>`.
+both_backends! {
+    sigkill_while_building_resumes_to_ready_with_exactly_one_container => sigkill_while_building_resumes_with_one_container,
+    two_starts_for_one_agent_run_one_after_the_other => two_starts_for_one_agent_run_one_after_the_other,
 }

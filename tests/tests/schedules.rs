@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use morpheus_tests::{ledger_step, wait_for, Backend, TestEnv, FAST_LEASES};
+use morpheus_tests::{both_backends, ledger_step, wait_for, Backend, TestEnv, FAST_LEASES};
 use serde_json::{json, Value};
 
 fn every_second_schedule(env: &TestEnv, name: &str) {
@@ -65,16 +65,6 @@ fn two_schedulers_start_one_run_per_tick(backend: Backend) {
     let listed = env.cli_json(&["schedules", "list", "--json"]);
     assert_eq!(listed[0]["name"], "heartbeat");
     assert!(listed[0]["last_run_id"].is_string());
-}
-
-#[test]
-fn two_schedulers_start_one_run_per_tick_sqlite() {
-    two_schedulers_start_one_run_per_tick(Backend::Sqlite);
-}
-
-#[test]
-fn two_schedulers_start_one_run_per_tick_postgres() {
-    two_schedulers_start_one_run_per_tick(Backend::Postgres);
 }
 
 #[test]
@@ -290,4 +280,9 @@ fn toml_inline(value: &Value) -> String {
         }
         other => other.to_string(),
     }
+}
+
+// Every body above that takes a `Backend`, as `sqlite::<name>` and `postgres::<name>`.
+both_backends! {
+    two_schedulers_start_one_run_per_tick => two_schedulers_start_one_run_per_tick,
 }

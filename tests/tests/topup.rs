@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use morpheus_tests::devnet::{http_request, DevnetProcess, DEMO_MNEMONIC};
-use morpheus_tests::{wait_for, Backend, TestEnv, WorkerProcess, FAST_LEASES};
+use morpheus_tests::{both_backends, wait_for, Backend, TestEnv, WorkerProcess, FAST_LEASES};
 use serde_json::{json, Value};
 
 /// The variable the workers read the simulator's public demo mnemonic from; the key is
@@ -454,20 +454,6 @@ fn a_draining_deployment_is_topped_up_once_per_due_tick_and_never_runs_dry_over_
     );
 }
 
-#[test]
-fn draining_deployment_topped_up_once_per_due_tick_never_dry_over_a_day_sqlite() {
-    a_draining_deployment_is_topped_up_once_per_due_tick_and_never_runs_dry_over_a_day(
-        Backend::Sqlite,
-    );
-}
-
-#[test]
-fn draining_deployment_topped_up_once_per_due_tick_never_dry_over_a_day_postgres() {
-    a_draining_deployment_is_topped_up_once_per_due_tick_and_never_runs_dry_over_a_day(
-        Backend::Postgres,
-    );
-}
-
 fn the_daily_cap_holds_across_runs(backend: Backend) {
     let station = GasStation::new(backend);
     // 1,000 uakt a block: 16 h of runway would take 9.33 AKT, far above the cap. Capped,
@@ -612,16 +598,6 @@ fn the_daily_cap_holds_across_runs(backend: Backend) {
     assert_eq!(landed.len(), 1, "{landed:?}");
 }
 
-#[test]
-fn the_daily_cap_holds_across_runs_and_workers_sqlite() {
-    the_daily_cap_holds_across_runs(Backend::Sqlite);
-}
-
-#[test]
-fn the_daily_cap_holds_across_runs_and_workers_postgres() {
-    the_daily_cap_holds_across_runs(Backend::Postgres);
-}
-
 /// Starts a sweep of one deployment, waits until its deposit is in the simulator's
 /// mempool (broadcast, not confirmed: no block is produced meanwhile), checks that no
 /// confirmation is journaled, and SIGKILLs the worker.
@@ -707,16 +683,6 @@ fn killed_after_broadcast_the_deposit_lands_exactly_once(backend: Backend) {
     assert_transactions(&station, 2);
 }
 
-#[test]
-fn killed_after_broadcast_the_deposit_lands_exactly_once_sqlite() {
-    killed_after_broadcast_the_deposit_lands_exactly_once(Backend::Sqlite);
-}
-
-#[test]
-fn killed_after_broadcast_the_deposit_lands_exactly_once_postgres() {
-    killed_after_broadcast_the_deposit_lands_exactly_once(Backend::Postgres);
-}
-
 /// Two sweeps of one wallet racing for its sequence: the first sweep's deposit waits in
 /// the mempool (no block yet) when the second signs against the committed account, as a
 /// real node's REST API answers it: the same sequence. Returns both runs once they end.
@@ -795,16 +761,6 @@ fn two_sweeps_racing_for_the_wallet_sequence_each_deposit_once(backend: Backend)
     assert_eq!(landed[0]["tx_hash"], resigned["output"]["tx_hash"]);
 
     assert_transactions(&station, 4);
-}
-
-#[test]
-fn two_sweeps_racing_for_the_wallet_sequence_each_deposit_once_sqlite() {
-    two_sweeps_racing_for_the_wallet_sequence_each_deposit_once(Backend::Sqlite);
-}
-
-#[test]
-fn two_sweeps_racing_for_the_wallet_sequence_each_deposit_once_postgres() {
-    two_sweeps_racing_for_the_wallet_sequence_each_deposit_once(Backend::Postgres);
 }
 
 fn bad_chain_answers_are_retried_then_fail_clearly(backend: Backend) {
@@ -890,12 +846,11 @@ fn bad_chain_answers_are_retried_then_fail_clearly(backend: Backend) {
     assert!(chain_deposits(&ledger, &due).is_empty());
 }
 
-#[test]
-fn bad_chain_answers_are_retried_then_fail_clearly_sqlite() {
-    bad_chain_answers_are_retried_then_fail_clearly(Backend::Sqlite);
-}
-
-#[test]
-fn bad_chain_answers_are_retried_then_fail_clearly_postgres() {
-    bad_chain_answers_are_retried_then_fail_clearly(Backend::Postgres);
+// Every body above that takes a `Backend`, as `sqlite::<name>` and `postgres::<name>`.
+both_backends! {
+    draining_deployment_topped_up_once_per_due_tick_never_dry_over_a_day => a_draining_deployment_is_topped_up_once_per_due_tick_and_never_runs_dry_over_a_day,
+    the_daily_cap_holds_across_runs_and_workers => the_daily_cap_holds_across_runs,
+    killed_after_broadcast_the_deposit_lands_exactly_once => killed_after_broadcast_the_deposit_lands_exactly_once,
+    two_sweeps_racing_for_the_wallet_sequence_each_deposit_once => two_sweeps_racing_for_the_wallet_sequence_each_deposit_once,
+    bad_chain_answers_are_retried_then_fail_clearly => bad_chain_answers_are_retried_then_fail_clearly,
 }

@@ -38,7 +38,7 @@ use morpheus_tests::torture::{
     executions, max_overlap, read_runs, read_steps, run_torture, start_run, wait_all_completed,
     EffectLedger, Fleet, PgHeavyLock, TortureConfig,
 };
-use morpheus_tests::{Backend, TestEnv};
+use morpheus_tests::{both_backends, Backend, TestEnv};
 use serde_json::{json, Value};
 
 // ---------------------------------------------------------------------------------
@@ -205,6 +205,9 @@ fn queue_concurrency_limit_holds_across_workers_postgres() {
 }
 
 fn high_priority_runs_first(backend: Backend) {
+    // On Postgres, one at a time with the other tests that load the shared server.
+    let _serial = (backend == Backend::Postgres)
+        .then(|| PgHeavyLock::acquire("postgres::high_priority_run_is_claimed_first"));
     let env = TestEnv::new(backend);
     let ledger = EffectLedger::create(&env);
     // Migrate the schema (the CLI may need it) without any worker running.
@@ -242,17 +245,6 @@ fn high_priority_runs_first(backend: Backend) {
     if order[1..] != low[..] {
         eprintln!("note: the priority-0 runs did not run in submission order");
     }
-}
-
-#[test]
-fn high_priority_run_is_claimed_first_postgres() {
-    let _serial = PgHeavyLock::acquire("high_priority_run_is_claimed_first_postgres");
-    high_priority_runs_first(Backend::Postgres);
-}
-
-#[test]
-fn high_priority_run_is_claimed_first_sqlite() {
-    high_priority_runs_first(Backend::Sqlite);
 }
 
 // ---------------------------------------------------------------------------------
@@ -359,4 +351,9 @@ fn stale_worker_thawed_after_takeover_starts_no_recorded_step_postgres() {
     report.print();
     assert!(drained.is_some(), "runs did not complete");
     report.assert_clean();
+}
+
+// Every body above that takes a `Backend`, as `sqlite::<name>` and `postgres::<name>`.
+both_backends! {
+    high_priority_run_is_claimed_first => high_priority_runs_first,
 }

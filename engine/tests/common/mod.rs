@@ -264,6 +264,14 @@ impl Drop for Harness {
     }
 }
 
+/// A workflow registry filled by `register`, so a test builds the registry it hands to
+/// [`Harness::start`] in one expression: `registry(|r| { r.register(A).register(B); })`.
+pub fn registry(register: impl FnOnce(&mut WorkflowRegistry)) -> WorkflowRegistry {
+    let mut workflows = WorkflowRegistry::new();
+    register(&mut workflows);
+    workflows
+}
+
 /// How long `wait_for*` helpers wait before failing the test.
 pub const WAIT_DEADLINE: Duration = Duration::from_secs(20);
 

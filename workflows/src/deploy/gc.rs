@@ -139,26 +139,12 @@ pub async fn collect_garbage(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::deploy::model::{DeploymentSpec, Resources, Target};
+    use crate::deploy::model::Target;
+    use crate::deploy::test_fixtures::deployment_spec;
 
     fn record(status: DeployStatus) -> DeploymentRun {
         let now = Utc::now();
-        let spec = DeploymentSpec {
-            id: "spec".into(),
-            agent_id: "agent".into(),
-            name: "site".into(),
-            source_dir: "/srv/site".into(),
-            install_command: None,
-            build_command: "true".into(),
-            start_command: "serve".into(),
-            runtime_port: 3000,
-            env: Default::default(),
-            image: "img".into(),
-            target_default: Target::Preview,
-            resources: Resources::default(),
-            created_at: now,
-            updated_at: now,
-        };
+        let spec = deployment_spec(now);
         let mut run = DeploymentRun::queued("r".into(), spec, Target::Preview, None, None, now);
         run.status = status;
         run

@@ -33,6 +33,8 @@ pub mod spec;
 pub mod start;
 pub mod stop;
 pub mod store;
+#[cfg(test)]
+mod test_fixtures;
 
 use std::sync::Arc;
 

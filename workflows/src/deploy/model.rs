@@ -345,6 +345,7 @@ impl DeploymentRun {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::deploy::test_fixtures::deployment_spec;
 
     #[test]
     fn the_pipeline_moves_forward_one_status_at_a_time() {
@@ -387,23 +388,7 @@ mod tests {
     }
 
     fn spec() -> DeploymentSpec {
-        let now = Utc::now();
-        DeploymentSpec {
-            id: "spec".into(),
-            agent_id: "agent".into(),
-            name: "site".into(),
-            source_dir: "/srv/site".into(),
-            install_command: None,
-            build_command: "true".into(),
-            start_command: "serve".into(),
-            runtime_port: 3000,
-            env: BTreeMap::new(),
-            image: "node".into(),
-            target_default: Target::Preview,
-            resources: Resources::default(),
-            created_at: now,
-            updated_at: now,
-        }
+        deployment_spec(Utc::now())
     }
 
     #[test]

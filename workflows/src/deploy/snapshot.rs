@@ -891,15 +891,7 @@ mod tests {
     fn the_compressed_size_limit_is_enforced_with_a_clear_error() {
         let tree = Tree::new();
         // Incompressible bytes (xorshift), so the compressed size follows the input.
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let noise: Vec<u8> = (0..64 * 1024)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state as u8
-            })
-            .collect();
+        let noise = morpheus_tests::noise(0x9e37_79b9_7f4a_7c15, 64 * 1024);
         tree.write("noise.bin", &noise);
         let limits = SnapshotLimits {
             max_compressed_bytes: 16 * 1024,

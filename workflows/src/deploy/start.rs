@@ -628,31 +628,13 @@ fn snapshot_step_error(error: SnapshotError) -> StepError {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
-    use crate::deploy::model::Resources;
+    use crate::deploy::test_fixtures::deployment_spec;
 
     fn input() -> DeployStartInput {
-        let now = Utc::now();
         DeployStartInput {
             agent_id: "agent".into(),
-            spec: DeploymentSpec {
-                id: "spec".into(),
-                agent_id: "agent".into(),
-                name: "site".into(),
-                source_dir: "/srv/site".into(),
-                install_command: None,
-                build_command: "true".into(),
-                start_command: "serve".into(),
-                runtime_port: 3000,
-                env: BTreeMap::new(),
-                image: "img".into(),
-                target_default: Target::Preview,
-                resources: Resources::default(),
-                created_at: now,
-                updated_at: now,
-            },
+            spec: deployment_spec(Utc::now()),
             target: Target::Production,
             note: None,
             snapshot_id: None,

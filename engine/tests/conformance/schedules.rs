@@ -1,9 +1,8 @@
-//! Schedules on both backends: one run per tick however many schedulers fire at once,
-//! overlap and catch-up policies, pause/resume, config sync, and bad definitions that
-//! store nothing. Time is passed explicitly (`fire_due_schedules(now, …)`), so the tests
-//! are exact rather than timed.
-
-mod common;
+//! Schedules: one run per tick however many schedulers fire at once, overlap and catch-up
+//! policies, pause/resume, config sync, bad definitions that store nothing, and due
+//! schedules of workflows this process does not know never hiding the ones it does. Time is
+//! passed explicitly (`fire_due_schedules(now, …)`), so the tests are exact rather than
+//! timed.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -16,11 +15,7 @@ use morpheus_engine::{
 };
 use serde_json::json;
 
-const WF: &str = "wf";
-
-fn registered() -> Vec<(String, u32)> {
-    vec![(WF.to_owned(), 1)]
-}
+use crate::{registered, WF};
 
 fn at(text: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(text)
@@ -125,6 +120,45 @@ async fn schedules_of_unknown_workflows_wait_for_a_worker_that_has_them(world: A
         at("2026-01-01T00:00:00Z"),
         "still due"
     );
+}
+
+/// A scheduler reads due schedules a batch at a time; schedules of workflows it does not
+/// know must not fill that batch and hide the due schedule of one it does (written when
+/// SQLite read 100 due schedules without the workflow filter Postgres applies).
+async fn many_due_schedules_of_unknown_workflows_do_not_hide_a_known_one(world: Arc<dyn World>) {
+    for index in 0..120 {
+        let mut unknown = every_10s(
+            &format!("unknown-{index:03}"),
+            Overlap::Allow,
+            CatchUp::RunOnce,
+        );
+        unknown.workflow = "elsewhere".into();
+        world
+            .add_schedule(&unknown, at("2026-01-01T00:00:00Z"))
+            .await
+            .unwrap();
+    }
+    // Due after all of them, so it comes last in due order.
+    let known = every_10s("known", Overlap::Allow, CatchUp::RunOnce);
+    world
+        .add_schedule(&known, at("2026-01-01T00:00:10Z"))
+        .await
+        .unwrap();
+    let fired = world
+        .fire_due_schedules(at("2026-01-01T00:00:15Z"), &[(WF.to_owned(), 1)])
+        .await
+        .unwrap();
+    assert_eq!(fired.len(), 1, "the known schedule fires: {fired:?}");
+    assert_eq!(fired[0].schedule, "known");
+    assert_eq!(fired[0].tick, at("2026-01-01T00:00:10Z"));
+    let runs = world.schedule_runs("known", 10).await.unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].id, fired[0].run_id);
+    assert_eq!(runs[0].workflow, WF);
+    // The unknown ones are still due, for a worker that has their workflow.
+    let unknown = world.get_schedule("unknown-000").await.unwrap().unwrap();
+    assert_eq!(unknown.next_fire_at, at("2026-01-01T00:00:00Z"));
+    assert_eq!(unknown.last_run_id, None);
 }
 
 async fn overlap_skip_waits_for_the_previous_run(world: Arc<dyn World>) {
@@ -323,6 +357,7 @@ async fn scheduled_runs_are_ordinary_runs(world: Arc<dyn World>) {
 for_each_backend!(
     concurrent_schedulers_start_exactly_one_run_per_tick,
     schedules_of_unknown_workflows_wait_for_a_worker_that_has_them,
+    many_due_schedules_of_unknown_workflows_do_not_hide_a_known_one,
     overlap_skip_waits_for_the_previous_run,
     overlap_queue_one_starts_the_waiting_tick_when_the_previous_ends,
     catch_up_skip_missed_after_downtime_fires_nothing_stale,

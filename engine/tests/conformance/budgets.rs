@@ -1,7 +1,6 @@
-//! Cross-run budgets on both backends: concurrent reservations never exceed the limit,
-//! a repeated reservation is a no-op, releases give room back.
-
-mod common;
+//! Cross-run budgets (`reserve_budget`, `release_budget`, `budget_used`): concurrent
+//! reservations never exceed the limit, a repeated reservation is a no-op, releases give
+//! room back.
 
 use std::sync::Arc;
 

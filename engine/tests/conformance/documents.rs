@@ -1,9 +1,6 @@
-//! Conformance suite for the document store ([`World::put_document`] and friends): every
-//! body runs against SQLite and PostgreSQL, each on a fresh database, and both adapters
-//! must agree (create-only inserts, compare-and-set replaces, newest-first listing with a
-//! top-level string filter, deletes; a rejected write changes nothing).
-
-mod common;
+//! The document store ([`World::put_document`] and friends): create-only inserts,
+//! compare-and-set replaces, newest-first listing with a top-level string filter, deletes;
+//! a rejected write changes nothing.
 
 use std::sync::Arc;
 
