@@ -11,7 +11,7 @@ use std::time::Duration;
 use morpheus_engine::postgres::PostgresWorld;
 use morpheus_engine::sqlite::SqliteWorld;
 use morpheus_engine::{
-    async_trait, Backend, EngineResult, ExecutorRegistry, RunId, RunRecord, RunStatus, Worker,
+    async_trait, Backend, EngineResult, RunId, RunRecord, RunStatus, RunningRuntime, Runtime,
     WorkerConfig, WorkflowRegistry, World,
 };
 use morpheus_engine::{Engine, EngineError};
@@ -203,14 +203,14 @@ macro_rules! for_each_backend {
     };
 }
 
-/// A worker running in the background of a test.
+/// A worker running in the background of a test (a [`Runtime`] without a scheduler:
+/// schedule tests fire schedules themselves).
 pub struct Harness {
     /// The engine the worker serves.
     pub engine: Engine,
     /// Its world.
     pub world: Arc<dyn World>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<EngineResult<()>>>,
+    running: Option<RunningRuntime>,
 }
 
 /// Worker settings short enough for tests.
@@ -227,39 +227,25 @@ pub fn test_worker_config(backend: Backend) -> WorkerConfig {
 impl Harness {
     /// Starts an engine over `world` with `workflows` and one worker.
     pub fn start(world: Arc<dyn World>, workflows: WorkflowRegistry) -> Self {
-        let engine = Engine::new(world.clone(), workflows, ExecutorRegistry::new());
-        let worker = Worker::new(engine.clone(), test_worker_config(world.backend()));
-        let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(worker.run(async move {
-            let _ = stop.await;
-        }));
+        let engine = Engine::builder(world.clone()).workflows(workflows).build();
+        let running = Runtime::new(engine.clone())
+            .worker_config(test_worker_config(world.backend()))
+            .without_scheduler()
+            .spawn();
         Self {
             engine,
             world,
-            shutdown: Some(shutdown),
-            task: Some(task),
+            running: Some(running),
         }
     }
 
     /// Stops the worker gracefully and checks it stopped cleanly.
     pub async fn stop(mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        if let Some(task) = self.task.take() {
-            let result = tokio::time::timeout(Duration::from_secs(10), task)
+        if let Some(running) = self.running.take() {
+            let result = tokio::time::timeout(Duration::from_secs(10), running.shutdown())
                 .await
-                .expect("worker stops within 10 s")
-                .expect("worker task did not panic");
+                .expect("worker stops within 10 s");
             result.expect("worker stopped without error");
-        }
-    }
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
         }
     }
 }
