@@ -20,7 +20,10 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 
-use morpheus_devnets::akash::{serve, SimulatorHandle, SimulatorOptions, DEMO_MNEMONIC};
+use morpheus_devnets::akash::messages::{decode_deposit, DepositMessage, DepositRequest};
+use morpheus_devnets::akash::{
+    demo_address, serve, SimulatorHandle, SimulatorOptions, DEMO_HD_PATH, DEMO_MNEMONIC,
+};
 
 /// A running simulator plus an HTTP client for its admin API.
 struct Devnet {
@@ -1078,4 +1081,42 @@ async fn the_demo_seed_has_a_funded_wallet_and_three_deployments() {
         .await
         .unwrap();
     assert_eq!(height["height"], 1, "no blocks without a block time");
+}
+
+/// The simulator derives the demo wallet on its own; the client's signer agrees with it.
+#[test]
+fn the_simulator_and_the_client_derive_the_same_demo_wallet() {
+    let signer = Signer::from_mnemonic(DEMO_MNEMONIC, DEMO_HD_PATH, "akash").unwrap();
+    assert_eq!(demo_address(), signer.address());
+}
+
+/// Both deposit messages the client encodes decode, with the simulator's own types
+/// (written from the Akash protos), to exactly what the client was asked to deposit.
+#[test]
+fn the_clients_deposit_messages_decode_with_the_simulators_own_types() {
+    let intent = DepositIntent {
+        signer: "akash1signer".into(),
+        owner: "akash1owner".into(),
+        dseq: 1234,
+        amount: 5_000_000,
+        denom: "uakt".into(),
+    };
+    for (version, message) in [
+        (MsgVersion::EscrowV1, DepositMessage::AccountDeposit),
+        (MsgVersion::DeploymentV1beta3, DepositMessage::DepositDeployment),
+    ] {
+        let any = intent.to_any(version);
+        assert_eq!(any.type_url, message.type_url());
+        assert_eq!(
+            decode_deposit(&any).unwrap(),
+            DepositRequest {
+                signer: intent.signer.clone(),
+                owner: intent.owner.clone(),
+                dseq: intent.dseq,
+                amount: intent.amount,
+                denom: intent.denom.clone(),
+                message,
+            }
+        );
+    }
 }

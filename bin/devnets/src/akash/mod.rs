@@ -45,7 +45,16 @@
 //! A wallet derived from [`DEMO_MNEMONIC`] (a public test mnemonic: never use it for
 //! real funds) holding 500 AKT, owning three deployments: dseq 1001 healthy (50 AKT at
 //! 100 uakt/block), 1002 running dry within about four minutes at 200 ms blocks (two
-//! leases, 60 + 40 uakt/block, 120 000 uakt of escrow), and 1003 closed.
+//! leases, 60 + 40 uakt/block, 120 000 uakt of escrow), and 1003 closed. The end-to-end
+//! tests depend on these numbers; `morpheus up --demo` tunes its top-up policy to them
+//! (see [`DemoDeployment::runway_blocks`]), never the other way round.
+//!
+//! # Its own decoding
+//!
+//! Transactions are decoded with the simulator's own Akash message types
+//! ([`messages`]), hashed by [`chain::tx_hash`], and the demo wallet is derived by
+//! [`demo_address`]: nothing here comes from the `cosmos` executor it is meant to
+//! check.
 
 pub mod chain;
 pub mod gas_price;
