@@ -78,7 +78,10 @@ pub async fn start(database_url: &str) -> Result<Demo> {
         tracing::info!("demo: {line}");
     }
     // One write, so the banner is not interleaved with the log lines on stderr.
-    print!("{}", banner(&simulator.url(), demo, block_time, database_url));
+    print!(
+        "{}",
+        banner(&simulator.url(), demo, block_time, database_url)
+    );
     use std::io::Write as _;
     std::io::stdout().flush()?;
     Ok(Demo {
@@ -276,9 +279,10 @@ mod tests {
         let mut workflows = WorkflowRegistry::new();
         morpheus_workflows::register_builtin(&mut workflows);
         let dir = tempfile::tempdir().unwrap();
-        let world = morpheus_engine::connect(&format!("sqlite://{}/topup.db", dir.path().display()))
-            .await
-            .unwrap();
+        let world =
+            morpheus_engine::connect(&format!("sqlite://{}/topup.db", dir.path().display()))
+                .await
+                .unwrap();
         let engine = Engine::new(world.clone(), workflows, executors);
         let started = engine
             .start(

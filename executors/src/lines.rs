@@ -213,7 +213,12 @@ mod tests {
         let lengths: Vec<usize> = whole.lock().unwrap().iter().map(|(_, l)| l.len()).collect();
         assert_eq!(
             lengths,
-            [MAX_LINE_BYTES, MAX_LINE_BYTES, 40_000 - 2 * MAX_LINE_BYTES, 3]
+            [
+                MAX_LINE_BYTES,
+                MAX_LINE_BYTES,
+                40_000 - 2 * MAX_LINE_BYTES,
+                3
+            ]
         );
         assert_eq!(*whole.lock().unwrap(), *by_byte.lock().unwrap());
     }
@@ -234,8 +239,16 @@ mod tests {
         assert_eq!(
             *rows.lock().unwrap(),
             [
-                (LogLevel::Info, "hello".to_owned(), json!({"stream": "stdout"})),
-                (LogLevel::Info, "world".to_owned(), json!({"stream": "stdout"})),
+                (
+                    LogLevel::Info,
+                    "hello".to_owned(),
+                    json!({"stream": "stdout"})
+                ),
+                (
+                    LogLevel::Info,
+                    "world".to_owned(),
+                    json!({"stream": "stdout"})
+                ),
             ]
         );
         assert_eq!(splitter.into_tail(), ["hello", "world"]);

@@ -22,14 +22,13 @@ use std::sync::{mpsc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use morpheus_engine::{ExecError, ExecOutput, ExecRequest, Executor, LeaseCheck, LogSink, StepError};
+use morpheus_engine::{ExecError, ExecOutput, ExecRequest, Executor, LeaseCheck, StepError};
 use nix::errno::Errno;
 use nix::sys::prctl;
 use nix::sys::signal::{killpg, Signal};
 use nix::sys::wait::{waitid, Id, WaitPidFlag};
 use nix::unistd::{getpid, getppid, Pid};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use tokio::process::{Child, Command};
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
@@ -488,8 +487,8 @@ fn format_secs(duration: Duration) -> String {
 mod tests {
     use std::sync::Arc;
 
-    use morpheus_engine::LogLevel;
-    use serde_json::Value;
+    use morpheus_engine::{LogLevel, LogSink};
+    use serde_json::{json, Value};
 
     use super::*;
     use crate::lines::MAX_LINE_BYTES;

@@ -1103,7 +1103,10 @@ fn the_clients_deposit_messages_decode_with_the_simulators_own_types() {
     };
     for (version, message) in [
         (MsgVersion::EscrowV1, DepositMessage::AccountDeposit),
-        (MsgVersion::DeploymentV1beta3, DepositMessage::DepositDeployment),
+        (
+            MsgVersion::DeploymentV1beta3,
+            DepositMessage::DepositDeployment,
+        ),
     ] {
         let any = intent.to_any(version);
         assert_eq!(any.type_url, message.type_url());

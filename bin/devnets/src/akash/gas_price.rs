@@ -46,8 +46,7 @@ impl FromStr for GasPrice {
         let invalid = || format!("'{text}' is not a gas price (a decimal like 0.025)");
         let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
         let all_digits = |part: &str| part.bytes().all(|b| b.is_ascii_digit());
-        if whole.is_empty() || !all_digits(whole) || !all_digits(fraction) || fraction.len() > 18
-        {
+        if whole.is_empty() || !all_digits(whole) || !all_digits(fraction) || fraction.len() > 18 {
             return Err(invalid());
         }
         if text.contains('.') && fraction.is_empty() {

@@ -130,58 +130,60 @@ struct DeploymentId {
 /// source of funds. That the signer is the key's address is the ante handler's check.
 pub fn decode_deposit(any: &Any) -> Result<DepositRequest, MessageError> {
     let invalid = |text: String| MessageError::Invalid(text);
-    Ok(if any.type_url == DepositMessage::AccountDeposit.type_url() {
-        let msg = MsgAccountDeposit::decode(any.value.as_slice())
-            .map_err(|error| invalid(format!("cannot decode MsgAccountDeposit: {error}")))?;
-        let id = msg
-            .id
-            .ok_or_else(|| invalid("MsgAccountDeposit has no escrow account id".into()))?;
-        if id.scope != SCOPE_DEPLOYMENT {
-            return Err(invalid(format!(
-                "escrow scope {} is not supported (only deployment)",
-                id.scope
+    Ok(
+        if any.type_url == DepositMessage::AccountDeposit.type_url() {
+            let msg = MsgAccountDeposit::decode(any.value.as_slice())
+                .map_err(|error| invalid(format!("cannot decode MsgAccountDeposit: {error}")))?;
+            let id = msg
+                .id
+                .ok_or_else(|| invalid("MsgAccountDeposit has no escrow account id".into()))?;
+            if id.scope != SCOPE_DEPLOYMENT {
+                return Err(invalid(format!(
+                    "escrow scope {} is not supported (only deployment)",
+                    id.scope
+                )));
+            }
+            let (owner, dseq) = split_xid(&id.xid).map_err(invalid)?;
+            let deposit = msg
+                .deposit
+                .ok_or_else(|| invalid("MsgAccountDeposit has no deposit".into()))?;
+            if deposit.sources != [SOURCE_BALANCE] {
+                return Err(invalid(format!(
+                    "deposit sources {:?} are not supported (only [balance])",
+                    deposit.sources
+                )));
+            }
+            let (amount, denom) = coin_amount(deposit.amount).map_err(invalid)?;
+            DepositRequest {
+                signer: msg.owner,
+                owner,
+                dseq,
+                amount,
+                denom,
+                message: DepositMessage::AccountDeposit,
+            }
+        } else if any.type_url == DepositMessage::DepositDeployment.type_url() {
+            let msg = MsgDepositDeployment::decode(any.value.as_slice())
+                .map_err(|error| invalid(format!("cannot decode MsgDepositDeployment: {error}")))?;
+            let id = msg
+                .id
+                .ok_or_else(|| invalid("MsgDepositDeployment has no deployment id".into()))?;
+            let (amount, denom) = coin_amount(msg.amount).map_err(invalid)?;
+            DepositRequest {
+                signer: msg.depositor,
+                owner: id.owner,
+                dseq: id.dseq,
+                amount,
+                denom,
+                message: DepositMessage::DepositDeployment,
+            }
+        } else {
+            return Err(MessageError::UnknownType(format!(
+                "unable to resolve type URL {}",
+                any.type_url
             )));
-        }
-        let (owner, dseq) = split_xid(&id.xid).map_err(invalid)?;
-        let deposit = msg
-            .deposit
-            .ok_or_else(|| invalid("MsgAccountDeposit has no deposit".into()))?;
-        if deposit.sources != [SOURCE_BALANCE] {
-            return Err(invalid(format!(
-                "deposit sources {:?} are not supported (only [balance])",
-                deposit.sources
-            )));
-        }
-        let (amount, denom) = coin_amount(deposit.amount).map_err(invalid)?;
-        DepositRequest {
-            signer: msg.owner,
-            owner,
-            dseq,
-            amount,
-            denom,
-            message: DepositMessage::AccountDeposit,
-        }
-    } else if any.type_url == DepositMessage::DepositDeployment.type_url() {
-        let msg = MsgDepositDeployment::decode(any.value.as_slice())
-            .map_err(|error| invalid(format!("cannot decode MsgDepositDeployment: {error}")))?;
-        let id = msg
-            .id
-            .ok_or_else(|| invalid("MsgDepositDeployment has no deployment id".into()))?;
-        let (amount, denom) = coin_amount(msg.amount).map_err(invalid)?;
-        DepositRequest {
-            signer: msg.depositor,
-            owner: id.owner,
-            dseq: id.dseq,
-            amount,
-            denom,
-            message: DepositMessage::DepositDeployment,
-        }
-    } else {
-        return Err(MessageError::UnknownType(format!(
-            "unable to resolve type URL {}",
-            any.type_url
-        )));
-    })
+        },
+    )
 }
 
 /// Splits a deployment escrow id, `"{owner}/{dseq}"`.
@@ -243,12 +245,7 @@ mod tests {
         }
         Any {
             type_url: "/akash.escrow.v1.MsgAccountDeposit".into(),
-            value: [
-                field(1, b"akash1signer"),
-                field(2, &id),
-                field(3, &deposit),
-            ]
-            .concat(),
+            value: [field(1, b"akash1signer"), field(2, &id), field(3, &deposit)].concat(),
         }
     }
 
@@ -274,12 +271,7 @@ mod tests {
         // Re-encode the deposit with `sources` packed: field 5, length 1, value 1.
         let id = [vec![0x08, 1], field(2, b"akash1owner/7")].concat();
         let deposit = [field(1, &coin("uakt", "5000000")), field(5, &[1])].concat();
-        any.value = [
-            field(1, b"akash1signer"),
-            field(2, &id),
-            field(3, &deposit),
-        ]
-        .concat();
+        any.value = [field(1, b"akash1signer"), field(2, &id), field(3, &deposit)].concat();
         assert_eq!(decode_deposit(&any).unwrap().dseq, 7);
     }
 
@@ -297,10 +289,17 @@ mod tests {
         };
         let request = decode_deposit(&any).unwrap();
         assert_eq!(
-            (request.signer.as_str(), request.owner.as_str(), request.dseq),
+            (
+                request.signer.as_str(),
+                request.owner.as_str(),
+                request.dseq
+            ),
             ("akash1payer", "akash1owner", 42)
         );
-        assert_eq!((request.amount, request.message), (77, DepositMessage::DepositDeployment));
+        assert_eq!(
+            (request.amount, request.message),
+            (77, DepositMessage::DepositDeployment)
+        );
     }
 
     #[test]

@@ -343,8 +343,11 @@ fn seed_demo(chain: &mut Chain) -> DemoInfo {
 pub fn demo_address() -> String {
     let mnemonic = bip39::Mnemonic::parse_normalized(DEMO_MNEMONIC).expect("a valid mnemonic");
     let path = DEMO_HD_PATH.parse().expect("a valid HD path");
-    let key = cosmrs::crypto::secp256k1::SigningKey::derive_from_path(mnemonic.to_seed_normalized(""), &path)
-        .expect("derivable key");
+    let key = cosmrs::crypto::secp256k1::SigningKey::derive_from_path(
+        mnemonic.to_seed_normalized(""),
+        &path,
+    )
+    .expect("derivable key");
     key.public_key()
         .account_id(chain::ACCOUNT_PREFIX)
         .expect("a valid prefix")
