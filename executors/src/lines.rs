@@ -162,8 +162,11 @@ mod tests {
 
     use super::*;
 
-    fn recording_sink() -> (LogSink, Arc<Mutex<Vec<(LogLevel, String)>>>) {
-        let lines: Arc<Mutex<Vec<(LogLevel, String)>>> = Arc::default();
+    /// The (level, message) pairs a sink received, in order.
+    type Recorded = Arc<Mutex<Vec<(LogLevel, String)>>>;
+
+    fn recording_sink() -> (LogSink, Recorded) {
+        let lines: Recorded = Arc::default();
         let sink = {
             let lines = lines.clone();
             LogSink::new(move |level, message, _| lines.lock().unwrap().push((level, message)))
