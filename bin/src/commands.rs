@@ -184,7 +184,7 @@ async fn up(url: &str, args: UpArgs, config: &Config) -> Result<()> {
     // Check the configured schedules before touching the database.
     let mut declared = crate::schedules::from_config(&config.schedules, &workflows)?;
     let demo = if args.demo {
-        Some(crate::demo::start().await?)
+        Some(crate::demo::start(url).await?)
     } else {
         None
     };

@@ -47,10 +47,12 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use bytes::Bytes;
 use futures::StreamExt;
-use morpheus_engine::{ExecError, ExecOutput, ExecRequest, Executor, LogLevel, LogSink, StepError};
+use morpheus_engine::{ExecError, ExecOutput, ExecRequest, Executor, LogSink, StepError};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::OnceCell;
+
+use crate::lines::{LineSplitter, Stream};
 
 /// The executor's kind (`ctx.step(…).executor("docker")`).
 pub const KIND: &str = "docker";
@@ -95,12 +97,6 @@ const KILL_WRAPPER: &str =
 
 /// Exits 0 if the command recorded in `$MORPHEUS_PIDFILE` is alive.
 const ALIVE_PROBE: &str = r#"[ -s "$MORPHEUS_PIDFILE" ] && kill -0 "$(cat "$MORPHEUS_PIDFILE")""#;
-
-/// Trailing lines kept per stream for outputs and error messages.
-const TAIL_LINES: usize = 20;
-
-/// Longer output lines are split (as in the `process` executor).
-const MAX_LINE_BYTES: usize = 16 * 1024;
 
 /// Upload chunk size.
 const UPLOAD_CHUNK: usize = 256 * 1024;
@@ -672,7 +668,7 @@ impl DockerExecutor {
                 "command timed out after {:.1}s and was killed: {}{}",
                 limit.unwrap_or_default().as_secs_f64(),
                 spec.command,
-                tail_note(&stdout.tail, &stderr.tail)
+                tail_note(stdout.tail(), stderr.tail())
             )));
         };
         streamed?;
@@ -686,13 +682,13 @@ impl DockerExecutor {
             return Err(StepError::permanent(format!(
                 "command exited with code {exit_code}: {}{}",
                 spec.command,
-                tail_note(&stdout.tail, &stderr.tail)
+                tail_note(stdout.tail(), stderr.tail())
             )));
         }
         Ok(ExecOutcome {
             exit_code,
-            stdout_tail: stdout.tail.into(),
-            stderr_tail: stderr.tail.into(),
+            stdout_tail: stdout.into_tail(),
+            stderr_tail: stderr.into_tail(),
             duration_ms: started.elapsed().as_millis() as u64,
         })
     }
@@ -772,7 +768,7 @@ impl DockerExecutor {
         }
         stdout.finish(logs);
         stderr.finish(logs);
-        Ok(stdout.lines + stderr.lines)
+        Ok(stdout.lines() + stderr.lines())
     }
 
     /// Stops and removes the container with its anonymous volumes. A container that
@@ -1069,67 +1065,6 @@ fn tail_note(stdout: &VecDeque<String>, stderr: &VecDeque<String>) -> String {
     }
 }
 
-#[derive(Clone, Copy)]
-enum Stream {
-    Stdout,
-    Stderr,
-}
-
-/// Reassembles lines from output frames (a frame may hold part of a line, or many).
-struct LineSplitter {
-    stream: Stream,
-    partial: Vec<u8>,
-    tail: VecDeque<String>,
-    lines: u64,
-}
-
-impl LineSplitter {
-    fn new(stream: Stream) -> Self {
-        Self {
-            stream,
-            partial: Vec::new(),
-            tail: VecDeque::new(),
-            lines: 0,
-        }
-    }
-
-    fn push(&mut self, bytes: &[u8], logs: &LogSink) {
-        for &byte in bytes {
-            if byte == b'\n' {
-                self.emit(logs);
-            } else {
-                self.partial.push(byte);
-                if self.partial.len() >= MAX_LINE_BYTES {
-                    self.emit(logs);
-                }
-            }
-        }
-    }
-
-    fn finish(&mut self, logs: &LogSink) {
-        if !self.partial.is_empty() {
-            self.emit(logs);
-        }
-    }
-
-    fn emit(&mut self, logs: &LogSink) {
-        let text = String::from_utf8_lossy(&self.partial)
-            .trim_end_matches('\r')
-            .to_owned();
-        self.partial.clear();
-        let (level, name) = match self.stream {
-            Stream::Stdout => (LogLevel::Info, "stdout"),
-            Stream::Stderr => (LogLevel::Warn, "stderr"),
-        };
-        logs.log(level, text.clone(), Some(json!({ "stream": name })));
-        self.lines += 1;
-        if self.tail.len() == TAIL_LINES {
-            self.tail.pop_front();
-        }
-        self.tail.push_back(text);
-    }
-}
-
 #[async_trait]
 impl Executor for DockerExecutor {
     fn kind(&self) -> &str {
@@ -1172,8 +1107,6 @@ impl Executor for DockerExecutor {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
-
     use super::*;
 
     #[test]
@@ -1249,35 +1182,6 @@ mod tests {
         let gone = api_error("list containers", BollardError::RequestTimeoutError);
         assert!(gone.is_retryable());
         assert!(gone.message().contains("unreachable"));
-    }
-
-    #[test]
-    fn output_frames_are_reassembled_into_lines_with_a_bounded_tail() {
-        let lines: Arc<Mutex<Vec<(LogLevel, String)>>> = Arc::default();
-        let sink = {
-            let lines = lines.clone();
-            LogSink::new(move |level, message, _| lines.lock().unwrap().push((level, message)))
-        };
-        let mut splitter = LineSplitter::new(Stream::Stderr);
-        splitter.push(b"first li", &sink);
-        splitter.push(b"ne\r\nsecond\nthi", &sink);
-        splitter.finish(&sink);
-        let seen = lines.lock().unwrap().clone();
-        assert_eq!(
-            seen,
-            vec![
-                (LogLevel::Warn, "first line".to_owned()),
-                (LogLevel::Warn, "second".to_owned()),
-                (LogLevel::Warn, "thi".to_owned()),
-            ]
-        );
-        let mut many = LineSplitter::new(Stream::Stdout);
-        for n in 0..50 {
-            many.push(format!("{n}\n").as_bytes(), &LogSink::discard());
-        }
-        assert_eq!(many.tail.len(), TAIL_LINES);
-        assert_eq!(many.tail.back().map(String::as_str), Some("49"));
-        assert_eq!(many.lines, 50);
     }
 
     #[test]

@@ -58,6 +58,7 @@
 
 pub mod cosmos;
 pub mod docker;
+mod lines;
 pub mod process;
 
 pub use cosmos::{CosmosConfig, CosmosExecutor, CosmosRequest};

@@ -12,7 +12,7 @@
 //!   child is reaped: while the leader is an unreaped zombie its pid (the group id)
 //!   cannot be reused, so `killpg` can never hit an unrelated process group.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::future::pending;
 use std::io;
 use std::os::unix::process::ExitStatusExt;
@@ -22,20 +22,18 @@ use std::sync::{mpsc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use morpheus_engine::{
-    ExecError, ExecOutput, ExecRequest, Executor, LeaseCheck, LogLevel, LogSink, StepError,
-};
+use morpheus_engine::{ExecError, ExecOutput, ExecRequest, Executor, LeaseCheck, StepError};
 use nix::errno::Errno;
 use nix::sys::prctl;
 use nix::sys::signal::{killpg, Signal};
 use nix::sys::wait::{waitid, Id, WaitPidFlag};
 use nix::unistd::{getpid, getppid, Pid};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
+
+use crate::lines::{pump, LineSplitter, Stream};
 
 /// Environment variable through which the command sees the request's idempotency key.
 pub const IDEMPOTENCY_KEY_ENV: &str = "MORPHEUS_IDEMPOTENCY_KEY";
@@ -46,13 +44,6 @@ pub const ATTEMPT_ENV: &str = "MORPHEUS_STEP_ATTEMPT";
 /// Environment variable holding the run's fencing token (its lease epoch): a command
 /// that writes to an external system can pass it along so stale writers are refused.
 pub const FENCING_TOKEN_ENV: &str = "MORPHEUS_FENCING_TOKEN";
-
-/// How many trailing lines of each stream are kept for the output and error messages.
-const TAIL_LINES: usize = 20;
-
-/// Longer lines are split: a command printing megabytes without a newline must not
-/// turn into one giant log row (or unbounded memory).
-const MAX_LINE_BYTES: usize = 16 * 1024;
 
 /// After the group is killed, how long to wait for the pipes to reach EOF. Only a
 /// process that left the group (`setsid`) while keeping our stdout/stderr can hold
@@ -187,13 +178,13 @@ impl ProcessExecutor {
             (Some(stdout), Some(stderr)) => (stdout, stderr),
             _ => return Err(StepError::retryable("child has no stdout/stderr pipes")),
         };
-        let mut stdout_tail = Tail::default();
-        let mut stderr_tail = Tail::default();
+        let mut stdout_lines = LineSplitter::new(Stream::Stdout);
+        let mut stderr_lines = LineSplitter::new(Stream::Stderr);
         let (timed_out, status) = {
             let pumps = async {
                 tokio::join!(
-                    pump(stdout, Stream::Stdout, logs, &mut stdout_tail),
-                    pump(stderr, Stream::Stderr, logs, &mut stderr_tail),
+                    pump(stdout, &mut stdout_lines, logs),
+                    pump(stderr, &mut stderr_lines, logs),
                 )
             };
             tokio::pin!(pumps);
@@ -242,19 +233,19 @@ impl ProcessExecutor {
                     format_secs(limit),
                     request.command
                 ),
-                &stderr_tail,
+                &stderr_lines,
             )));
         }
         match (status.code(), status.signal()) {
             (Some(0), _) => Ok(ProcessOutput {
                 exit_code: 0,
-                stdout_tail: stdout_tail.into_vec(),
-                stderr_tail: stderr_tail.into_vec(),
+                stdout_tail: stdout_lines.into_tail(),
+                stderr_tail: stderr_lines.into_tail(),
                 duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
             }),
             (Some(code), _) => Err(StepError::retryable(with_tail(
                 format!("command exited with code {code}: {}", request.command),
-                &stderr_tail,
+                &stderr_lines,
             ))),
             (None, signal) => {
                 let name = signal
@@ -265,7 +256,7 @@ impl ProcessExecutor {
                     .unwrap_or_else(|| "an unknown signal".to_owned());
                 Err(StepError::retryable(with_tail(
                     format!("command killed by {name}: {}", request.command),
-                    &stderr_tail,
+                    &stderr_lines,
                 )))
             }
         }
@@ -476,101 +467,12 @@ fn run_spawner(jobs: mpsc::Receiver<SpawnJob>) {
     }
 }
 
-/// Which pipe a line came from.
-#[derive(Debug, Clone, Copy)]
-enum Stream {
-    Stdout,
-    Stderr,
-}
-
-impl Stream {
-    fn level(self) -> LogLevel {
-        match self {
-            Self::Stdout => LogLevel::Info,
-            Self::Stderr => LogLevel::Warn,
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Self::Stdout => "stdout",
-            Self::Stderr => "stderr",
-        }
-    }
-}
-
-/// The last [`TAIL_LINES`] lines of a stream.
-#[derive(Debug, Default)]
-struct Tail(VecDeque<String>);
-
-impl Tail {
-    fn push(&mut self, line: String) {
-        if self.0.len() == TAIL_LINES {
-            self.0.pop_front();
-        }
-        self.0.push_back(line);
-    }
-
-    fn into_vec(self) -> Vec<String> {
-        self.0.into()
-    }
-}
-
-/// Forwards each line of `reader` to `logs` as soon as it is complete, until EOF.
-async fn pump(reader: impl AsyncRead + Unpin, stream: Stream, logs: &LogSink, tail: &mut Tail) {
-    let mut reader = BufReader::new(reader);
-    let mut line = Vec::new();
-    let mut emit = |line: &mut Vec<u8>| {
-        if line.last() == Some(&b'\r') {
-            line.pop();
-        }
-        let text = String::from_utf8_lossy(line).into_owned();
-        line.clear();
-        logs.log(
-            stream.level(),
-            text.clone(),
-            Some(json!({ "stream": stream.name() })),
-        );
-        tail.push(text);
-    };
-    loop {
-        let chunk = match reader.fill_buf().await {
-            Ok([]) => break,
-            Ok(chunk) => chunk,
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-            Err(error) => {
-                logs.warn(format!("reading {} failed: {error}", stream.name()));
-                break;
-            }
-        };
-        let window = &chunk[..chunk.len().min(MAX_LINE_BYTES - line.len())];
-        match window.iter().position(|&byte| byte == b'\n') {
-            Some(end) => {
-                line.extend_from_slice(&window[..end]);
-                reader.consume(end + 1);
-                emit(&mut line);
-            }
-            None => {
-                let taken = window.len();
-                line.extend_from_slice(window);
-                reader.consume(taken);
-                if line.len() >= MAX_LINE_BYTES {
-                    emit(&mut line);
-                }
-            }
-        }
-    }
-    if !line.is_empty() {
-        emit(&mut line);
-    }
-}
-
 /// Appends the stderr tail, which is usually what explains a failure.
-fn with_tail(message: String, stderr_tail: &Tail) -> String {
-    if stderr_tail.0.is_empty() {
+fn with_tail(message: String, stderr: &LineSplitter) -> String {
+    if stderr.tail().is_empty() {
         return message;
     }
-    let lines: Vec<&str> = stderr_tail.0.iter().map(String::as_str).collect();
+    let lines: Vec<&str> = stderr.tail().iter().map(String::as_str).collect();
     format!("{message}\nstderr tail:\n{}", lines.join("\n"))
 }
 
@@ -585,9 +487,11 @@ fn format_secs(duration: Duration) -> String {
 mod tests {
     use std::sync::Arc;
 
-    use serde_json::Value;
+    use morpheus_engine::{LogLevel, LogSink};
+    use serde_json::{json, Value};
 
     use super::*;
+    use crate::lines::MAX_LINE_BYTES;
 
     /// One captured log line, with the instant it reached the sink.
     #[derive(Debug, Clone)]

@@ -29,8 +29,11 @@ use cosmrs::proto::cosmos::tx::v1beta1::mode_info::Sum as ModeSum;
 use cosmrs::proto::cosmos::tx::v1beta1::{AuthInfo, SignDoc, TxBody, TxRaw};
 use k256::ecdsa::signature::Verifier;
 use k256::ecdsa::{Signature, VerifyingKey};
-use morpheus_executors::cosmos::{tx_hash, Decimal, DepositIntent, MsgVersion};
 use prost::Message;
+use sha2::{Digest, Sha256};
+
+use super::gas_price::GasPrice;
+use super::messages::{decode_deposit, DepositMessage, DepositRequest, MessageError};
 
 /// Type URL of secp256k1 public keys.
 pub const SECP256K1_PUBKEY_TYPE_URL: &str = "/cosmos.crypto.secp256k1.PubKey";
@@ -69,14 +72,19 @@ impl TxCode {
         }
     }
 
-    fn module(version: MsgVersion, escrow_code: u32, deployment_code: u32, log: String) -> Self {
-        match version {
-            MsgVersion::EscrowV1 => Self {
+    fn module(
+        message: DepositMessage,
+        escrow_code: u32,
+        deployment_code: u32,
+        log: String,
+    ) -> Self {
+        match message {
+            DepositMessage::AccountDeposit => Self {
                 codespace: "escrow",
                 code: escrow_code,
                 log,
             },
-            MsgVersion::DeploymentV1beta3 => Self {
+            DepositMessage::DepositDeployment => Self {
                 codespace: "deployment",
                 code: deployment_code,
                 log,
@@ -209,7 +217,7 @@ pub struct DepositRecord {
     /// Denomination.
     pub denom: String,
     /// Which message carried it.
-    pub version: MsgVersion,
+    pub message: DepositMessage,
 }
 
 /// A decoded, structurally valid transaction.
@@ -219,8 +227,8 @@ pub struct DecodedTx {
     pub hash: String,
     /// Encoded size.
     pub size: usize,
-    /// Its deposits.
-    pub intents: Vec<(DepositIntent, MsgVersion)>,
+    /// Its deposits, decoded by the simulator's own message types.
+    pub deposits: Vec<DepositRequest>,
     /// Memo.
     pub memo: String,
     /// Signer address (every message's signer).
@@ -275,7 +283,7 @@ pub struct Chain {
     /// The staking/fee/escrow denomination.
     pub denom: String,
     /// Fees must be at least `gas limit × this`.
-    pub min_gas_price: Decimal,
+    pub min_gas_price: GasPrice,
     /// Latest block height.
     pub height: u64,
     /// Latest block time.
@@ -294,6 +302,12 @@ pub struct Chain {
     txs: HashMap<String, TxRecord>,
 }
 
+/// A transaction's hash as Cosmos nodes name it: SHA-256 of the broadcast bytes, in
+/// upper-case hex (what `txhash` answers and `GET /txs/{hash}` looks up).
+pub fn tx_hash(tx_bytes: &[u8]) -> String {
+    hex::encode_upper(Sha256::digest(tx_bytes))
+}
+
 /// Gas a transaction needs: a base cost, its size, its messages, like the SDK's
 /// `ConsumeTxSizeGas` + message execution (numbers chosen to land near a real deposit).
 pub fn gas_needed(size: usize, messages: usize) -> u64 {
@@ -305,7 +319,7 @@ const SIMULATED_SIGNATURE_GAS: u64 = 640;
 
 impl Chain {
     /// A chain at height 1 with nothing in it.
-    pub fn new(chain_id: &str, denom: &str, min_gas_price: Decimal, now: DateTime<Utc>) -> Self {
+    pub fn new(chain_id: &str, denom: &str, min_gas_price: GasPrice, now: DateTime<Utc>) -> Self {
         Self {
             chain_id: chain_id.to_owned(),
             denom: denom.to_owned(),
@@ -429,7 +443,7 @@ impl Chain {
             Ok(tx) => tx,
             Err(code) => return reject(code, 0),
         };
-        let gas_used = gas_needed(tx.size, tx.intents.len());
+        let gas_used = gas_needed(tx.size, tx.deposits.len());
         if let Err(code) = self.ante(&tx, gas_used, true) {
             return reject(code, tx.gas_limit);
         }
@@ -441,7 +455,7 @@ impl Chain {
             .get_mut(&tx.signer)
             .expect("ante checked the account");
         account.check_sequence += 1;
-        account.reserved += tx.fee + tx.intents.iter().map(|(i, _)| i.amount).sum::<u128>();
+        account.reserved += tx.fee + tx.deposits.iter().map(|d| d.amount).sum::<u128>();
         if account.pub_key.is_none() {
             account.pub_key = tx.pub_key.clone();
         }
@@ -475,7 +489,7 @@ impl Chain {
         } else {
             0
         };
-        Ok(gas_needed(tx.size, tx.intents.len()) + missing_signature)
+        Ok(gas_needed(tx.size, tx.deposits.len()) + missing_signature)
     }
 
     /// The ante handler's checks. `check_state` selects the mempool view (sequence and
@@ -490,11 +504,7 @@ impl Chain {
                 ),
             ));
         }
-        let required = self
-            .min_gas_price
-            .checked_mul_integer(u128::from(tx.gas_limit))
-            .map(Decimal::ceil)
-            .unwrap_or(u128::MAX);
+        let required = self.min_gas_price.min_fee(tx.gas_limit);
         if tx.fee < required {
             return Err(TxCode::sdk(
                 13,
@@ -590,23 +600,23 @@ impl Chain {
     /// denom, and funds for every amount plus the fee.
     fn check_messages(&self, tx: &DecodedTx, check_state: bool) -> Result<(), TxCode> {
         let mut total = tx.fee;
-        for (intent, version) in &tx.intents {
-            let xid = format!("{}/{}", intent.owner, intent.dseq);
-            if intent.denom != self.denom {
+        for deposit in &tx.deposits {
+            let xid = format!("{}/{}", deposit.owner, deposit.dseq);
+            if deposit.denom != self.denom {
                 return Err(TxCode::module(
-                    *version,
+                    deposit.message,
                     5,
                     20,
                     format!(
                         "deposit denomination {} is not {}: invalid denomination",
-                        intent.denom, self.denom
+                        deposit.denom, self.denom
                     ),
                 ));
             }
-            match self.deployments.get(&(intent.owner.clone(), intent.dseq)) {
+            match self.deployments.get(&(deposit.owner.clone(), deposit.dseq)) {
                 None => {
                     return Err(TxCode::module(
-                        *version,
+                        deposit.message,
                         3,
                         4,
                         format!("deployment {xid} not found: escrow account not found"),
@@ -614,7 +624,7 @@ impl Chain {
                 }
                 Some(deployment) if deployment.state == DeploymentState::Closed => {
                     return Err(TxCode::module(
-                        *version,
+                        deposit.message,
                         2,
                         5,
                         format!("deployment {xid} is closed: escrow account closed"),
@@ -622,7 +632,7 @@ impl Chain {
                 }
                 Some(_) => {}
             }
-            total = total.saturating_add(intent.amount);
+            total = total.saturating_add(deposit.amount);
         }
         let account = self.accounts.get(&tx.signer).ok_or_else(|| {
             TxCode::sdk(
@@ -686,7 +696,7 @@ impl Chain {
             }
         }
         for tx in std::mem::take(&mut self.mempool) {
-            let gas_used = gas_needed(tx.size, tx.intents.len());
+            let gas_used = gas_needed(tx.size, tx.deposits.len());
             let result = self.deliver(&tx, height);
             self.txs.insert(
                 tx.hash.clone(),
@@ -711,7 +721,7 @@ impl Chain {
     /// even when a message fails), then the messages, all or nothing.
     fn deliver(&mut self, tx: &DecodedTx, height: u64) -> TxCode {
         let denom = self.denom.clone();
-        let gas_used = gas_needed(tx.size, tx.intents.len());
+        let gas_used = gas_needed(tx.size, tx.deposits.len());
         if let Err(code) = self.ante(tx, gas_used, false) {
             // Failing the ante handler in the block changes nothing, not even the fee.
             return code;
@@ -728,23 +738,23 @@ impl Chain {
         if let Err(code) = self.check_messages(tx, false) {
             return code;
         }
-        for (intent, version) in &tx.intents {
+        for deposit in &tx.deposits {
             let account = self.accounts.get_mut(&tx.signer).expect("checked");
-            *account.balances.get_mut(&denom).expect("checked") -= intent.amount;
+            *account.balances.get_mut(&denom).expect("checked") -= deposit.amount;
             let deployment = self
                 .deployments
-                .get_mut(&(intent.owner.clone(), intent.dseq))
+                .get_mut(&(deposit.owner.clone(), deposit.dseq))
                 .expect("checked");
-            deployment.escrow += intent.amount;
+            deployment.escrow += deposit.amount;
             self.deposits.push(DepositRecord {
                 height,
                 tx_hash: tx.hash.clone(),
                 signer: tx.signer.clone(),
-                owner: intent.owner.clone(),
-                dseq: intent.dseq,
-                amount: intent.amount,
-                denom: intent.denom.clone(),
-                version: *version,
+                owner: deposit.owner.clone(),
+                dseq: deposit.dseq,
+                amount: deposit.amount,
+                denom: deposit.denom.clone(),
+                message: deposit.message,
             });
         }
         TxCode::ok()
@@ -769,19 +779,16 @@ pub fn decode(bytes: &[u8], fee_denom: &str) -> Result<DecodedTx, TxCode> {
             "must contain at least one message: invalid request",
         ));
     }
-    let mut intents = Vec::new();
+    let mut deposits = Vec::new();
     for any in &body.messages {
-        let intent = DepositIntent::from_any(any).map_err(|error| {
-            if error.starts_with("unable to resolve type URL") {
-                parse_error(error)
-            } else {
-                TxCode::sdk(18, format!("{error}: invalid request"))
-            }
+        let deposit = decode_deposit(any).map_err(|error| match error {
+            MessageError::UnknownType(text) => parse_error(text),
+            MessageError::Invalid(text) => TxCode::sdk(18, format!("{text}: invalid request")),
         })?;
-        intents.push(intent);
+        deposits.push(deposit);
     }
-    let signer = intents[0].0.signer.clone();
-    if intents.iter().any(|(intent, _)| intent.signer != signer) {
+    let signer = deposits[0].signer.clone();
+    if deposits.iter().any(|deposit| deposit.signer != signer) {
         return Err(TxCode::sdk(
             4,
             "the simulator accepts one signer per transaction: unauthorized",
@@ -837,7 +844,7 @@ pub fn decode(bytes: &[u8], fee_denom: &str) -> Result<DecodedTx, TxCode> {
     Ok(DecodedTx {
         hash: tx_hash(bytes),
         size: bytes.len(),
-        intents,
+        deposits,
         memo: body.memo,
         signer,
         sequence: signer_info.sequence,

@@ -12,7 +12,6 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
-use morpheus_executors::cosmos::{Decimal, MsgVersion};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -21,6 +20,7 @@ use super::chain::{
     Account, Chain, DecodedTx, Deployment, DeploymentState, NewDeployment, TxRecord,
     SECP256K1_PUBKEY_TYPE_URL,
 };
+use super::messages::{valid_denom, DepositMessage};
 use super::{Shared, SIMULATOR_HEADER_VALUE};
 
 /// A failure armed through `POST /simulator/faults`.
@@ -187,9 +187,15 @@ fn coin(denom: &str, amount: u128) -> Value {
     json!({"denom": denom, "amount": amount.to_string()})
 }
 
+/// A `DecCoin` as the SDK writes it: always 18 decimals (`"100.000000000000000000"`).
+/// Amounts beyond what a `LegacyDec` holds are written as its largest value.
 fn dec_coin(denom: &str, amount: u128) -> Value {
-    let amount = Decimal::from_integer(amount).unwrap_or(Decimal::from_atto(u128::MAX));
-    json!({"denom": denom, "amount": amount.to_sdk_string()})
+    const ONE: u128 = 1_000_000_000_000_000_000;
+    let amount = match amount.checked_mul(ONE) {
+        Some(_) => format!("{amount}.{:018}", 0),
+        None => format!("{}.{:018}", u128::MAX / ONE, u128::MAX % ONE),
+    };
+    json!({"denom": denom, "amount": amount})
 }
 
 fn pagination(total: usize) -> Value {
@@ -343,22 +349,22 @@ async fn tx_by_hash(State(shared): State<Arc<Shared>>, Path(hash): Path<String>)
 }
 
 fn message_json(tx: &DecodedTx) -> Vec<Value> {
-    tx.intents
+    tx.deposits
         .iter()
-        .map(|(intent, version)| {
-            let amount = coin(&intent.denom, intent.amount);
-            match version {
-                MsgVersion::EscrowV1 => json!({
-                    "@type": version.type_url(),
-                    "signer": intent.signer,
-                    "id": {"scope": "deployment", "xid": format!("{}/{}", intent.owner, intent.dseq)},
+        .map(|deposit| {
+            let amount = coin(&deposit.denom, deposit.amount);
+            match deposit.message {
+                DepositMessage::AccountDeposit => json!({
+                    "@type": deposit.message.type_url(),
+                    "signer": deposit.signer,
+                    "id": {"scope": "deployment", "xid": format!("{}/{}", deposit.owner, deposit.dseq)},
                     "deposit": {"amount": amount, "sources": ["balance"]},
                 }),
-                MsgVersion::DeploymentV1beta3 => json!({
-                    "@type": version.type_url(),
-                    "id": {"owner": intent.owner, "dseq": intent.dseq.to_string()},
+                DepositMessage::DepositDeployment => json!({
+                    "@type": deposit.message.type_url(),
+                    "id": {"owner": deposit.owner, "dseq": deposit.dseq.to_string()},
                     "amount": amount,
-                    "depositor": intent.signer,
+                    "depositor": deposit.signer,
                 }),
             }
         })
@@ -690,7 +696,11 @@ async fn admin_fund(State(shared): State<Arc<Shared>>, Json(body): Json<FundRequ
     valid_address(&body.address)?;
     let amount = amount(&body.amount, "amount")?;
     let denom = body.denom.unwrap_or_else(|| "uakt".to_owned());
-    morpheus_executors::cosmos::validate_denom(&denom).map_err(ApiError::invalid)?;
+    if !valid_denom(&denom) {
+        return Err(ApiError::invalid(format!(
+            "'{denom}' is not a valid denomination"
+        )));
+    }
     shared.with_chain(|chain| {
         let account = chain.fund(&body.address, amount, &denom);
         Ok(Json(json!({
@@ -801,7 +811,7 @@ async fn admin_ledger(State(shared): State<Arc<Shared>>) -> ApiResult {
                     "dseq": d.dseq.to_string(),
                     "amount": d.amount.to_string(),
                     "denom": d.denom,
-                    "msg_type": d.version.type_url(),
+                    "msg_type": d.message.type_url(),
                 })
             })
             .collect();

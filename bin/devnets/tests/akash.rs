@@ -20,7 +20,10 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 
-use super::{serve, SimulatorHandle, SimulatorOptions, DEMO_MNEMONIC};
+use morpheus_devnets::akash::messages::{decode_deposit, DepositMessage, DepositRequest};
+use morpheus_devnets::akash::{
+    demo_address, serve, SimulatorHandle, SimulatorOptions, DEMO_HD_PATH, DEMO_MNEMONIC,
+};
 
 /// A running simulator plus an HTTP client for its admin API.
 struct Devnet {
@@ -1080,121 +1083,43 @@ async fn the_demo_seed_has_a_funded_wallet_and_three_deployments() {
     assert_eq!(height["height"], 1, "no blocks without a block time");
 }
 
-/// The `topup.escrow` workflow, run by a real worker on SQLite, drives this executor
-/// against the seeded simulator: the payload contract holds end to end.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn topup_workflow_tops_up_the_draining_demo_deployment_once() {
-    use morpheus_engine::{
-        Engine, ExecutorRegistry, RunStatus, Worker, WorkerConfig, WorkflowRegistry,
+/// The simulator derives the demo wallet on its own; the client's signer agrees with it.
+#[test]
+fn the_simulator_and_the_client_derive_the_same_demo_wallet() {
+    let signer = Signer::from_mnemonic(DEMO_MNEMONIC, DEMO_HD_PATH, "akash").unwrap();
+    assert_eq!(demo_address(), signer.address());
+}
+
+/// Both deposit messages the client encodes decode, with the simulator's own types
+/// (written from the Akash protos), to exactly what the client was asked to deposit.
+#[test]
+fn the_clients_deposit_messages_decode_with_the_simulators_own_types() {
+    let intent = DepositIntent {
+        signer: "akash1signer".into(),
+        owner: "akash1owner".into(),
+        dseq: 1234,
+        amount: 5_000_000,
+        denom: "uakt".into(),
     };
-
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let sim = serve(
-        listener,
-        SimulatorOptions {
-            seed_demo: true,
-            block_time: Duration::from_millis(50),
-            ..SimulatorOptions::default()
-        },
-    )
-    .await
-    .unwrap();
-    let owner = sim.demo().unwrap().address.clone();
-    let signer = Signer::from_mnemonic(DEMO_MNEMONIC, "m/44'/118'/0'/0/0", "akash").unwrap();
-    let mut config = CosmosConfig::new(sim.url(), "morpheus-devnet-1");
-    config.timeouts.confirm_poll = Duration::from_millis(20);
-    let mut executors = ExecutorRegistry::new();
-    executors.register(CosmosExecutor::with_signer(&config, signer).unwrap());
-    let mut workflows = WorkflowRegistry::new();
-    morpheus_workflows::register_builtin(&mut workflows);
-
-    let dir = tempfile::tempdir().unwrap();
-    let world = morpheus_engine::connect(&format!("sqlite://{}/topup.db", dir.path().display()))
-        .await
-        .unwrap();
-    let engine = Engine::new(world.clone(), workflows, executors);
-    let started = engine
-        .start(
-            "topup.escrow",
-            json!({"owner": owner, "dseqs": null, "max_per_deposit": "5000000uakt",
-                   "daily_cap": "20000000uakt", "wallet_headroom": "1000000uakt"}),
-            None,
-        )
-        .await
-        .unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let worker = tokio::spawn(
-        Worker::new(engine.clone(), WorkerConfig::for_backend(world.backend())).run(async {
-            let _ = stopped.await;
-        }),
-    );
-    let wait_for_end = |run_id| {
-        let world = world.clone();
-        async move {
-            let deadline = Instant::now() + Duration::from_secs(60);
-            loop {
-                let run = world.get_run(run_id).await.unwrap().unwrap();
-                if run.status.is_terminal() {
-                    break run;
-                }
-                assert!(Instant::now() < deadline, "run still {:?}", run.status);
-                tokio::time::sleep(Duration::from_millis(100)).await;
+    for (version, message) in [
+        (MsgVersion::EscrowV1, DepositMessage::AccountDeposit),
+        (
+            MsgVersion::DeploymentV1beta3,
+            DepositMessage::DepositDeployment,
+        ),
+    ] {
+        let any = intent.to_any(version);
+        assert_eq!(any.type_url, message.type_url());
+        assert_eq!(
+            decode_deposit(&any).unwrap(),
+            DepositRequest {
+                signer: intent.signer.clone(),
+                owner: intent.owner.clone(),
+                dseq: intent.dseq,
+                amount: intent.amount,
+                denom: intent.denom.clone(),
+                message,
             }
-        }
-    };
-    let run = wait_for_end(started.run_id).await;
-
-    // A second sweep right after: the deployment is still inside the look-ahead window
-    // (one deposit is capped at 5 AKT), but it was topped up within the cool-down.
-    let again = engine
-        .start(
-            "topup.escrow",
-            json!({"owner": owner, "dseqs": null, "max_per_deposit": "5000000uakt",
-                   "daily_cap": "20000000uakt", "wallet_headroom": "1000000uakt"}),
-            None,
-        )
-        .await
-        .unwrap();
-    let second = wait_for_end(again.run_id).await;
-    let _ = stop.send(());
-    worker.await.unwrap().unwrap();
-    assert_eq!(second.status, RunStatus::Completed, "{:?}", second.error);
-    let second_report = second.output.unwrap();
-    let draining = second_report["deployments"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["dseq"] == "1002")
-        .expect("1002 in the second report");
-    assert_eq!(draining["decision"], "skip", "{second_report:#}");
-    assert_eq!(draining["reason"], "cool_down", "{second_report:#}");
-    assert_eq!(second_report["deposited"], 0);
-    assert_eq!(run.status, RunStatus::Completed, "{:?}", run.error);
-    let report = run.output.unwrap();
-    let deposited: Vec<&str> = report["deployments"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|d| d["tx_hash"].is_string())
-        .map(|d| d["dseq"].as_str().unwrap())
-        .collect();
-    assert_eq!(deposited, ["1002"], "{report:#}");
-
-    let ledger: Value = reqwest::get(format!("{}/simulator/ledger", sim.url()))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let deposits = ledger["deposits"].as_array().unwrap();
-    assert_eq!(deposits.len(), 1, "{ledger:#}");
-    assert_eq!(deposits[0]["dseq"], "1002");
-    assert_eq!(
-        deposits[0]["amount"]
-            .as_str()
-            .unwrap()
-            .parse::<u128>()
-            .unwrap(),
-        report["deposited"].as_u64().unwrap() as u128
-    );
+        );
+    }
 }

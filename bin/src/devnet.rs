@@ -1,11 +1,12 @@
 //! `morpheus devnet …`: local stand-ins for the chains the flows talk to. Each one is a
-//! simulator (no real node can be installed here) and says so wherever it appears.
-
-pub mod akash;
+//! simulator (no real node can be installed here) and says so wherever it appears. The
+//! simulators live in the `morpheus-devnets` crate; this module only turns the command
+//! line into their options and runs them until a signal.
 
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use morpheus_devnets::akash;
 use tokio::net::TcpListener;
 
 use crate::cli::{DevnetAkashArgs, DevnetCommand};

@@ -45,29 +45,42 @@
 //! A wallet derived from [`DEMO_MNEMONIC`] (a public test mnemonic: never use it for
 //! real funds) holding 500 AKT, owning three deployments: dseq 1001 healthy (50 AKT at
 //! 100 uakt/block), 1002 running dry within about four minutes at 200 ms blocks (two
-//! leases, 60 + 40 uakt/block, 120 000 uakt of escrow), and 1003 closed.
+//! leases, 60 + 40 uakt/block, 120 000 uakt of escrow), and 1003 closed. The end-to-end
+//! tests depend on these numbers; `morpheus up --demo` tunes its top-up policy to them
+//! (see [`DemoDeployment::runway_blocks`]), never the other way round.
+//!
+//! # Its own decoding
+//!
+//! Transactions are decoded with the simulator's own Akash message types
+//! ([`messages`]), hashed by [`chain::tx_hash`], and the demo wallet is derived by
+//! [`demo_address`]: nothing here comes from the `cosmos` executor it is meant to
+//! check.
 
 pub mod chain;
+pub mod gas_price;
 mod http;
-#[cfg(test)]
-mod tests;
+pub mod messages;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use chrono::Utc;
-use morpheus_executors::cosmos::{Decimal, Signer};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use chain::{Chain, NewDeployment};
+use gas_price::GasPrice;
 
 /// The demo wallet's mnemonic: the BIP-39 test vector, public on purpose. Anything it
 /// holds on a real chain is anyone's.
 pub const DEMO_MNEMONIC: &str =
     "abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon about";
+
+/// The HD path the demo wallet's key is derived on (Cosmos coin type 118, the path
+/// `akash keys add` uses).
+pub const DEMO_HD_PATH: &str = "m/44'/118'/0'/0/0";
 
 /// The environment variable the banner tells operators to put the demo mnemonic in.
 pub const DEMO_MNEMONIC_ENV: &str = "MORPHEUS_DEMO_MNEMONIC";
@@ -89,7 +102,7 @@ pub struct SimulatorOptions {
     /// Seed the demo wallet and deployments.
     pub seed_demo: bool,
     /// Fees must be at least `gas limit × this` (in uakt).
-    pub min_gas_price: Decimal,
+    pub min_gas_price: GasPrice,
 }
 
 impl Default for SimulatorOptions {
@@ -103,13 +116,26 @@ impl Default for SimulatorOptions {
     }
 }
 
-/// One seeded demo deployment.
+/// One seeded demo deployment, as `--seed-demo` created it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DemoDeployment {
-    /// Sequence number.
+    /// Its sequence number (1001, 1002, 1003).
     pub dseq: u64,
-    /// What it shows.
+    /// Escrow it started with, in uakt.
+    pub escrow_uakt: u128,
+    /// What one block costs it, in uakt (the sum of its lease prices).
+    pub rate_per_block: u128,
+    /// Whether it was created closed.
+    pub closed: bool,
+    /// What it shows, for banners (with its numbers).
     pub description: String,
+}
+
+impl DemoDeployment {
+    /// Blocks its starting escrow pays for (`None` for a closed or free deployment).
+    pub fn runway_blocks(&self) -> Option<u128> {
+        (!self.closed && self.rate_per_block > 0).then(|| self.escrow_uakt / self.rate_per_block)
+    }
 }
 
 /// What `--seed-demo` created.
@@ -267,12 +293,11 @@ pub async fn serve(
 
 /// The demo wallet and its three deployments.
 fn seed_demo(chain: &mut Chain) -> DemoInfo {
-    let signer = Signer::from_mnemonic(DEMO_MNEMONIC, "m/44'/118'/0'/0/0", chain::ACCOUNT_PREFIX)
-        .expect("the demo mnemonic is valid");
-    let owner = signer.address().to_owned();
+    let owner = demo_address();
     chain.fund(&owner, DEMO_BALANCE_UAKT, "uakt");
     let mut deployments = Vec::new();
     let mut add = |dseq: u64, escrow: u128, lease_prices: Vec<u128>, closed: bool, text: &str| {
+        let rate_per_block = lease_prices.iter().sum();
         chain
             .create_deployment(NewDeployment {
                 owner: owner.clone(),
@@ -284,6 +309,9 @@ fn seed_demo(chain: &mut Chain) -> DemoInfo {
             .expect("demo dseqs are distinct");
         deployments.push(DemoDeployment {
             dseq,
+            escrow_uakt: escrow,
+            rate_per_block,
+            closed,
             description: text.to_owned(),
         });
     };
@@ -306,4 +334,22 @@ fn seed_demo(chain: &mut Chain) -> DemoInfo {
         address: owner,
         deployments,
     }
+}
+
+/// The demo wallet's address: the key derived from [`DEMO_MNEMONIC`] on
+/// [`DEMO_HD_PATH`], as bech32 with the `akash` prefix (RIPEMD-160 of SHA-256 of the
+/// compressed public key). Derived here, not by the `cosmos` executor's signer, so a
+/// test that signs with that signer checks the client's derivation too.
+pub fn demo_address() -> String {
+    let mnemonic = bip39::Mnemonic::parse_normalized(DEMO_MNEMONIC).expect("a valid mnemonic");
+    let path = DEMO_HD_PATH.parse().expect("a valid HD path");
+    let key = cosmrs::crypto::secp256k1::SigningKey::derive_from_path(
+        mnemonic.to_seed_normalized(""),
+        &path,
+    )
+    .expect("derivable key");
+    key.public_key()
+        .account_id(chain::ACCOUNT_PREFIX)
+        .expect("a valid prefix")
+        .to_string()
 }
