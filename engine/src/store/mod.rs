@@ -33,11 +33,13 @@ use crate::error::{EngineError, EngineResult};
 
 pub mod bench;
 pub mod budgets;
+mod claim;
 pub mod documents;
 pub mod events;
 pub mod logs;
 pub mod postgres;
 pub mod queues;
+mod rows;
 pub mod runs;
 pub mod schedules;
 pub mod sqlite;

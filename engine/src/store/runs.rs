@@ -1,4 +1,5 @@
-//! [`RunStore`]: runs, their leases and their journals — the heart of the port.
+//! [`RunStore`]: runs, their leases and their journals — the heart of the port; and
+//! pruning, written once over the per-dialect primitives of [`Prune`] and [`PruneTx`].
 
 use std::time::Duration;
 
@@ -6,6 +7,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
+use crate::batch::child_finished_event_key;
 use crate::error::EngineResult;
 use crate::ids::RunId;
 use crate::model::{
@@ -112,4 +114,87 @@ pub trait RunStore: Send + Sync + 'static {
         let outcomes = self.apply(vec![op]).await?;
         Ok(outcomes[0])
     }
+}
+
+/// Pruning in one dialect: the count of a dry run, and one batch in its own transaction.
+#[async_trait]
+pub(crate) trait Prune: Sync {
+    /// What pruning runs that finished before `cutoff` would delete now (`batches`: 0).
+    async fn count_prunable(&self, cutoff: DateTime<Utc>) -> EngineResult<PruneReport>;
+
+    /// Deletes one batch (see [`delete_finished_batch`]) in a transaction of its own;
+    /// `None` when no run is left to prune.
+    async fn prune_batch(
+        &self,
+        cutoff: DateTime<Utc>,
+        batch_size: u32,
+    ) -> EngineResult<Option<PruneReport>>;
+}
+
+/// [`RunStore::prune_finished`], written once: batches until none is left.
+pub(crate) async fn prune_finished(
+    store: &impl Prune,
+    cutoff: DateTime<Utc>,
+    batch_size: u32,
+    dry_run: bool,
+) -> EngineResult<PruneReport> {
+    if dry_run {
+        return store.count_prunable(cutoff).await;
+    }
+    let mut report = PruneReport::default();
+    while let Some(batch) = store.prune_batch(cutoff, batch_size).await? {
+        report.runs += batch.runs;
+        report.steps += batch.steps;
+        report.logs += batch.logs;
+        report.batches += batch.batches;
+    }
+    Ok(report)
+}
+
+/// The statements of one prune batch, in one dialect, inside the batch's transaction.
+#[async_trait]
+pub(crate) trait PruneTx: Send {
+    /// Up to `limit` runs that finished before `cutoff`, the oldest first, locked for
+    /// this transaction.
+    async fn finished_runs(
+        &mut self,
+        cutoff: DateTime<Utc>,
+        limit: u32,
+    ) -> EngineResult<Vec<RunId>>;
+
+    /// Deletes the runs' log lines; returns how many.
+    async fn delete_logs(&mut self, runs: &[RunId]) -> EngineResult<u64>;
+
+    /// Deletes the runs' journal entries; returns how many.
+    async fn delete_steps(&mut self, runs: &[RunId]) -> EngineResult<u64>;
+
+    /// Deletes the events with these keys.
+    async fn delete_events(&mut self, keys: &[String]) -> EngineResult<()>;
+
+    /// Deletes the runs themselves (only finished ones); returns how many.
+    async fn delete_runs(&mut self, runs: &[RunId]) -> EngineResult<u64>;
+}
+
+/// Deletes up to `batch_size` runs that finished before `cutoff`, with their log lines,
+/// journal entries and child-finished events; `None` when there were none.
+pub(crate) async fn delete_finished_batch(
+    tx: &mut impl PruneTx,
+    cutoff: DateTime<Utc>,
+    batch_size: u32,
+) -> EngineResult<Option<PruneReport>> {
+    let runs = tx.finished_runs(cutoff, batch_size).await?;
+    if runs.is_empty() {
+        return Ok(None);
+    }
+    let event_keys: Vec<String> = runs.iter().copied().map(child_finished_event_key).collect();
+    let logs = tx.delete_logs(&runs).await?;
+    let steps = tx.delete_steps(&runs).await?;
+    tx.delete_events(&event_keys).await?;
+    let runs = tx.delete_runs(&runs).await?;
+    Ok(Some(PruneReport {
+        runs,
+        steps,
+        logs,
+        batches: 1,
+    }))
 }

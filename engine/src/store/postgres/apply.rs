@@ -6,13 +6,14 @@ use std::collections::{HashMap, HashSet};
 use chrono::Utc;
 use uuid::Uuid;
 
-use super::events::{lock_event_key, notify, notify_parents};
-use super::rows::{decode_status, FinishedRow};
+use super::events::{lock_event_key, notify};
 use super::PostgresWorld;
 use crate::batch::BatchPlan;
 use crate::error::EngineResult;
 use crate::ids::RunId;
 use crate::model::{RunStatus, WriteOp, WriteOutcome};
+use crate::store::events::notify_parents;
+use crate::store::rows::moved_run_from_row;
 
 impl PostgresWorld {
     /// [`crate::store::RunStore::apply`].
@@ -94,7 +95,7 @@ impl PostgresWorld {
                     wake_others = true;
                 }
             }
-            let finished: Vec<FinishedRow> = sqlx::query_as(
+            let moved = sqlx::query(
                 "UPDATE workflow_runs r SET
                      status = t.status, wake_at = t.wake_at, wait_event_key = t.wait_event_key,
                      output = t.output, error = t.error, completed_at = t.completed_at,
@@ -107,11 +108,11 @@ impl PostgresWorld {
             .bind(serde_json::to_value(&plan.transitions)?)
             .fetch_all(&mut *tx)
             .await?;
-            let finished: Vec<FinishedRow> = finished
-                .into_iter()
-                .filter(|row| decode_status(&row.2).is_ok_and(RunStatus::is_terminal))
-                .collect();
-            notify_parents(&mut tx, &finished).await?;
+            let moved = moved
+                .iter()
+                .map(moved_run_from_row)
+                .collect::<EngineResult<Vec<_>>>()?;
+            notify_parents(&mut *tx, &moved).await?;
         }
 
         if !plan.logs.is_empty() {

@@ -1,47 +1,70 @@
 //! Claiming runs on Postgres: `FOR UPDATE SKIP LOCKED`, so concurrent claimers never wait
 //! on each other or take the same run.
 
+use async_trait::async_trait;
 use sqlx::postgres::PgRow;
+use sqlx::PgConnection;
 
-use super::rows::{run_from_row, workflow_keys};
 use super::PostgresWorld;
 use crate::error::EngineResult;
 use crate::model::ClaimedRun;
+use crate::store::claim::{claim_from_limited_queues, LimitedQueueClaim};
+use crate::store::rows::{run_from_row, workflow_keys};
 use crate::store::ClaimRequest;
 
-/// Claims up to `take` due runs of one queue in one of `statuses`, by priority and due
-/// time (the caller holds the queue's row lock, so counting and claiming are atomic).
-async fn claim_due_in_queue(
-    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-    request: &ClaimRequest,
-    keys: &[String],
-    queue: &str,
-    statuses: &[&str],
-    take: i64,
-) -> EngineResult<Vec<PgRow>> {
-    Ok(sqlx::query(
-        "WITH ready AS (
-             SELECT id FROM workflow_runs
-             WHERE status = ANY($6) AND wake_at <= now() AND queue = $5
-               AND workflow || '@' || workflow_version = ANY($3)
-             ORDER BY priority DESC, wake_at, id LIMIT $2
-             FOR UPDATE SKIP LOCKED
-         )
-         UPDATE workflow_runs r
-         SET status = 'running', lease_owner = $1, lease_epoch = r.lease_epoch + 1,
-             lease_expires_at = now() + make_interval(secs => $4),
-             wait_event_key = NULL, updated_at = now()
-         FROM ready WHERE r.id = ready.id
-         RETURNING r.*",
-    )
-    .bind(&request.owner)
-    .bind(take)
-    .bind(keys)
-    .bind(request.lease_ttl.as_secs_f64())
-    .bind(queue)
-    .bind(statuses)
-    .fetch_all(&mut **tx)
-    .await?)
+/// Claiming from one limited queue inside the claim's transaction, which holds the
+/// queue's row lock, so counting and claiming are atomic.
+struct LimitedQueues<'t> {
+    conn: &'t mut PgConnection,
+    request: &'t ClaimRequest,
+    keys: &'t [String],
+}
+
+#[async_trait]
+impl LimitedQueueClaim for LimitedQueues<'_> {
+    /// The claimed row: each claim is its own `UPDATE … RETURNING`.
+    type Claimed = PgRow;
+
+    async fn claim_due_in_queue(
+        &mut self,
+        queue: &str,
+        statuses: &[&str],
+        limit: i64,
+    ) -> EngineResult<Vec<PgRow>> {
+        Ok(sqlx::query(
+            "WITH ready AS (
+                 SELECT id FROM workflow_runs
+                 WHERE status = ANY($6) AND wake_at <= now() AND queue = $5
+                   AND workflow || '@' || workflow_version = ANY($3)
+                 ORDER BY priority DESC, wake_at, id LIMIT $2
+                 FOR UPDATE SKIP LOCKED
+             )
+             UPDATE workflow_runs r
+             SET status = 'running', lease_owner = $1, lease_epoch = r.lease_epoch + 1,
+                 lease_expires_at = now() + make_interval(secs => $4),
+                 wait_event_key = NULL, updated_at = now()
+             FROM ready WHERE r.id = ready.id
+             RETURNING r.*",
+        )
+        .bind(&self.request.owner)
+        .bind(limit)
+        .bind(self.keys)
+        .bind(self.request.lease_ttl.as_secs_f64())
+        .bind(queue)
+        .bind(statuses)
+        .fetch_all(&mut *self.conn)
+        .await?)
+    }
+
+    async fn slots_held(&mut self, queue: &str) -> EngineResult<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM workflow_runs
+             WHERE status IN ('running', 'retrying') AND queue = $1",
+        )
+        .bind(queue)
+        .fetch_one(&mut *self.conn)
+        .await?)
+    }
 }
 
 impl PostgresWorld {
@@ -95,7 +118,7 @@ impl PostgresWorld {
         .bind(&limited_names)
         .fetch_all(&mut *tx)
         .await?;
-        let mut remaining = request.limit as i64 - rows.len() as i64;
+        let remaining = request.limit as i64 - rows.len() as i64;
         if !limited.is_empty() && remaining > 0 {
             // Limited queues: lock their rows (in name order) so claimers count and claim
             // one at a time; each count then sees every claim committed before it.
@@ -105,40 +128,16 @@ impl PostgresWorld {
             .bind(&limited_names)
             .execute(&mut *tx)
             .await?;
-            // A run parked for a step retry keeps its slot (see `World::set_queue_limit`):
-            // it is claimed again first, whatever the count.
-            for (queue, limit) in &limited {
-                if remaining <= 0 {
-                    break;
-                }
-                let retries_due =
-                    claim_due_in_queue(&mut tx, request, &keys, queue, &["retrying"], remaining)
-                        .await?;
-                remaining -= retries_due.len() as i64;
-                rows.extend(retries_due);
-                let holding: i64 = sqlx::query_scalar(
-                    "SELECT COUNT(*) FROM workflow_runs
-                     WHERE status IN ('running', 'retrying') AND queue = $1",
-                )
-                .bind(queue)
-                .fetch_one(&mut *tx)
-                .await?;
-                let take = (*limit as i64 - holding).min(remaining);
-                if take <= 0 {
-                    continue;
-                }
-                let claimed = claim_due_in_queue(
-                    &mut tx,
-                    request,
-                    &keys,
-                    queue,
-                    &["pending", "sleeping", "waiting"],
-                    take,
-                )
-                .await?;
-                remaining -= claimed.len() as i64;
-                rows.extend(claimed);
-            }
+            let limited: Vec<(String, i64)> = limited
+                .into_iter()
+                .map(|(name, limit)| (name, i64::from(limit)))
+                .collect();
+            let mut limited_queues = LimitedQueues {
+                conn: &mut tx,
+                request,
+                keys: &keys,
+            };
+            rows.extend(claim_from_limited_queues(&mut limited_queues, &limited, remaining).await?);
         }
         tx.commit().await?;
         rows.iter()

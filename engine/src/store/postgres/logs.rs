@@ -2,10 +2,10 @@
 
 use async_trait::async_trait;
 
-use super::rows::log_from_row;
 use super::PostgresWorld;
 use crate::error::EngineResult;
 use crate::model::{LogQuery, LogRecord};
+use crate::store::rows::log_from_row;
 use crate::store::LogStore;
 
 #[async_trait]

@@ -5,11 +5,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::{Postgres, Transaction};
+use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::events::{notify, notify_parents};
-use super::rows::{run_from_row, step_from_row, workflow_keys, FinishedRow};
+use super::events::notify;
 use super::PostgresWorld;
 use crate::batch::child_finished_event_key;
 use crate::error::{EngineError, EngineResult};
@@ -18,16 +17,20 @@ use crate::model::{
     ClaimedRun, Fence, NewRun, PruneReport, RunFilter, RunRecord, StartedRun, StepRecord, WriteOp,
     WriteOutcome,
 };
+use crate::store::events::notify_parents;
+use crate::store::rows::{moved_run_from_row, run_from_row, step_from_row, workflow_keys};
+use crate::store::runs::{delete_finished_batch, prune_finished, Prune, PruneTx};
 use crate::store::{ClaimRequest, RunStore};
 
+/// The status of a run, inside a transaction.
 pub(super) async fn status_of(
-    tx: &mut Transaction<'_, Postgres>,
+    conn: &mut PgConnection,
     run_id: RunId,
 ) -> EngineResult<Option<String>> {
     Ok(
         sqlx::query_scalar("SELECT status FROM workflow_runs WHERE id = $1")
             .bind(run_id.0)
-            .fetch_optional(&mut **tx)
+            .fetch_optional(&mut *conn)
             .await?,
     )
 }
@@ -154,7 +157,7 @@ impl RunStore for PostgresWorld {
 
     async fn cancel_run(&self, run_id: RunId) -> EngineResult<()> {
         let mut tx = self.pool.begin().await?;
-        let cancelled: Option<FinishedRow> = sqlx::query_as(
+        let cancelled = sqlx::query(
             "UPDATE workflow_runs SET status = 'cancelled', error = 'cancelled by operator',
                  completed_at = now(), updated_at = now(), lease_owner = NULL,
                  lease_expires_at = NULL, wait_event_key = NULL
@@ -166,7 +169,8 @@ impl RunStore for PostgresWorld {
         .await?;
         match cancelled {
             Some(row) => {
-                notify_parents(&mut tx, &[row]).await?;
+                let moved = moved_run_from_row(&row)?;
+                notify_parents(&mut *tx, &[moved]).await?;
                 tx.commit().await?;
                 Ok(())
             }
@@ -313,64 +317,102 @@ impl RunStore for PostgresWorld {
         batch_size: u32,
         dry_run: bool,
     ) -> EngineResult<PruneReport> {
-        let mut report = PruneReport::default();
-        if dry_run {
-            let (runs, steps, logs): (i64, i64, i64) = sqlx::query_as(
-                "WITH doomed AS (SELECT id FROM workflow_runs
-                     WHERE status IN ('completed', 'failed', 'cancelled') AND completed_at < $1)
-                 SELECT (SELECT COUNT(*) FROM doomed),
-                        (SELECT COUNT(*) FROM workflow_steps WHERE run_id IN (SELECT id FROM doomed)),
-                        (SELECT COUNT(*) FROM workflow_logs WHERE run_id IN (SELECT id FROM doomed))",
-            )
-            .bind(cutoff)
-            .fetch_one(&self.pool)
+        prune_finished(self, cutoff, batch_size, dry_run).await
+    }
+}
+
+#[async_trait]
+impl Prune for PostgresWorld {
+    async fn count_prunable(&self, cutoff: DateTime<Utc>) -> EngineResult<PruneReport> {
+        let (runs, steps, logs): (i64, i64, i64) = sqlx::query_as(
+            "WITH doomed AS (SELECT id FROM workflow_runs
+                 WHERE status IN ('completed', 'failed', 'cancelled') AND completed_at < $1)
+             SELECT (SELECT COUNT(*) FROM doomed),
+                    (SELECT COUNT(*) FROM workflow_steps WHERE run_id IN (SELECT id FROM doomed)),
+                    (SELECT COUNT(*) FROM workflow_logs WHERE run_id IN (SELECT id FROM doomed))",
+        )
+        .bind(cutoff)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(PruneReport {
+            runs: runs as u64,
+            steps: steps as u64,
+            logs: logs as u64,
+            batches: 0,
+        })
+    }
+
+    async fn prune_batch(
+        &self,
+        cutoff: DateTime<Utc>,
+        batch_size: u32,
+    ) -> EngineResult<Option<PruneReport>> {
+        let mut tx = self.pool.begin().await?;
+        let batch = delete_finished_batch(&mut *tx, cutoff, batch_size).await?;
+        tx.commit().await?;
+        Ok(batch)
+    }
+}
+
+fn uuids(runs: &[RunId]) -> Vec<Uuid> {
+    runs.iter().map(|run| run.0).collect()
+}
+
+#[async_trait]
+impl PruneTx for PgConnection {
+    async fn finished_runs(
+        &mut self,
+        cutoff: DateTime<Utc>,
+        limit: u32,
+    ) -> EngineResult<Vec<RunId>> {
+        // SKIP LOCKED: a run some transaction is still touching waits for the next pass.
+        let ids: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM workflow_runs
+             WHERE status IN ('completed', 'failed', 'cancelled') AND completed_at < $1
+             ORDER BY completed_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(cutoff)
+        .bind(limit as i64)
+        .fetch_all(&mut *self)
+        .await?;
+        Ok(ids.into_iter().map(RunId).collect())
+    }
+
+    async fn delete_logs(&mut self, runs: &[RunId]) -> EngineResult<u64> {
+        Ok(
+            sqlx::query("DELETE FROM workflow_logs WHERE run_id = ANY($1)")
+                .bind(uuids(runs))
+                .execute(&mut *self)
+                .await?
+                .rows_affected(),
+        )
+    }
+
+    async fn delete_steps(&mut self, runs: &[RunId]) -> EngineResult<u64> {
+        Ok(
+            sqlx::query("DELETE FROM workflow_steps WHERE run_id = ANY($1)")
+                .bind(uuids(runs))
+                .execute(&mut *self)
+                .await?
+                .rows_affected(),
+        )
+    }
+
+    async fn delete_events(&mut self, keys: &[String]) -> EngineResult<()> {
+        sqlx::query("DELETE FROM workflow_events WHERE key = ANY($1)")
+            .bind(keys)
+            .execute(&mut *self)
             .await?;
-            report.runs = runs as u64;
-            report.steps = steps as u64;
-            report.logs = logs as u64;
-            return Ok(report);
-        }
-        loop {
-            let mut tx = self.pool.begin().await?;
-            // SKIP LOCKED: a run some transaction is still touching waits for the next pass.
-            let ids: Vec<Uuid> = sqlx::query_scalar(
-                "SELECT id FROM workflow_runs
-                 WHERE status IN ('completed', 'failed', 'cancelled') AND completed_at < $1
-                 ORDER BY completed_at LIMIT $2 FOR UPDATE SKIP LOCKED",
-            )
-            .bind(cutoff)
-            .bind(batch_size as i64)
-            .fetch_all(&mut *tx)
-            .await?;
-            if ids.is_empty() {
-                tx.commit().await?;
-                return Ok(report);
-            }
-            let event_keys: Vec<String> = ids
-                .iter()
-                .map(|id| child_finished_event_key(RunId(*id)))
-                .collect();
-            report.logs += sqlx::query("DELETE FROM workflow_logs WHERE run_id = ANY($1)")
-                .bind(&ids)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            report.steps += sqlx::query("DELETE FROM workflow_steps WHERE run_id = ANY($1)")
-                .bind(&ids)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            sqlx::query("DELETE FROM workflow_events WHERE key = ANY($1)")
-                .bind(&event_keys)
-                .execute(&mut *tx)
-                .await?;
-            report.runs += sqlx::query("DELETE FROM workflow_runs WHERE id = ANY($1)")
-                .bind(&ids)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            tx.commit().await?;
-            report.batches += 1;
-        }
+        Ok(())
+    }
+
+    /// Differs from SQLite by not re-checking the status: the runs' rows are locked
+    /// since `finished_runs` chose them.
+    async fn delete_runs(&mut self, runs: &[RunId]) -> EngineResult<u64> {
+        Ok(sqlx::query("DELETE FROM workflow_runs WHERE id = ANY($1)")
+            .bind(uuids(runs))
+            .execute(&mut *self)
+            .await?
+            .rows_affected())
     }
 }

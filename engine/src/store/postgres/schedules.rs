@@ -1,23 +1,22 @@
 //! [`ScheduleStore`] on Postgres.
 
-use std::collections::HashMap;
-
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::Postgres;
+use serde_json::Value;
+use sqlx::{PgConnection, Postgres};
 use uuid::Uuid;
 
 use super::events::notify;
-use super::rows::{decode_status, run_from_row, schedule_from_row};
 use super::runs::status_of;
 use super::PostgresWorld;
 use crate::error::{EngineError, EngineResult};
 use crate::ids::RunId;
-use crate::model::{RunRecord, RunStatus};
+use crate::model::RunRecord;
 use crate::schedule::{
-    plan_fires, tick_idempotency_key, validate_spec, FiredRun, ScheduleColumns, ScheduleRecord,
-    ScheduleSpec,
+    validate_spec, FirePlan, FiredRun, ScheduleColumns, ScheduleRecord, ScheduleSpec,
 };
+use crate::store::rows::{run_from_row, schedule_from_row};
+use crate::store::schedules::{self, ScheduleTx};
 use crate::store::ScheduleStore;
 
 type PgQuery<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
@@ -26,21 +25,20 @@ type PgQuery<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>
 /// schedule writes use.
 fn bind_schedule<'q>(
     query: PgQuery<'q>,
-    spec: &'q ScheduleSpec,
     columns: &'q ScheduleColumns,
     next_fire_at: DateTime<Utc>,
 ) -> PgQuery<'q> {
     query
-        .bind(&spec.name)
-        .bind(&spec.workflow)
-        .bind(&spec.input)
+        .bind(&columns.name)
+        .bind(&columns.workflow)
+        .bind(&columns.input)
         .bind(&columns.cron_expr)
         .bind(&columns.timezone)
         .bind(columns.every_ms)
-        .bind(columns.overlap)
-        .bind(columns.catch_up)
-        .bind(&spec.queue)
-        .bind(spec.priority)
+        .bind(&columns.overlap)
+        .bind(&columns.catch_up)
+        .bind(&columns.queue)
+        .bind(columns.priority)
         .bind(next_fire_at)
 }
 
@@ -60,7 +58,6 @@ impl ScheduleStore for PostgresWorld {
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
              ON CONFLICT (name) DO NOTHING",
             ),
-            spec,
             &columns,
             next_fire_at,
         )
@@ -98,7 +95,6 @@ impl ScheduleStore for PostgresWorld {
                     excluded.timezone, excluded.every_ms, excluded.overlap, excluded.catch_up,
                     excluded.queue, excluded.priority)",
             ),
-            spec,
             &columns,
             next_fire_at,
         )
@@ -163,90 +159,8 @@ impl ScheduleStore for PostgresWorld {
         now: DateTime<Utc>,
         workflows: &[(String, u32)],
     ) -> EngineResult<Vec<FiredRun>> {
-        let versions: HashMap<&str, u32> = workflows
-            .iter()
-            .map(|(name, version)| (name.as_str(), *version))
-            .collect();
-        let names: Vec<String> = versions.keys().map(|name| (*name).to_owned()).collect();
         let mut tx = self.pool.begin().await?;
-        // SKIP LOCKED: each due schedule is handled by one scheduler at a time; the tick's
-        // idempotency key is the backstop that makes a second start impossible anyway.
-        let rows = sqlx::query(
-            "SELECT * FROM workflow_schedules
-             WHERE NOT paused AND (next_fire_at <= $1 OR queued_tick IS NOT NULL)
-               AND workflow = ANY($2)
-             ORDER BY next_fire_at LIMIT 100
-             FOR UPDATE SKIP LOCKED",
-        )
-        .bind(now)
-        .bind(&names)
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut fired = Vec::new();
-        for row in &rows {
-            let schedule = schedule_from_row(row)?;
-            let Some(version) = versions.get(schedule.spec.workflow.as_str()) else {
-                continue;
-            };
-            let previous_running = match schedule.last_run_id {
-                Some(run_id) => status_of(&mut tx, run_id)
-                    .await?
-                    .is_some_and(|s| !decode_status(&s).is_ok_and(RunStatus::is_terminal)),
-                None => false,
-            };
-            let plan = plan_fires(
-                &schedule.spec,
-                schedule.next_fire_at,
-                schedule.queued_tick,
-                previous_running,
-                now,
-            );
-            let mut last = None;
-            for tick in &plan.fire {
-                let key = tick_idempotency_key(&schedule.spec.name, *tick);
-                let metadata = serde_json::json!({"schedule": schedule.spec.name, "tick": tick});
-                sqlx::query(
-                    "INSERT INTO workflow_runs (id, workflow, workflow_version, input,
-                         idempotency_key, queue, priority, metadata, status, wake_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', now())
-                     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
-                )
-                .bind(RunId::new().0)
-                .bind(&schedule.spec.workflow)
-                .bind(*version as i32)
-                .bind(&schedule.spec.input)
-                .bind(&key)
-                .bind(&schedule.spec.queue)
-                .bind(schedule.spec.priority)
-                .bind(&metadata)
-                .execute(&mut *tx)
-                .await?;
-                let run_id: Uuid =
-                    sqlx::query_scalar("SELECT id FROM workflow_runs WHERE idempotency_key = $1")
-                        .bind(&key)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                fired.push(FiredRun {
-                    schedule: schedule.spec.name.clone(),
-                    tick: *tick,
-                    run_id: RunId(run_id),
-                });
-                last = Some((*tick, run_id));
-            }
-            sqlx::query(
-                "UPDATE workflow_schedules SET next_fire_at = $2, queued_tick = $3,
-                     last_fire_at = COALESCE($4, last_fire_at),
-                     last_run_id = COALESCE($5, last_run_id), updated_at = now()
-                 WHERE name = $1",
-            )
-            .bind(&schedule.spec.name)
-            .bind(plan.next_fire_at)
-            .bind(plan.queued_tick)
-            .bind(last.map(|(tick, _)| tick))
-            .bind(last.map(|(_, run_id)| run_id))
-            .execute(&mut *tx)
-            .await?;
-        }
+        let fired = schedules::fire_due_schedules(&mut *tx, now, workflows).await?;
         if !fired.is_empty() {
             notify(&mut tx).await?;
         }
@@ -274,5 +188,87 @@ impl ScheduleStore for PostgresWorld {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(run_from_row).collect()
+    }
+}
+
+#[async_trait]
+impl ScheduleTx for PgConnection {
+    async fn due_schedules(
+        &mut self,
+        now: DateTime<Utc>,
+        workflows: &[String],
+    ) -> EngineResult<Vec<ScheduleRecord>> {
+        // SKIP LOCKED: each due schedule is handled by one scheduler at a time; the tick's
+        // idempotency key is the backstop that makes a second start impossible anyway.
+        let rows = sqlx::query(
+            "SELECT * FROM workflow_schedules
+             WHERE NOT paused AND (next_fire_at <= $1 OR queued_tick IS NOT NULL)
+               AND workflow = ANY($2)
+             ORDER BY next_fire_at LIMIT 100
+             FOR UPDATE SKIP LOCKED",
+        )
+        .bind(now)
+        .bind(workflows)
+        .fetch_all(&mut *self)
+        .await?;
+        rows.iter().map(schedule_from_row).collect()
+    }
+
+    async fn run_status(&mut self, run_id: RunId) -> EngineResult<Option<String>> {
+        status_of(self, run_id).await
+    }
+
+    async fn insert_tick_run(
+        &mut self,
+        spec: &ScheduleSpec,
+        workflow_version: u32,
+        key: &str,
+        metadata: &Value,
+        new_id: RunId,
+    ) -> EngineResult<RunId> {
+        sqlx::query(
+            "INSERT INTO workflow_runs (id, workflow, workflow_version, input,
+                 idempotency_key, queue, priority, metadata, status, wake_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', now())
+             ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
+        )
+        .bind(new_id.0)
+        .bind(&spec.workflow)
+        .bind(workflow_version as i32)
+        .bind(&spec.input)
+        .bind(key)
+        .bind(&spec.queue)
+        .bind(spec.priority)
+        .bind(metadata)
+        .execute(&mut *self)
+        .await?;
+        let run_id: Uuid =
+            sqlx::query_scalar("SELECT id FROM workflow_runs WHERE idempotency_key = $1")
+                .bind(key)
+                .fetch_one(&mut *self)
+                .await?;
+        Ok(RunId(run_id))
+    }
+
+    async fn advance(
+        &mut self,
+        name: &str,
+        plan: &FirePlan,
+        last: Option<(DateTime<Utc>, RunId)>,
+    ) -> EngineResult<()> {
+        sqlx::query(
+            "UPDATE workflow_schedules SET next_fire_at = $2, queued_tick = $3,
+                 last_fire_at = COALESCE($4, last_fire_at),
+                 last_run_id = COALESCE($5, last_run_id), updated_at = now()
+             WHERE name = $1",
+        )
+        .bind(name)
+        .bind(plan.next_fire_at)
+        .bind(plan.queued_tick)
+        .bind(last.map(|(tick, _)| tick))
+        .bind(last.map(|(_, run_id)| run_id.0))
+        .execute(&mut *self)
+        .await?;
+        Ok(())
     }
 }

@@ -6,12 +6,13 @@ use std::collections::{HashMap, HashSet};
 use chrono::Utc;
 use sqlx::Connection;
 
-use super::events::notify_parents;
-use super::rows::{decode_status, parse_run_id, FinishedRow};
-use super::SqliteWorld;
+use super::rows::parse_run_id;
+use super::{SqliteWorld, WriteTx};
 use crate::batch::{format_ts, BatchPlan};
 use crate::error::EngineResult;
 use crate::model::{RunStatus, WriteOp, WriteOutcome};
+use crate::store::events::notify_parents;
+use crate::store::rows::moved_run_from_row;
 
 impl SqliteWorld {
     /// [`crate::store::RunStore::apply`].
@@ -89,7 +90,7 @@ impl SqliteWorld {
                     row.wait_event_key = None;
                 }
             }
-            let finished: Vec<FinishedRow> = sqlx::query_as(
+            let moved = sqlx::query(
                 "UPDATE workflow_runs SET
                      status = t.value ->> '$.status',
                      wake_at = t.value ->> '$.wake_at',
@@ -106,11 +107,11 @@ impl SqliteWorld {
             .bind(&now_text)
             .fetch_all(&mut *tx)
             .await?;
-            let finished: Vec<FinishedRow> = finished
-                .into_iter()
-                .filter(|row| decode_status(&row.2).is_ok_and(RunStatus::is_terminal))
-                .collect();
-            notify_parents(&mut tx, &finished, &now_text).await?;
+            let moved = moved
+                .iter()
+                .map(moved_run_from_row)
+                .collect::<EngineResult<Vec<_>>>()?;
+            notify_parents(&mut WriteTx::new(&mut tx, &now_text), &moved).await?;
         }
 
         if !plan.logs.is_empty() {

@@ -2,40 +2,64 @@
 //! writer: there are no row locks to skip, so the ids are chosen first and claimed in one
 //! `UPDATE` at the end.
 
+use async_trait::async_trait;
 use chrono::Utc;
-use sqlx::Connection;
+use sqlx::{Connection, SqliteConnection};
 
-use super::rows::{run_from_row, workflow_keys};
+use super::rows::workflow_keys_json;
 use super::SqliteWorld;
 use crate::batch::format_ts;
 use crate::error::EngineResult;
 use crate::model::ClaimedRun;
+use crate::store::claim::{claim_from_limited_queues, LimitedQueueClaim};
+use crate::store::rows::run_from_row;
 use crate::store::ClaimRequest;
 
-/// Ids of up to `limit` due runs of one queue in one of `statuses`, by priority and due
-/// time (`keys`: the registered `workflow@version`s as a JSON array).
-async fn due_ids_in_queue(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    now_text: &str,
-    keys: &str,
-    queue: &str,
-    statuses: &[&str],
-    limit: i64,
-) -> EngineResult<Vec<String>> {
-    Ok(sqlx::query_scalar(
-        "SELECT id FROM workflow_runs
-         WHERE status IN (SELECT value FROM json_each(?5)) AND wake_at <= ?1
-           AND workflow || '@' || workflow_version IN (SELECT value FROM json_each(?2))
-           AND queue = ?4
-         ORDER BY priority DESC, wake_at, id LIMIT ?3",
-    )
-    .bind(now_text)
-    .bind(keys)
-    .bind(limit)
-    .bind(queue)
-    .bind(serde_json::to_string(statuses)?)
-    .fetch_all(&mut **tx)
-    .await?)
+/// Claiming from one limited queue inside the claim's `BEGIN IMMEDIATE` transaction.
+struct LimitedQueues<'t> {
+    conn: &'t mut SqliteConnection,
+    now_text: &'t str,
+    /// The registered `workflow@version`s as a JSON array.
+    keys: &'t str,
+}
+
+#[async_trait]
+impl LimitedQueueClaim for LimitedQueues<'_> {
+    /// Differs from Postgres: only the ids are chosen here, and every chosen run is
+    /// claimed by the one `UPDATE` at the end of the claim.
+    type Claimed = String;
+
+    async fn claim_due_in_queue(
+        &mut self,
+        queue: &str,
+        statuses: &[&str],
+        limit: i64,
+    ) -> EngineResult<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM workflow_runs
+             WHERE status IN (SELECT value FROM json_each(?5)) AND wake_at <= ?1
+               AND workflow || '@' || workflow_version IN (SELECT value FROM json_each(?2))
+               AND queue = ?4
+             ORDER BY priority DESC, wake_at, id LIMIT ?3",
+        )
+        .bind(self.now_text)
+        .bind(self.keys)
+        .bind(limit)
+        .bind(queue)
+        .bind(serde_json::to_string(statuses)?)
+        .fetch_all(&mut *self.conn)
+        .await?)
+    }
+
+    async fn slots_held(&mut self, queue: &str) -> EngineResult<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM workflow_runs
+             WHERE status IN ('running', 'retrying') AND queue = ?1",
+        )
+        .bind(queue)
+        .fetch_one(&mut *self.conn)
+        .await?)
+    }
 }
 
 impl SqliteWorld {
@@ -44,7 +68,7 @@ impl SqliteWorld {
         let now = Utc::now();
         let now_text = format_ts(now);
         let expires = format_ts(now + request.lease_ttl);
-        let keys = workflow_keys(&request.workflows);
+        let keys = workflow_keys_json(&request.workflows);
         let queues = request
             .queues
             .as_ref()
@@ -99,39 +123,14 @@ impl SqliteWorld {
             ids.extend(ready);
         }
         // Limited queues: this transaction is the only writer, so counting and claiming
-        // here cannot overshoot a limit. A run parked for a step retry keeps its slot
-        // (see `World::set_queue_limit`): it is claimed again first, whatever the count.
-        for (queue, limit) in &limited {
-            if remaining <= 0 {
-                break;
-            }
-            let retries_due =
-                due_ids_in_queue(&mut tx, &now_text, &keys, queue, &["retrying"], remaining)
-                    .await?;
-            remaining -= retries_due.len() as i64;
-            ids.extend(retries_due);
-            let holding: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM workflow_runs
-                 WHERE status IN ('running', 'retrying') AND queue = ?1",
-            )
-            .bind(queue)
-            .fetch_one(&mut *tx)
-            .await?;
-            let take = (limit - holding).min(remaining);
-            if take <= 0 {
-                continue;
-            }
-            let ready = due_ids_in_queue(
-                &mut tx,
-                &now_text,
-                &keys,
-                queue,
-                &["pending", "sleeping", "waiting"],
-                take,
-            )
-            .await?;
-            remaining -= ready.len() as i64;
-            ids.extend(ready);
+        // here cannot overshoot a limit.
+        if remaining > 0 {
+            let mut limited_queues = LimitedQueues {
+                conn: &mut tx,
+                now_text: &now_text,
+                keys: &keys,
+            };
+            ids.extend(claim_from_limited_queues(&mut limited_queues, &limited, remaining).await?);
         }
         if ids.is_empty() {
             tx.commit().await?;

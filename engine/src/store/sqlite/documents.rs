@@ -4,11 +4,11 @@ use async_trait::async_trait;
 use chrono::Utc;
 use serde_json::Value;
 
-use super::rows::document_from_row;
 use super::SqliteWorld;
 use crate::batch::format_ts;
 use crate::documents::{check_key, Document, DocumentQuery, DEFAULT_DOCUMENT_LIMIT};
 use crate::error::{EngineError, EngineResult};
+use crate::store::rows::document_from_row;
 use crate::store::DocumentStore;
 
 #[async_trait]

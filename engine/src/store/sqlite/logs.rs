@@ -2,11 +2,11 @@
 
 use async_trait::async_trait;
 
-use super::rows::log_from_row;
 use super::SqliteWorld;
 use crate::batch::format_ts;
 use crate::error::EngineResult;
 use crate::model::{LogQuery, LogRecord};
+use crate::store::rows::log_from_row;
 use crate::store::LogStore;
 
 /// Quotes text as one FTS5 phrase.

@@ -109,6 +109,20 @@ impl SqliteWorld {
     }
 }
 
+/// The writer's open transaction and the time its writes are stamped with: what the
+/// shared procedures' per-dialect primitives run on (see `events.rs`, `schedules.rs`,
+/// `runs.rs`).
+struct WriteTx<'t> {
+    conn: &'t mut SqliteConnection,
+    now: &'t str,
+}
+
+impl<'t> WriteTx<'t> {
+    fn new(conn: &'t mut SqliteConnection, now: &'t str) -> Self {
+        Self { conn, now }
+    }
+}
+
 impl World for SqliteWorld {
     fn backend(&self) -> Backend {
         Backend::Sqlite

@@ -7,6 +7,7 @@ use super::SqliteWorld;
 use crate::batch::format_ts;
 use crate::error::EngineResult;
 use crate::model::QueueInfo;
+use crate::store::queues::{queue_info, QueueRow, LIST_QUEUES};
 use crate::store::QueueStore;
 
 #[async_trait]
@@ -27,31 +28,7 @@ impl QueueStore for SqliteWorld {
     }
 
     async fn list_queues(&self) -> EngineResult<Vec<QueueInfo>> {
-        let rows: Vec<(String, Option<i64>, i64, i64, i64)> = sqlx::query_as(
-            "WITH names AS (
-                 SELECT name FROM workflow_queues
-                 UNION SELECT DISTINCT queue FROM workflow_runs
-                 WHERE status NOT IN ('completed', 'failed', 'cancelled'))
-             SELECT names.name, q.concurrency_limit,
-                    (SELECT COUNT(*) FROM workflow_runs r WHERE r.queue = names.name AND r.status = 'running'),
-                    (SELECT COUNT(*) FROM workflow_runs r WHERE r.queue = names.name
-                        AND r.status = 'retrying'),
-                    (SELECT COUNT(*) FROM workflow_runs r WHERE r.queue = names.name
-                        AND r.status IN ('pending', 'sleeping', 'waiting'))
-             FROM names LEFT JOIN workflow_queues q ON q.name = names.name
-             ORDER BY names.name",
-        )
-        .fetch_all(&self.readers)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(name, limit, running, retrying, queued)| QueueInfo {
-                name,
-                concurrency_limit: limit.map(|l| l as u32),
-                running: running as u64,
-                retrying: retrying as u64,
-                queued: queued as u64,
-            })
-            .collect())
+        let rows: Vec<QueueRow<i64>> = sqlx::query_as(LIST_QUEUES).fetch_all(&self.readers).await?;
+        Ok(rows.into_iter().map(queue_info).collect())
     }
 }

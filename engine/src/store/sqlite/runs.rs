@@ -8,11 +8,8 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::Connection;
 
-use super::events::notify_parents;
-use super::rows::{
-    parse_opt_ts, parse_run_id, run_from_row, step_from_row, workflow_keys, FinishedRow,
-};
-use super::SqliteWorld;
+use super::rows::{parse_opt_ts, parse_run_id, workflow_keys_json};
+use super::{SqliteWorld, WriteTx};
 use crate::batch::{child_finished_event_key, format_ts};
 use crate::error::{EngineError, EngineResult};
 use crate::ids::RunId;
@@ -20,6 +17,9 @@ use crate::model::{
     ClaimedRun, Fence, NewRun, PruneReport, RunFilter, RunRecord, StartedRun, StepRecord, WriteOp,
     WriteOutcome,
 };
+use crate::store::events::notify_parents;
+use crate::store::rows::{moved_run_from_row, run_from_row, step_from_row};
+use crate::store::runs::{delete_finished_batch, prune_finished, Prune, PruneTx};
 use crate::store::{ClaimRequest, RunStore};
 
 #[async_trait]
@@ -127,7 +127,7 @@ impl RunStore for SqliteWorld {
         &self,
         workflows: &[(String, u32)],
     ) -> EngineResult<Option<DateTime<Utc>>> {
-        let keys = workflow_keys(workflows);
+        let keys = workflow_keys_json(workflows);
         let next: Option<String> = sqlx::query_scalar(
             "SELECT MIN(due) FROM (
                  SELECT MIN(wake_at) AS due FROM workflow_runs
@@ -148,7 +148,7 @@ impl RunStore for SqliteWorld {
         let now = format_ts(Utc::now());
         let mut writer = self.writer().await?;
         let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
-        let cancelled: Option<FinishedRow> = sqlx::query_as(
+        let cancelled = sqlx::query(
             "UPDATE workflow_runs SET status = 'cancelled', error = 'cancelled by operator',
                  completed_at = ?2, updated_at = ?2, lease_owner = NULL, lease_expires_at = NULL,
                  wait_event_key = NULL
@@ -161,7 +161,8 @@ impl RunStore for SqliteWorld {
         .await?;
         match cancelled {
             Some(row) => {
-                notify_parents(&mut tx, &[row], &now).await?;
+                let moved = moved_run_from_row(&row)?;
+                notify_parents(&mut WriteTx::new(&mut tx, &now), &[moved]).await?;
                 tx.commit().await?;
                 Ok(())
             }
@@ -325,82 +326,111 @@ impl RunStore for SqliteWorld {
         batch_size: u32,
         dry_run: bool,
     ) -> EngineResult<PruneReport> {
-        let cutoff = format_ts(cutoff);
-        let mut report = PruneReport::default();
-        if dry_run {
-            let (runs, steps, logs): (i64, i64, i64) = sqlx::query_as(
-                "WITH doomed AS (SELECT id FROM workflow_runs
-                     WHERE status IN ('completed', 'failed', 'cancelled') AND completed_at < ?1)
-                 SELECT (SELECT COUNT(*) FROM doomed),
-                        (SELECT COUNT(*) FROM workflow_steps WHERE run_id IN (SELECT id FROM doomed)),
-                        (SELECT COUNT(*) FROM workflow_logs WHERE run_id IN (SELECT id FROM doomed))",
-            )
-            .bind(&cutoff)
-            .fetch_one(&self.readers)
-            .await?;
-            report.runs = runs as u64;
-            report.steps = steps as u64;
-            report.logs = logs as u64;
-            return Ok(report);
-        }
-        loop {
-            // One short write transaction per batch; the writer lock is released between
-            // batches so checkpoints and claims keep flowing.
-            let mut writer = self.writer().await?;
-            let batch_started = std::time::Instant::now();
-            let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
-            let ids: Vec<String> = sqlx::query_scalar(
-                "SELECT id FROM workflow_runs
-                 WHERE status IN ('completed', 'failed', 'cancelled') AND completed_at < ?1
-                 ORDER BY completed_at LIMIT ?2",
-            )
-            .bind(&cutoff)
-            .bind(batch_size as i64)
-            .fetch_all(&mut *tx)
-            .await?;
-            if ids.is_empty() {
-                tx.commit().await?;
-                return Ok(report);
-            }
-            let ids_json = serde_json::to_string(&ids)?;
-            let event_keys: Vec<String> = ids
-                .iter()
-                .map(|id| parse_run_id(id).map(child_finished_event_key))
-                .collect::<EngineResult<_>>()?;
-            report.logs += sqlx::query(
-                "DELETE FROM workflow_logs WHERE run_id IN (SELECT value FROM json_each(?1))",
-            )
-            .bind(&ids_json)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            report.steps += sqlx::query(
-                "DELETE FROM workflow_steps WHERE run_id IN (SELECT value FROM json_each(?1))",
-            )
-            .bind(&ids_json)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            sqlx::query(
-                "DELETE FROM workflow_events WHERE key IN (SELECT value FROM json_each(?1))",
-            )
-            .bind(serde_json::to_string(&event_keys)?)
-            .execute(&mut *tx)
-            .await?;
-            report.runs += sqlx::query(
-                "DELETE FROM workflow_runs WHERE id IN (SELECT value FROM json_each(?1))
-                   AND status IN ('completed', 'failed', 'cancelled')",
-            )
-            .bind(&ids_json)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            tx.commit().await?;
-            report.batches += 1;
-            drop(writer);
-            // Retention is never urgent: give the single writer to everyone else for as
-            // long as the batch held it, so live work keeps at least half of it.
+        prune_finished(self, cutoff, batch_size, dry_run).await
+    }
+}
+
+#[async_trait]
+impl Prune for SqliteWorld {
+    async fn count_prunable(&self, cutoff: DateTime<Utc>) -> EngineResult<PruneReport> {
+        let (runs, steps, logs): (i64, i64, i64) = sqlx::query_as(
+            "WITH doomed AS (SELECT id FROM workflow_runs
+                 WHERE status IN ('completed', 'failed', 'cancelled') AND completed_at < ?1)
+             SELECT (SELECT COUNT(*) FROM doomed),
+                    (SELECT COUNT(*) FROM workflow_steps WHERE run_id IN (SELECT id FROM doomed)),
+                    (SELECT COUNT(*) FROM workflow_logs WHERE run_id IN (SELECT id FROM doomed))",
+        )
+        .bind(format_ts(cutoff))
+        .fetch_one(&self.readers)
+        .await?;
+        Ok(PruneReport {
+            runs: runs as u64,
+            steps: steps as u64,
+            logs: logs as u64,
+            batches: 0,
+        })
+    }
+
+    async fn prune_batch(
+        &self,
+        cutoff: DateTime<Utc>,
+        batch_size: u32,
+    ) -> EngineResult<Option<PruneReport>> {
+        // One short write transaction per batch; the writer lock is released between
+        // batches so checkpoints and claims keep flowing.
+        let mut writer = self.writer().await?;
+        let batch_started = std::time::Instant::now();
+        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+        let now = format_ts(Utc::now());
+        let batch =
+            delete_finished_batch(&mut WriteTx::new(&mut tx, &now), cutoff, batch_size).await?;
+        tx.commit().await?;
+        drop(writer);
+        if batch.is_some() {
+            // Differs from Postgres because there is one writer: retention is never
+            // urgent, so give it to everyone else for as long as the batch held it, and
+            // live work keeps at least half of it.
             tokio::time::sleep(batch_started.elapsed()).await;
         }
+        Ok(batch)
+    }
+}
+
+#[async_trait]
+impl PruneTx for WriteTx<'_> {
+    async fn finished_runs(
+        &mut self,
+        cutoff: DateTime<Utc>,
+        limit: u32,
+    ) -> EngineResult<Vec<RunId>> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM workflow_runs
+             WHERE status IN ('completed', 'failed', 'cancelled') AND completed_at < ?1
+             ORDER BY completed_at LIMIT ?2",
+        )
+        .bind(format_ts(cutoff))
+        .bind(limit as i64)
+        .fetch_all(&mut *self.conn)
+        .await?;
+        ids.iter().map(|id| parse_run_id(id)).collect()
+    }
+
+    async fn delete_logs(&mut self, runs: &[RunId]) -> EngineResult<u64> {
+        Ok(sqlx::query(
+            "DELETE FROM workflow_logs WHERE run_id IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(serde_json::to_string(runs)?)
+        .execute(&mut *self.conn)
+        .await?
+        .rows_affected())
+    }
+
+    async fn delete_steps(&mut self, runs: &[RunId]) -> EngineResult<u64> {
+        Ok(sqlx::query(
+            "DELETE FROM workflow_steps WHERE run_id IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(serde_json::to_string(runs)?)
+        .execute(&mut *self.conn)
+        .await?
+        .rows_affected())
+    }
+
+    async fn delete_events(&mut self, keys: &[String]) -> EngineResult<()> {
+        sqlx::query("DELETE FROM workflow_events WHERE key IN (SELECT value FROM json_each(?1))")
+            .bind(serde_json::to_string(keys)?)
+            .execute(&mut *self.conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_runs(&mut self, runs: &[RunId]) -> EngineResult<u64> {
+        Ok(sqlx::query(
+            "DELETE FROM workflow_runs WHERE id IN (SELECT value FROM json_each(?1))
+               AND status IN ('completed', 'failed', 'cancelled')",
+        )
+        .bind(serde_json::to_string(runs)?)
+        .execute(&mut *self.conn)
+        .await?
+        .rows_affected())
     }
 }

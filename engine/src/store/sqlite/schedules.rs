@@ -1,45 +1,45 @@
 //! [`ScheduleStore`] on SQLite.
 
-use std::collections::HashMap;
-
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use serde_json::Value;
 use sqlx::Connection;
 
-use super::rows::{decode_status, parse_opt_ts, parse_run_id, run_from_row, schedule_from_row};
-use super::SqliteWorld;
+use super::rows::{parse_opt_ts, parse_run_id};
+use super::{SqliteWorld, WriteTx};
 use crate::batch::format_ts;
 use crate::error::{EngineError, EngineResult};
 use crate::ids::RunId;
-use crate::model::{RunRecord, RunStatus};
+use crate::model::RunRecord;
 use crate::schedule::{
-    plan_fires, tick_idempotency_key, validate_spec, FiredRun, ScheduleColumns, ScheduleRecord,
-    ScheduleSpec,
+    validate_spec, FirePlan, FiredRun, ScheduleColumns, ScheduleRecord, ScheduleSpec,
 };
+use crate::store::rows::{run_from_row, schedule_from_row};
+use crate::store::schedules::{self, ScheduleTx};
 use crate::store::ScheduleStore;
 
 type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
 
 /// Binds a schedule definition to `?1`–`?11` (name … next_fire_at) and the write time to
-/// `?12`, the column order both schedule writes use.
+/// `?12`, the column order both schedule writes use. Differs from Postgres in encoding
+/// only: JSON and times as TEXT, integers as 64-bit.
 fn bind_schedule<'q>(
     query: SqliteQuery<'q>,
-    spec: &'q ScheduleSpec,
     columns: &'q ScheduleColumns,
     next_fire_at: DateTime<Utc>,
     now: &'q str,
 ) -> SqliteQuery<'q> {
     query
-        .bind(&spec.name)
-        .bind(&spec.workflow)
-        .bind(spec.input.to_string())
+        .bind(&columns.name)
+        .bind(&columns.workflow)
+        .bind(columns.input.to_string())
         .bind(&columns.cron_expr)
         .bind(&columns.timezone)
         .bind(columns.every_ms)
-        .bind(columns.overlap)
-        .bind(columns.catch_up)
-        .bind(&spec.queue)
-        .bind(spec.priority as i64)
+        .bind(&columns.overlap)
+        .bind(&columns.catch_up)
+        .bind(&columns.queue)
+        .bind(columns.priority as i64)
         .bind(format_ts(next_fire_at))
         .bind(now)
 }
@@ -62,7 +62,6 @@ impl ScheduleStore for SqliteWorld {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12)
              ON CONFLICT (name) DO NOTHING",
             ),
-            spec,
             &columns,
             next_fire_at,
             &now,
@@ -104,7 +103,6 @@ impl ScheduleStore for SqliteWorld {
                 OR catch_up IS NOT excluded.catch_up OR queue IS NOT excluded.queue
                 OR priority IS NOT excluded.priority",
             ),
-            spec,
             &columns,
             next_fire_at,
             &now,
@@ -174,95 +172,11 @@ impl ScheduleStore for SqliteWorld {
         workflows: &[(String, u32)],
     ) -> EngineResult<Vec<FiredRun>> {
         let now_text = format_ts(now);
-        let versions: HashMap<&str, u32> = workflows
-            .iter()
-            .map(|(name, version)| (name.as_str(), *version))
-            .collect();
         let mut writer = self.writer().await?;
         let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
-        let rows = sqlx::query(
-            "SELECT * FROM workflow_schedules
-             WHERE NOT paused AND (next_fire_at <= ?1 OR queued_tick IS NOT NULL)
-             ORDER BY next_fire_at LIMIT 100",
-        )
-        .bind(&now_text)
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut fired = Vec::new();
-        for row in &rows {
-            let schedule = schedule_from_row(row)?;
-            let Some(version) = versions.get(schedule.spec.workflow.as_str()) else {
-                continue; // Another process may know this workflow.
-            };
-            let previous_running = match schedule.last_run_id {
-                Some(run_id) => {
-                    let status: Option<String> =
-                        sqlx::query_scalar("SELECT status FROM workflow_runs WHERE id = ?1")
-                            .bind(run_id.to_string())
-                            .fetch_optional(&mut *tx)
-                            .await?;
-                    status.is_some_and(|s| !decode_status(&s).is_ok_and(RunStatus::is_terminal))
-                }
-                None => false,
-            };
-            let plan = plan_fires(
-                &schedule.spec,
-                schedule.next_fire_at,
-                schedule.queued_tick,
-                previous_running,
-                now,
-            );
-            let mut last = None;
-            for tick in &plan.fire {
-                let key = tick_idempotency_key(&schedule.spec.name, *tick);
-                let metadata = serde_json::json!({"schedule": schedule.spec.name, "tick": tick});
-                let new_id = RunId::new();
-                sqlx::query(
-                    "INSERT INTO workflow_runs (id, workflow, workflow_version, input,
-                         idempotency_key, queue, priority, metadata, status, wake_at, created_at,
-                         updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9, ?9, ?9)
-                     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
-                )
-                .bind(new_id.to_string())
-                .bind(&schedule.spec.workflow)
-                .bind(*version as i64)
-                .bind(schedule.spec.input.to_string())
-                .bind(&key)
-                .bind(&schedule.spec.queue)
-                .bind(schedule.spec.priority as i64)
-                .bind(metadata.to_string())
-                .bind(&now_text)
-                .execute(&mut *tx)
+        let fired =
+            schedules::fire_due_schedules(&mut WriteTx::new(&mut tx, &now_text), now, workflows)
                 .await?;
-                let run_id: String =
-                    sqlx::query_scalar("SELECT id FROM workflow_runs WHERE idempotency_key = ?1")
-                        .bind(&key)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                let run_id = parse_run_id(&run_id)?;
-                fired.push(FiredRun {
-                    schedule: schedule.spec.name.clone(),
-                    tick: *tick,
-                    run_id,
-                });
-                last = Some((*tick, run_id));
-            }
-            sqlx::query(
-                "UPDATE workflow_schedules SET next_fire_at = ?2, queued_tick = ?3,
-                     last_fire_at = COALESCE(?4, last_fire_at),
-                     last_run_id = COALESCE(?5, last_run_id), updated_at = ?6
-                 WHERE name = ?1",
-            )
-            .bind(&schedule.spec.name)
-            .bind(format_ts(plan.next_fire_at))
-            .bind(plan.queued_tick.map(format_ts))
-            .bind(last.map(|(tick, _)| format_ts(tick)))
-            .bind(last.map(|(_, run_id)| run_id.to_string()))
-            .bind(&now_text)
-            .execute(&mut *tx)
-            .await?;
-        }
         tx.commit().await?;
         Ok(fired)
     }
@@ -289,5 +203,94 @@ impl ScheduleStore for SqliteWorld {
         .fetch_all(&self.readers)
         .await?;
         rows.iter().map(run_from_row).collect()
+    }
+}
+
+#[async_trait]
+impl ScheduleTx for WriteTx<'_> {
+    /// Differs from Postgres by locking nothing: this transaction is the only writer, so
+    /// no other scheduler fires these schedules meanwhile.
+    async fn due_schedules(
+        &mut self,
+        now: DateTime<Utc>,
+        workflows: &[String],
+    ) -> EngineResult<Vec<ScheduleRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM workflow_schedules
+             WHERE NOT paused AND (next_fire_at <= ?1 OR queued_tick IS NOT NULL)
+               AND workflow IN (SELECT value FROM json_each(?2))
+             ORDER BY next_fire_at LIMIT 100",
+        )
+        .bind(format_ts(now))
+        .bind(serde_json::to_string(workflows)?)
+        .fetch_all(&mut *self.conn)
+        .await?;
+        rows.iter().map(schedule_from_row).collect()
+    }
+
+    async fn run_status(&mut self, run_id: RunId) -> EngineResult<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT status FROM workflow_runs WHERE id = ?1")
+                .bind(run_id.to_string())
+                .fetch_optional(&mut *self.conn)
+                .await?,
+        )
+    }
+
+    async fn insert_tick_run(
+        &mut self,
+        spec: &ScheduleSpec,
+        workflow_version: u32,
+        key: &str,
+        metadata: &Value,
+        new_id: RunId,
+    ) -> EngineResult<RunId> {
+        sqlx::query(
+            "INSERT INTO workflow_runs (id, workflow, workflow_version, input,
+                 idempotency_key, queue, priority, metadata, status, wake_at, created_at,
+                 updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9, ?9, ?9)
+             ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
+        )
+        .bind(new_id.to_string())
+        .bind(&spec.workflow)
+        .bind(workflow_version as i64)
+        .bind(spec.input.to_string())
+        .bind(key)
+        .bind(&spec.queue)
+        .bind(spec.priority as i64)
+        .bind(metadata.to_string())
+        .bind(self.now)
+        .execute(&mut *self.conn)
+        .await?;
+        let run_id: String =
+            sqlx::query_scalar("SELECT id FROM workflow_runs WHERE idempotency_key = ?1")
+                .bind(key)
+                .fetch_one(&mut *self.conn)
+                .await?;
+        parse_run_id(&run_id)
+    }
+
+    async fn advance(
+        &mut self,
+        name: &str,
+        plan: &FirePlan,
+        last: Option<(DateTime<Utc>, RunId)>,
+    ) -> EngineResult<()> {
+        sqlx::query(
+            "UPDATE workflow_schedules SET next_fire_at = ?2, queued_tick = ?3,
+                 last_fire_at = COALESCE(?4, last_fire_at),
+                 last_run_id = COALESCE(?5, last_run_id), updated_at = ?6
+             WHERE name = ?1",
+        )
+        .bind(name)
+        .bind(format_ts(plan.next_fire_at))
+        .bind(plan.queued_tick.map(format_ts))
+        .bind(last.map(|(tick, _)| format_ts(tick)))
+        .bind(last.map(|(_, run_id)| run_id.to_string()))
+        .bind(self.now)
+        .execute(&mut *self.conn)
+        .await?;
+        Ok(())
     }
 }
