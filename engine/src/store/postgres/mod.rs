@@ -2,12 +2,16 @@
 //! `FOR UPDATE SKIP LOCKED`; fenced writes lock their runs' rows (in id order, so two
 //! batches never deadlock) and check the lease epoch; wake-ups go out with `NOTIFY`.
 //!
-//! One file per concern, each beside its SQLite twin in `../sqlite/`.
+//! One file per concern, each beside its SQLite twin in `../sqlite/`, plus `listen.rs`,
+//! the wake source SQLite does not have.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 
 use crate::error::EngineResult;
 use crate::store::{refuse_newer_schema, Backend, World};
@@ -18,6 +22,7 @@ mod budgets;
 mod claim;
 mod documents;
 mod events;
+mod listen;
 mod logs;
 mod queues;
 mod rows;
@@ -35,6 +40,8 @@ const IDLE_IN_TRANSACTION_TIMEOUT: &str = "5s";
 /// PostgreSQL-backed [`World`].
 pub struct PostgresWorld {
     pool: PgPool,
+    /// How the pool's connections were opened; the wake listener opens its own with them.
+    options: PgConnectOptions,
 }
 
 impl PostgresWorld {
@@ -55,17 +62,23 @@ impl PostgresWorld {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
         check_schema_not_newer(&pool).await?;
         MIGRATOR.run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self { pool, options })
     }
 }
 
 impl World for PostgresWorld {
     fn backend(&self) -> Backend {
         Backend::Postgres
+    }
+
+    /// `LISTEN`s on [`WAKE_CHANNEL`] on a connection of its own, opened with this
+    /// world's connect options (see `listen.rs`).
+    fn spawn_wake_listener(&self, wake: Arc<Notify>) -> Option<JoinHandle<()>> {
+        Some(listen::spawn_wake_listener(self.options.clone(), wake))
     }
 }
 
