@@ -1,5 +1,5 @@
 //! [`EventStore`]: events, delivered once per key, that wake the runs waiting for them;
-//! and event delivery written once over the per-dialect primitives of [`EventTx`].
+//! and event delivery written once over the per-dialect primitives of `EventTx`.
 
 use async_trait::async_trait;
 use serde_json::Value;

@@ -1,5 +1,5 @@
 //! [`RunStore`]: runs, their leases and their journals — the heart of the port; and
-//! pruning, written once over the per-dialect primitives of [`Prune`] and [`PruneTx`].
+//! pruning, written once over the per-dialect primitives of `Prune` and `PruneTx`.
 
 use std::time::Duration;
 

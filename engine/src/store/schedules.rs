@@ -1,5 +1,5 @@
 //! [`ScheduleStore`]: cron and interval schedules, and the runs their ticks start; and
-//! [`fire_due_schedules`], written once over the per-dialect primitives of [`ScheduleTx`]
+//! `fire_due_schedules`, written once over the per-dialect primitives of `ScheduleTx`
 //! (the pure policy is [`plan_fires`]).
 
 use std::collections::HashMap;
