@@ -128,7 +128,8 @@ pub async fn run(url: &str, args: BenchArgs) -> Result<()> {
 
     if args.history > 0 {
         let age = chrono::Duration::from_std(args.history_age)?;
-        world
+        morpheus_engine::store::connect_bench(&bench_url)
+            .await?
             .seed_finished_runs("bench.history", args.history, Utc::now() - age)
             .await?;
     }

@@ -139,15 +139,13 @@ mod lease;
 pub mod logs;
 pub mod model;
 mod outage;
-pub mod postgres;
 pub mod retry;
 pub mod runtime;
 pub mod schedule;
 pub mod scheduler;
-pub mod sqlite;
+pub mod store;
 pub mod worker;
 pub mod workflow;
-pub mod world;
 
 pub use async_trait::async_trait;
 pub use batch::child_finished_event_key;
@@ -165,6 +163,13 @@ pub use retry::RetryPolicy;
 pub use runtime::{RunningRuntime, Runtime};
 pub use schedule::{CatchUp, FiredRun, Overlap, ScheduleRecord, ScheduleSpec, Trigger};
 pub use scheduler::run_scheduler;
+/// The storage port under its earlier name: `morpheus_engine::world::World` is
+/// [`store::World`].
+pub use store as world;
+pub use store::{postgres, sqlite};
+pub use store::{
+    Backend, BudgetStore, ClaimRequest, DocumentStore, EventStore, LogStore, QueueStore, RunStore,
+    ScheduleStore, World,
+};
 pub use worker::{Worker, WorkerConfig};
 pub use workflow::{DynWorkflow, Workflow, WorkflowError, WorkflowRegistry, WorkflowResult};
-pub use world::{Backend, ClaimRequest, World};

@@ -273,63 +273,75 @@ pub struct FiredRun {
     pub run_id: crate::RunId,
 }
 
-/// A schedule's definition as stored in its row's columns.
+/// A schedule's definition as stored in its row's columns: [`ScheduleColumns::of`] for
+/// writing one, [`ScheduleColumns::into_spec`] for reading one back.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct ScheduleColumns {
+    pub name: String,
+    pub workflow: String,
+    pub input: Value,
+    /// Set for a cron trigger, with `timezone`; `every_ms` is then `None`.
     pub cron_expr: Option<String>,
     pub timezone: Option<String>,
+    /// Set for an interval trigger; `cron_expr` is then `None`.
     pub every_ms: Option<i64>,
-    pub overlap: &'static str,
-    pub catch_up: &'static str,
+    pub overlap: String,
+    pub catch_up: String,
+    pub queue: String,
+    pub priority: i32,
 }
 
 impl ScheduleColumns {
+    /// The columns that store `spec`.
     pub fn of(spec: &ScheduleSpec) -> Self {
         let (cron_expr, timezone, every_ms) = match &spec.trigger {
             Trigger::Cron { expr, timezone } => (Some(expr.clone()), timezone.clone(), None),
             Trigger::Every { every_ms } => (None, None, Some(*every_ms as i64)),
         };
         Self {
+            name: spec.name.clone(),
+            workflow: spec.workflow.clone(),
+            input: spec.input.clone(),
             cron_expr,
             timezone,
             every_ms,
-            overlap: spec.overlap.as_str(),
-            catch_up: spec.catch_up.as_str(),
+            overlap: spec.overlap.as_str().to_owned(),
+            catch_up: spec.catch_up.as_str().to_owned(),
+            queue: spec.queue.clone(),
+            priority: spec.priority,
         }
     }
-}
 
-/// Rebuilds a definition from stored columns.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn spec_from_columns(
-    name: String,
-    workflow: String,
-    input: Value,
-    cron_expr: Option<String>,
-    timezone: Option<String>,
-    every_ms: Option<i64>,
-    overlap: &str,
-    catch_up: &str,
-    queue: String,
-    priority: i32,
-) -> Result<ScheduleSpec, String> {
-    let trigger = match (cron_expr, every_ms) {
-        (Some(expr), None) => Trigger::Cron { expr, timezone },
-        (None, Some(every_ms)) => Trigger::Every {
-            every_ms: every_ms as u64,
-        },
-        _ => return Err(format!("schedule '{name}' has no single trigger")),
-    };
-    Ok(ScheduleSpec {
-        name,
-        workflow,
-        input,
-        trigger,
-        overlap: overlap.parse()?,
-        catch_up: catch_up.parse()?,
-        queue,
-        priority,
-    })
+    /// Rebuilds the definition these columns store; a row with no single trigger or an
+    /// unknown policy name is refused with a reason.
+    pub fn into_spec(self) -> Result<ScheduleSpec, String> {
+        let trigger = match (self.cron_expr, self.every_ms) {
+            (Some(expr), None) => Trigger::Cron {
+                expr,
+                timezone: self.timezone,
+            },
+            (None, Some(every_ms)) => Trigger::Every {
+                every_ms: every_ms as u64,
+            },
+            _ => return Err(format!("schedule '{}' has no single trigger", self.name)),
+        };
+        Ok(ScheduleSpec {
+            overlap: self
+                .overlap
+                .parse::<Overlap>()
+                .map_err(|error| error.to_string())?,
+            catch_up: self
+                .catch_up
+                .parse::<CatchUp>()
+                .map_err(|error| error.to_string())?,
+            name: self.name,
+            workflow: self.workflow,
+            input: self.input,
+            trigger,
+            queue: self.queue,
+            priority: self.priority,
+        })
+    }
 }
 
 /// Checks a definition before it is stored.
