@@ -11,8 +11,8 @@ use anyhow::{bail, Context, Result};
 use chrono::Utc;
 use futures::StreamExt;
 use morpheus_engine::{
-    async_trait, ClaimRequest, Ctx, Engine, ExecutorRegistry, RunFilter, RunId, RunStatus,
-    RunningRuntime, Runtime, WorkerConfig, Workflow, WorkflowRegistry, WorkflowResult, World,
+    async_trait, ClaimRequest, Ctx, Engine, RunFilter, RunId, RunStatus, RunningRuntime, Runtime,
+    WorkerConfig, Workflow, WorkflowRegistry, WorkflowResult, World,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -106,12 +106,9 @@ pub async fn run(url: &str, args: BenchArgs) -> Result<()> {
     let world = open(&bench_url).await?;
     let mut workflows = WorkflowRegistry::new();
     workflows.register(BenchNoop);
-    let engine = Engine::with_listen_url(
-        world.clone(),
-        workflows.clone(),
-        ExecutorRegistry::new(),
-        &bench_url,
-    );
+    let engine = Engine::builder(world.clone())
+        .workflows(workflows.clone())
+        .build();
     // A queue of its own, so runs left in a reused database never mix in.
     let queue = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let mut config = WorkerConfig::for_backend(world.backend());

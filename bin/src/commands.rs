@@ -241,7 +241,7 @@ async fn up(url: &str, args: UpArgs, config: &Config) -> Result<()> {
         executors = ?executors.kinds(),
         "morpheus up"
     );
-    let engine = Engine::with_listen_url(world, workflows, executors, url);
+    let engine = Engine::new(world, workflows, executors);
     // The worker and the scheduler, stopped together by SIGTERM or Ctrl-C.
     Runtime::new(engine)
         .worker_config(config)

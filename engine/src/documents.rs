@@ -2,7 +2,7 @@
 //! version for compare-and-set writes. It lets workflows keep their own domain records
 //! (a deployment spec, a snapshot, the status of a deploy) in the engine's database
 //! without writing SQL: both adapters implement the same four [`World`] methods and one
-//! conformance suite (`engine/tests/documents.rs`) holds them to the same behaviour.
+//! conformance suite (`engine/tests/conformance/documents.rs`) holds them to the same behaviour.
 //!
 //! [`Documents`] is the typed handle workflows and tools use. Inside a workflow, get it
 //! from [`Ctx::documents`](crate::Ctx::documents) and call it **inside a step**: the
@@ -72,7 +72,7 @@ pub struct Document {
     pub updated_at: DateTime<Utc>,
 }
 
-/// Which documents [`World::list_documents`] returns: one collection, newest first
+/// Which documents [`DocumentStore::list_documents`](crate::DocumentStore::list_documents) returns: one collection, newest first
 /// (by creation time, then key), optionally only those whose top-level `field` is the
 /// JSON string `value`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -12,11 +12,10 @@ use crate::error::{EngineError, EngineResult};
 use crate::executor::{Executor, ExecutorRegistry};
 use crate::ids::RunId;
 use crate::model::{NewRun, RunRecord, RunStatus, StartedRun};
-use crate::outage::OutageReporter;
 use crate::postgres::PostgresWorld;
 use crate::sqlite::SqliteWorld;
+use crate::store::{Backend, World};
 use crate::workflow::{Workflow, WorkflowRegistry};
-use crate::world::World;
 
 /// Opens the database named by `url`, refusing a schema newer than this binary and
 /// applying pending migrations.
@@ -28,12 +27,10 @@ use crate::world::World;
 /// - `postgres://user:password@host:5432/database` (or `postgresql://…`) — a server
 ///   shared by any number of processes on any number of hosts.
 pub async fn connect(url: &str) -> EngineResult<Arc<dyn World>> {
-    if url.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteWorld::connect(url).await?))
-    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(PostgresWorld::connect(url, 16).await?))
-    } else {
-        Err(EngineError::UnsupportedUrl(url.to_owned()))
+    match Backend::of_url(url) {
+        Some(Backend::Sqlite) => Ok(Arc::new(SqliteWorld::connect(url).await?)),
+        Some(Backend::Postgres) => Ok(Arc::new(PostgresWorld::connect(url, 16).await?)),
+        None => Err(EngineError::UnsupportedUrl(url.to_owned())),
     }
 }
 
@@ -42,7 +39,6 @@ struct Inner {
     workflows: WorkflowRegistry,
     executors: ExecutorRegistry,
     wake: Arc<Notify>,
-    postgres_url: Option<String>,
 }
 
 /// The engine of one process. Cheap to clone.
@@ -65,26 +61,6 @@ impl Engine {
                 workflows,
                 executors,
                 wake: Arc::new(Notify::new()),
-                postgres_url: None,
-            }),
-        }
-    }
-
-    /// Like [`Engine::new`], remembering the Postgres URL so workers can `LISTEN` for
-    /// wake-ups on a dedicated connection.
-    pub fn with_listen_url(
-        world: Arc<dyn World>,
-        workflows: WorkflowRegistry,
-        executors: ExecutorRegistry,
-        url: &str,
-    ) -> Self {
-        let engine = Self::new(world, workflows, executors);
-        let inner = Arc::into_inner(engine.inner).expect("fresh engine");
-        Self {
-            inner: Arc::new(Inner {
-                postgres_url: (url.starts_with("postgres://") || url.starts_with("postgresql://"))
-                    .then(|| url.to_owned()),
-                ..inner
             }),
         }
     }
@@ -224,49 +200,12 @@ impl Engine {
             .prepare(workflow, input, idempotency_key)
     }
 
-    /// On Postgres, a task forwarding `NOTIFY`s to the wake signal.
-    pub(crate) async fn spawn_wake_listener(&self) -> Option<tokio::task::JoinHandle<()>> {
-        let url = self.inner.postgres_url.clone()?;
-        let wake = self.inner.wake.clone();
-        Some(tokio::spawn(async move {
-            let mut failures = 0u32;
-            let mut outage = OutageReporter::new("LISTEN", std::time::Duration::from_secs(30));
-            loop {
-                match sqlx::postgres::PgListener::connect(&url).await {
-                    Ok(mut listener) => {
-                        if listener.listen(crate::postgres::WAKE_CHANNEL).await.is_ok() {
-                            failures = 0;
-                            outage.success();
-                            // After (re)connecting, notifications may have been missed.
-                            wake.notify_one();
-                            loop {
-                                match listener.try_recv().await {
-                                    Ok(Some(_)) => wake.notify_one(),
-                                    // The connection dropped; the next call reconnects and
-                                    // LISTENs again, and anything sent meanwhile was lost:
-                                    // look for work now rather than at the next poll.
-                                    Ok(None) => {
-                                        tracing::info!("LISTEN connection lost; reconnecting");
-                                        wake.notify_one();
-                                    }
-                                    Err(error) => {
-                                        outage.failure(&error, None);
-                                        break;
-                                    }
-                                }
-                            }
-                        }
-                    }
-                    Err(error) => {
-                        failures += 1;
-                        // Workers keep polling meanwhile.
-                        outage.failure(&error, None);
-                    }
-                }
-                let backoff = std::time::Duration::from_millis(500 * 2u64.pow(failures.min(5)));
-                tokio::time::sleep(backoff).await;
-            }
-        }))
+    /// Where the store can tell this process about work written by others (Postgres
+    /// `NOTIFY`), a task forwarding those wake-ups to the wake signal.
+    pub(crate) fn spawn_wake_listener(&self) -> Option<tokio::task::JoinHandle<()>> {
+        self.inner
+            .world
+            .spawn_wake_listener(self.inner.wake.clone())
     }
 }
 

@@ -108,8 +108,10 @@
 //! Read the modules in this order:
 //!
 //! 1. [`model`] — runs, steps, logs and the fenced writes a worker makes.
-//! 2. [`world`] — `World`, the storage port, with [`sqlite`] (embedded default) and
-//!    [`postgres`] adapters that share one conformance suite.
+//! 2. [`store`] — the storage port: one small trait per concern (runs, events, queues,
+//!    schedules, logs, budgets, documents) under the `World` umbrella, with the
+//!    [`sqlite`] (embedded default) and [`postgres`] adapters as mirror trees that share
+//!    their procedures and one conformance suite (`engine/tests/conformance/`).
 //! 3. [`workflow`] and [`ctx`] — the `Workflow` trait and the durable context
 //!    (memoized steps, retries at persisted times, durable sleep, events, children).
 //! 4. [`executor`] — pluggable effectful adapters, called from steps.

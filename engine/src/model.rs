@@ -598,7 +598,7 @@ pub struct QueueInfo {
     /// The queue's name, as runs and workers refer to it.
     pub name: String,
     /// Most runs holding a slot at once across all workers (`None`: unlimited); see
-    /// [`World::set_queue_limit`](crate::World::set_queue_limit).
+    /// [`QueueStore::set_queue_limit`](crate::QueueStore::set_queue_limit).
     pub concurrency_limit: Option<u32>,
     /// Runs running now.
     pub running: u64,

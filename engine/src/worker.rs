@@ -106,7 +106,7 @@ impl Worker {
         let in_flight: Arc<Mutex<HashMap<RunId, InFlight>>> = Default::default();
         let mut tasks = JoinSet::new();
 
-        let listener_task = engine.spawn_wake_listener().await;
+        let listener_task = engine.spawn_wake_listener();
         let heartbeat_task =
             tokio::spawn(heartbeat(engine.clone(), config.clone(), in_flight.clone()));
 

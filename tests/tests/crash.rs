@@ -853,7 +853,7 @@ fn unreachable_postgres_error_names_the_cause() {
 }
 
 /// A worker frozen (SIGSTOP, VM pause, long stall) *inside* a database transaction keeps
-/// its row locks: `PostgresWorld::apply` (engine/src/postgres.rs) takes
+/// its row locks: `PostgresWorld::apply` (engine/src/store/postgres/apply.rs) takes
 /// `SELECT … FOR UPDATE` on the run before writing each batch (a log line is enough), and
 /// claims use `FOR UPDATE SKIP LOCKED`, so no other worker can ever claim the run while
 /// the frozen one lives; the lease expiring does not help. The server could end such
