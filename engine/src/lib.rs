@@ -46,10 +46,12 @@ pub mod world;
 
 pub use async_trait::async_trait;
 pub use batch::child_finished_event_key;
+pub use batch::ChildFinished;
 pub use ctx::{ChildRun, Ctx, StepBuilder, StepContext};
 pub use documents::{Document, DocumentQuery, Documents, Versioned};
 pub use engine::{connect, Engine};
 pub use error::{EngineError, EngineResult, ResultExt, StepError};
+pub use error::{ErrorCode, StepFailure};
 pub use executor::{
     ExecError, ExecOutput, ExecRequest, Executor, ExecutorRegistry, LeaseCheck, LogSink,
 };
@@ -61,4 +63,5 @@ pub use schedule::{CatchUp, FiredRun, Overlap, ScheduleRecord, ScheduleSpec, Tri
 pub use scheduler::run_scheduler;
 pub use worker::{Worker, WorkerConfig};
 pub use workflow::{DynWorkflow, Workflow, WorkflowError, WorkflowRegistry, WorkflowResult};
+pub use workflow::InvalidInput;
 pub use world::{Backend, ClaimRequest, World};

@@ -96,7 +96,7 @@ async fn check_schema_not_newer(pool: &PgPool) -> EngineResult<()> {
 
 fn decode_status(text: &str) -> EngineResult<RunStatus> {
     text.parse()
-        .map_err(|error: String| EngineError::Database(sqlx::Error::Decode(error.into())))
+        .map_err(|error: crate::error::UnknownName| EngineError::Database(sqlx::Error::Decode(error.into())))
 }
 
 /// Claims up to `take` due runs of one queue in one of `statuses`, by priority and due
@@ -220,7 +220,7 @@ fn step_from_row(row: &PgRow) -> EngineResult<StepRecord> {
         seq: row.try_get::<i32, _>("seq")? as i64,
         status: status
             .parse()
-            .map_err(|error: String| EngineError::Database(sqlx::Error::Decode(error.into())))?,
+            .map_err(|error: crate::error::UnknownName| EngineError::Database(sqlx::Error::Decode(error.into())))?,
         output: row.try_get("output")?,
         error: row.try_get("error")?,
         attempts: row.try_get("attempts")?,

@@ -294,7 +294,7 @@ fn step_from_row(row: &SqliteRow) -> EngineResult<StepRecord> {
         seq: row.try_get("seq")?,
         status: status
             .parse()
-            .map_err(|error: String| EngineError::Database(sqlx::Error::Decode(error.into())))?,
+            .map_err(|error: crate::error::UnknownName| EngineError::Database(sqlx::Error::Decode(error.into())))?,
         output: parse_json(row.try_get("output")?)?,
         error: row.try_get("error")?,
         attempts: row.try_get::<i64, _>("attempts")? as i32,
