@@ -22,6 +22,11 @@ impl Dec {
     /// Zero.
     pub const ZERO: Dec = Dec(0);
 
+    /// The amount with this many 10⁻¹⁸ units (how the chain's decimals count too).
+    pub fn from_atto(atto: u128) -> Self {
+        Dec(atto)
+    }
+
     /// A whole number.
     pub fn whole(value: u128) -> Self {
         Dec(value * SCALE)
