@@ -51,14 +51,16 @@ pub use ctx::{ChildRun, Ctx, StepBuilder, StepContext};
 pub use documents::{Document, DocumentQuery, Documents, Versioned};
 pub use engine::{connect, Engine};
 pub use error::{EngineError, EngineResult, ResultExt, StepError};
-pub use error::{ErrorCode, StepFailure};
+pub use error::{ErrorCode, StepFailure, UnknownName};
 pub use executor::{
     ExecError, ExecOutput, ExecRequest, Executor, ExecutorRegistry, LeaseCheck, LogSink,
 };
 pub use ids::RunId;
+pub use ids::InvalidRunId;
 pub use logs::StepLogLayer;
 pub use model::*;
 pub use retry::RetryPolicy;
+pub use retry::InvalidRetryPolicy;
 pub use schedule::{CatchUp, FiredRun, Overlap, ScheduleRecord, ScheduleSpec, Trigger};
 pub use scheduler::run_scheduler;
 pub use worker::{Worker, WorkerConfig};
