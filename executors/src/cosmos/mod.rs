@@ -98,12 +98,12 @@ use async_trait::async_trait;
 use morpheus_engine::{ErrorCode, ExecError, ExecOutput, ExecRequest, Executor, StepError};
 
 pub use akash::{
-    parse_deployment_xid, DepositIntent, DepositSource, EscrowAccountId, EscrowScope,
+    parse_deployment_xid, DepositIntent, DepositSource, EscrowAccountId, EscrowScope, InvalidEscrowId,
     MsgAccountDeposit, MsgDepositDeployment, MSG_ACCOUNT_DEPOSIT_TYPE_URL,
     MSG_DEPOSIT_DEPLOYMENT_TYPE_URL,
 };
 pub use akash::{DeploymentId, Deposit};
-pub use amount::{validate_denom, Coin, DecCoin, Decimal};
+pub use amount::{validate_denom, AmountError, Coin, DecCoin, Decimal};
 pub use config::{
     ConfigError, CosmosConfig, DeploymentsApi, Gas, KeySource, LeasesApi, MsgVersion, Timeouts,
 };
@@ -114,7 +114,7 @@ pub use ops::{
     SEQUENCE_MISMATCH, SEQUENCE_MISMATCH_PREFIX, TX_FAILED, TX_FAILED_PREFIX, TX_REJECTED,
     TX_REJECTED_PREFIX,
 };
-pub use tx::{tx_hash, tx_sequence, SignedTx};
+pub use tx::{tx_hash, tx_sequence, SignedTx, TxDecodeError};
 
 use ops::{Call, Client};
 

@@ -14,7 +14,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{json, Value};
 
 use super::akash::DepositIntent;
-use super::amount::{Coin, Decimal};
+use super::amount::{AmountError, Coin, Decimal};
 use super::config::{DeploymentsApi, FeePolicy, Gas, Settings};
 use super::keys::Signer;
 use super::rest::{encode_query, u64_field, Rest, RestError};
@@ -668,7 +668,7 @@ impl Client {
                 .and_then(Value::as_str)
                 .unwrap_or("0")
                 .parse()
-                .map_err(|error: String| malformed(&format!("a valid escrow amount ({error})")))
+                .map_err(|error: AmountError| malformed(&format!("a valid escrow amount ({error})")))
         };
         let (escrow_state, funds, settled_at) = match self.settings.deployments_api {
             DeploymentsApi::V1beta4 => {
@@ -770,7 +770,7 @@ impl Client {
                 .and_then(Value::as_str)
                 .ok_or_else(|| malformed("lease.price.amount"))?
                 .parse()
-                .map_err(|error: String| malformed(&format!("a valid price ({error})")))?;
+                .map_err(|error: AmountError| malformed(&format!("a valid price ({error})")))?;
             let entry = sums.entry(dseq).or_insert((Decimal::ZERO, 0));
             entry.0 = entry
                 .0
