@@ -305,7 +305,8 @@ mod tests {
             child_finished_payload("failed", None, Some("boom")),
             serde_json::json!({ "status": "failed", "output": null, "error": "boom" })
         );
-        let stored = serde_json::json!({ "status": "cancelled", "output": null, "error": "by operator" });
+        let stored =
+            serde_json::json!({ "status": "cancelled", "output": null, "error": "by operator" });
         let read: ChildFinished = serde_json::from_value(stored.clone()).unwrap();
         assert_eq!(read.status, RunStatus::Cancelled);
         assert_eq!(read.to_value(), stored);

@@ -13,7 +13,9 @@ use crate::ids::RunId;
 /// a constant, so a workflow in another crate matches the code instead of a message
 /// prefix. Codes are part of the raising crate's contract: renaming one is a breaking
 /// change, rewording the message is not.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(transparent)]
 pub struct ErrorCode(Cow<'static, str>);
 

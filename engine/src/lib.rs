@@ -55,15 +55,15 @@ pub use error::{ErrorCode, StepFailure, UnknownName};
 pub use executor::{
     ExecError, ExecOutput, ExecRequest, Executor, ExecutorRegistry, LeaseCheck, LogSink,
 };
-pub use ids::RunId;
 pub use ids::InvalidRunId;
+pub use ids::RunId;
 pub use logs::StepLogLayer;
 pub use model::*;
-pub use retry::RetryPolicy;
 pub use retry::InvalidRetryPolicy;
+pub use retry::RetryPolicy;
 pub use schedule::{CatchUp, FiredRun, Overlap, ScheduleRecord, ScheduleSpec, Trigger};
 pub use scheduler::run_scheduler;
 pub use worker::{Worker, WorkerConfig};
-pub use workflow::{DynWorkflow, Workflow, WorkflowError, WorkflowRegistry, WorkflowResult};
 pub use workflow::InvalidInput;
+pub use workflow::{DynWorkflow, Workflow, WorkflowError, WorkflowRegistry, WorkflowResult};
 pub use world::{Backend, ClaimRequest, World};

@@ -82,8 +82,7 @@ impl FromStr for RunStatus {
             .find(|status| status.as_str() == text)
             .ok_or_else(|| {
                 let names: Vec<_> = Self::ALL.iter().map(|s| s.as_str()).collect();
-                UnknownName::new("status", text)
-                    .expected(format!("one of: {}", names.join(", ")))
+                UnknownName::new("status", text).expected(format!("one of: {}", names.join(", ")))
             })
     }
 }
@@ -332,8 +331,10 @@ impl FromStr for LogLevel {
             "info" => Ok(Self::Info),
             "warn" | "warning" => Ok(Self::Warn),
             "error" => Ok(Self::Error),
-            _ => Err(UnknownName::new("log level", text)
-                .expected("trace, debug, info, warn or error")),
+            _ => {
+                Err(UnknownName::new("log level", text)
+                    .expected("trace, debug, info, warn or error"))
+            }
         }
     }
 }

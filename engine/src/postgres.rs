@@ -95,8 +95,9 @@ async fn check_schema_not_newer(pool: &PgPool) -> EngineResult<()> {
 }
 
 fn decode_status(text: &str) -> EngineResult<RunStatus> {
-    text.parse()
-        .map_err(|error: crate::error::UnknownName| EngineError::Database(sqlx::Error::Decode(error.into())))
+    text.parse().map_err(|error: crate::error::UnknownName| {
+        EngineError::Database(sqlx::Error::Decode(error.into()))
+    })
 }
 
 /// Claims up to `take` due runs of one queue in one of `statuses`, by priority and due
@@ -218,9 +219,9 @@ fn step_from_row(row: &PgRow) -> EngineResult<StepRecord> {
         run_id: RunId(row.try_get("run_id")?),
         step_key: row.try_get("step_key")?,
         seq: row.try_get::<i32, _>("seq")? as i64,
-        status: status
-            .parse()
-            .map_err(|error: crate::error::UnknownName| EngineError::Database(sqlx::Error::Decode(error.into())))?,
+        status: status.parse().map_err(|error: crate::error::UnknownName| {
+            EngineError::Database(sqlx::Error::Decode(error.into()))
+        })?,
         output: row.try_get("output")?,
         error: row.try_get("error")?,
         attempts: row.try_get("attempts")?,

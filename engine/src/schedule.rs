@@ -10,10 +10,10 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::error::UnknownName;
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use crate::error::UnknownName;
 
 /// A tick later than this after its time counts as missed (downtime, not scheduling
 /// jitter) for [`CatchUp::SkipMissed`].
@@ -326,8 +326,12 @@ pub(crate) fn spec_from_columns(
         workflow,
         input,
         trigger,
-        overlap: overlap.parse().map_err(|error: UnknownName| error.to_string())?,
-        catch_up: catch_up.parse().map_err(|error: UnknownName| error.to_string())?,
+        overlap: overlap
+            .parse()
+            .map_err(|error: UnknownName| error.to_string())?,
+        catch_up: catch_up
+            .parse()
+            .map_err(|error: UnknownName| error.to_string())?,
         queue,
         priority,
     })

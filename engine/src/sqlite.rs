@@ -292,9 +292,9 @@ fn step_from_row(row: &SqliteRow) -> EngineResult<StepRecord> {
         run_id: parse_run_id(&run_id)?,
         step_key: row.try_get("step_key")?,
         seq: row.try_get("seq")?,
-        status: status
-            .parse()
-            .map_err(|error: crate::error::UnknownName| EngineError::Database(sqlx::Error::Decode(error.into())))?,
+        status: status.parse().map_err(|error: crate::error::UnknownName| {
+            EngineError::Database(sqlx::Error::Decode(error.into()))
+        })?,
         output: parse_json(row.try_get("output")?)?,
         error: row.try_get("error")?,
         attempts: row.try_get::<i64, _>("attempts")? as i32,

@@ -156,8 +156,9 @@ async fn a_malformed_answer_fails_the_step_instead_of_becoming_a_default(world: 
     assert_eq!(run.status, RunStatus::Failed, "{run:?}");
     let error = run.error.unwrap_or_default();
     assert!(
-        error.starts_with("step 'read' failed: executor 'oracle' answered with output that does not decode as ")
-            && error.contains("Height"),
+        error.starts_with(
+            "step 'read' failed: executor 'oracle' answered with output that does not decode as "
+        ) && error.contains("Height"),
         "{error}"
     );
     assert_eq!(calls, 1, "a permanent failure is not retried");

@@ -85,7 +85,9 @@ impl Workflow for Shell {
         let mut names = HashSet::new();
         for (index, step) in input.steps.iter().enumerate() {
             if step.name.trim().is_empty() {
-                return Err(InvalidInput::new(format!("steps[{index}].name: must not be empty")));
+                return Err(InvalidInput::new(format!(
+                    "steps[{index}].name: must not be empty"
+                )));
             }
             if step.name.starts_with('$') || step.name.contains('#') {
                 return Err(InvalidInput::new(format!(
@@ -100,7 +102,9 @@ impl Workflow for Shell {
                 )));
             }
             if step.run.trim().is_empty() {
-                return Err(InvalidInput::new(format!("steps[{index}].run: must not be empty")));
+                return Err(InvalidInput::new(format!(
+                    "steps[{index}].run: must not be empty"
+                )));
             }
             if let Some(timeout) = step.timeout_s {
                 if !(timeout > 0.0 && timeout.is_finite()) {

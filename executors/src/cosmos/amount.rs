@@ -112,8 +112,11 @@ impl FromStr for Decimal {
     /// Accepts `10`, `10.5`, `10.500000000000000000`; at most 18 fractional digits; no
     /// sign, exponent or separators.
     fn from_str(text: &str) -> Result<Self, AmountError> {
-        let invalid =
-            || AmountError(format!("'{text}' is not a non-negative decimal with at most 18 fractional digits"));
+        let invalid = || {
+            AmountError(format!(
+                "'{text}' is not a non-negative decimal with at most 18 fractional digits"
+            ))
+        };
         let (whole, fraction) = match text.split_once('.') {
             Some((whole, fraction)) => (whole, fraction),
             None => (text, ""),
@@ -163,7 +166,9 @@ pub fn validate_denom(denom: &str) -> Result<(), AmountError> {
     if first_ok && rest_ok && (3..=128).contains(&denom.len()) {
         Ok(())
     } else {
-        Err(AmountError(format!("'{denom}' is not a valid denomination")))
+        Err(AmountError(format!(
+            "'{denom}' is not a valid denomination"
+        )))
     }
 }
 
@@ -196,7 +201,9 @@ impl Coin {
     pub fn parse_with_default(text: &str, default_denom: &str) -> Result<Self, AmountError> {
         let text = text.trim();
         if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
-            let amount = text.parse().map_err(|_| AmountError(format!("'{text}' is too large")))?;
+            let amount = text
+                .parse()
+                .map_err(|_| AmountError(format!("'{text}' is too large")))?;
             return Ok(Self::new(amount, default_denom));
         }
         text.parse()

@@ -98,8 +98,8 @@ use async_trait::async_trait;
 use morpheus_engine::{ErrorCode, ExecError, ExecOutput, ExecRequest, Executor, StepError};
 
 pub use akash::{
-    parse_deployment_xid, DepositIntent, DepositSource, EscrowAccountId, EscrowScope, InvalidEscrowId,
-    MsgAccountDeposit, MsgDepositDeployment, MSG_ACCOUNT_DEPOSIT_TYPE_URL,
+    parse_deployment_xid, DepositIntent, DepositSource, EscrowAccountId, EscrowScope,
+    InvalidEscrowId, MsgAccountDeposit, MsgDepositDeployment, MSG_ACCOUNT_DEPOSIT_TYPE_URL,
     MSG_DEPOSIT_DEPLOYMENT_TYPE_URL,
 };
 pub use akash::{DeploymentId, Deposit};

@@ -668,7 +668,9 @@ impl Client {
                 .and_then(Value::as_str)
                 .unwrap_or("0")
                 .parse()
-                .map_err(|error: AmountError| malformed(&format!("a valid escrow amount ({error})")))
+                .map_err(|error: AmountError| {
+                    malformed(&format!("a valid escrow amount ({error})"))
+                })
         };
         let (escrow_state, funds, settled_at) = match self.settings.deployments_api {
             DeploymentsApi::V1beta4 => {
@@ -1265,7 +1267,10 @@ mod tests {
         for (request, expected) in cases {
             let sent = serde_json::to_value(&request).unwrap();
             assert_eq!(sent, expected);
-            assert_eq!(serde_json::from_value::<CosmosRequest>(sent).unwrap(), request);
+            assert_eq!(
+                serde_json::from_value::<CosmosRequest>(sent).unwrap(),
+                request
+            );
         }
     }
 

@@ -100,8 +100,8 @@ pub struct TxDecodeError(pub String);
 
 /// The sequence a transaction was signed with (its first signer's).
 pub fn tx_sequence(tx_bytes: &[u8]) -> Result<u64, TxDecodeError> {
-    let raw = TxRaw::decode(tx_bytes)
-        .map_err(|error| TxDecodeError(format!("not a TxRaw: {error}")))?;
+    let raw =
+        TxRaw::decode(tx_bytes).map_err(|error| TxDecodeError(format!("not a TxRaw: {error}")))?;
     let auth_info = ProtoAuthInfo::decode(raw.auth_info_bytes.as_slice())
         .map_err(|error| TxDecodeError(format!("tx auth info: {error}")))?;
     auth_info

@@ -8,9 +8,7 @@
 //! a stop that did not complete). The container is found by the run's name; one that
 //! is already gone counts as removed, so the workflow is safe to repeat.
 
-use morpheus_engine::{
-    async_trait, Ctx, InvalidInput, RunId, StepError, Workflow, WorkflowResult,
-};
+use morpheus_engine::{async_trait, Ctx, InvalidInput, RunId, StepError, Workflow, WorkflowResult};
 use morpheus_executors::docker::{DockerRequest, RemoveOutcome};
 use serde::{Deserialize, Serialize};
 

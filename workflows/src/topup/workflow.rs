@@ -14,8 +14,8 @@ use morpheus_engine::{
     Versioned, Workflow, WorkflowError, WorkflowResult,
 };
 use morpheus_executors::cosmos::{
-    can_resign, AccountInfo, BalanceInfo, BroadcastResult, CosmosRequest, Decimal,
-    DeploymentsInfo, LatestHeight, LeaseRates, SignedDeposit, TxStatus, SEQUENCE_MISMATCH,
+    can_resign, AccountInfo, BalanceInfo, BroadcastResult, CosmosRequest, Decimal, DeploymentsInfo,
+    LatestHeight, LeaseRates, SignedDeposit, TxStatus, SEQUENCE_MISMATCH,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -216,7 +216,9 @@ impl Workflow for TopUpEscrow {
             ("target_runway_h", input.target_runway_h),
         ] {
             if !(hours > 0.0 && hours.is_finite()) {
-                return Err(InvalidInput::new(format!("{name}: must be a positive number of hours")));
+                return Err(InvalidInput::new(format!(
+                    "{name}: must be a positive number of hours"
+                )));
             }
         }
         if input.target_runway_h < input.look_ahead_h {
