@@ -1,9 +1,10 @@
 //! The `topup.escrow` workflow: one sweep over an owner's deployments. It reads the chain
 //! once (height, escrows, lease rates, wallet balance, today's cap use), decides with the
-//! pure [`plan_topups`](super::decide::plan_topups), logs every decision with its
-//! numbers, and makes each deposit exactly once: the daily cap is reserved across runs,
-//! the signed transaction is journaled *before* it is broadcast, and a resumed run
-//! re-broadcasts the same bytes. Chain access goes through the `cosmos` executor.
+//! pure [`plan_topups`], logs every decision with its numbers, and makes each deposit
+//! exactly once: the daily cap is reserved across runs, the signed transaction is
+//! journaled *before* it is broadcast, and a resumed run re-broadcasts the same bytes.
+//! Chain access goes through the `cosmos` executor, with its typed requests and
+//! outputs.
 
 use std::collections::HashMap;
 use std::time::Duration;
