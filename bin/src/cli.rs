@@ -288,7 +288,9 @@ pub struct SpecSetArgs {
     pub memory: Option<String>,
 }
 
-fn parse_target(text: &str) -> Result<morpheus_workflows::deploy::Target, String> {
+fn parse_target(
+    text: &str,
+) -> Result<morpheus_workflows::deploy::Target, morpheus_workflows::deploy::UnknownTarget> {
     text.parse()
 }
 

@@ -95,7 +95,7 @@ pub async fn open(url: &str) -> Result<Arc<dyn World>> {
 }
 
 fn parse_run_id(text: &str) -> Result<RunId> {
-    text.parse().map_err(|error: String| anyhow!(error))
+    Ok(text.parse::<RunId>()?)
 }
 
 /// Reads `--input`-style arguments: inline JSON, `@file`, or `@-` for stdin.

@@ -205,7 +205,7 @@ async fn finish_start(service: &DeployService, run: DeploymentRun, wait: bool) -
     if !wait {
         return Ok(());
     }
-    let run_id: RunId = run.id.parse().map_err(|error: String| anyhow!(error))?;
+    let run_id: RunId = run.id.parse()?;
     let done = service
         .wait(
             &run.id,

@@ -34,9 +34,15 @@ fn build(
     let trigger = match (definition.cron, definition.every) {
         (Some(expr), None) => Trigger::cron(expr, definition.timezone),
         (None, Some(every)) => humantime::parse_duration(every)
-            .map_err(|_| format!("invalid interval '{every}' (use e.g. 30s, 5m, 1h)"))
+            .map_err(|_| {
+                morpheus_engine::schedule::InvalidSchedule(format!(
+                    "invalid interval '{every}' (use e.g. 30s, 5m, 1h)"
+                ))
+            })
             .and_then(Trigger::every),
-        _ => Err("give exactly one of cron or every".to_owned()),
+        _ => Err(morpheus_engine::schedule::InvalidSchedule(
+            "give exactly one of cron or every".to_owned(),
+        )),
     }
     .map_err(|reason| anyhow!("schedule '{name}': {reason}"))?;
     let overlap: Overlap = definition

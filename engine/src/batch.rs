@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::ids::RunId;
@@ -250,11 +250,65 @@ pub fn child_finished_event_key(child: RunId) -> String {
     format!("run-finished:{child}")
 }
 
-/// The payload of a child-finished event.
+/// The payload of the event that tells a parent its child run ended (delivered by the
+/// store when the child finishes or is cancelled, under [`child_finished_event_key`],
+/// and read by [`crate::Ctx::join_child`]). It serialises to
+/// `{"status": …, "output": …, "error": …}` with `null` for an absent output or error,
+/// the JSON stored in events since the first release.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChildFinished {
+    /// How the child ended: `completed`, `failed` or `cancelled`.
+    pub status: RunStatus,
+    /// Its output, when it completed.
+    pub output: Option<Value>,
+    /// Why it failed or was cancelled, when it did not complete.
+    pub error: Option<String>,
+}
+
+impl ChildFinished {
+    /// The event payload as stored.
+    pub fn to_value(&self) -> Value {
+        serde_json::to_value(self).expect("a status, JSON and text serialize")
+    }
+}
+
+/// The payload of a child-finished event, from a finished run's columns (the storage
+/// adapters' shape of [`ChildFinished`]). `status` is the run's status column, which
+/// the schema's CHECK constraint limits to the [`RunStatus`] names.
 pub(crate) fn child_finished_payload(
     status: &str,
     output: Option<&Value>,
     error: Option<&str>,
 ) -> Value {
-    serde_json::json!({ "status": status, "output": output, "error": error })
+    ChildFinished {
+        status: status
+            .parse()
+            .expect("the status column holds a RunStatus name (CHECK constraint)"),
+        output: output.cloned(),
+        error: error.map(str::to_owned),
+    }
+    .to_value()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_payload_keeps_the_json_of_earlier_releases() {
+        let output = serde_json::json!({"sum": 3});
+        assert_eq!(
+            child_finished_payload("completed", Some(&output), None),
+            serde_json::json!({ "status": "completed", "output": output, "error": null })
+        );
+        assert_eq!(
+            child_finished_payload("failed", None, Some("boom")),
+            serde_json::json!({ "status": "failed", "output": null, "error": "boom" })
+        );
+        let stored =
+            serde_json::json!({ "status": "cancelled", "output": null, "error": "by operator" });
+        let read: ChildFinished = serde_json::from_value(stored.clone()).unwrap();
+        assert_eq!(read.status, RunStatus::Cancelled);
+        assert_eq!(read.to_value(), stored);
+    }
 }

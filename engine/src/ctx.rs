@@ -19,17 +19,17 @@ use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::batch::child_finished_event_key;
+use crate::batch::{child_finished_event_key, ChildFinished};
 use crate::committer::Committer;
 use crate::documents::Documents;
-use crate::error::{EngineError, StepError};
+use crate::error::{EngineError, ErrorCode, StepError};
 use crate::executor::{ExecRequest, ExecutorRegistry, LeaseCheck, LogSink};
 use crate::ids::RunId;
 use crate::lease::LeaseClock;
 use crate::logs::STEP_LOG_SINK;
 use crate::model::{
-    BudgetReservation, Fence, LogLevel, NewLog, NewRun, Park, StepRecord, StepStatus, WriteOp,
-    WriteOutcome,
+    BudgetReservation, Fence, LogLevel, NewLog, NewRun, Park, RunStatus, StepRecord, StepStatus,
+    WriteOp, WriteOutcome,
 };
 use crate::retry::RetryPolicy;
 use crate::workflow::{WorkflowError, WorkflowRegistry, WorkflowResult};
@@ -501,14 +501,22 @@ impl Ctx {
             .wait_for_event(&child_finished_event_key(child.run_id), None)
             .await?
             .unwrap_or(Value::Null);
-        let status = payload["status"].as_str().unwrap_or("unknown");
-        if status == "completed" {
-            return Ok(serde_json::from_value(payload["output"].clone())?);
+        let finished: ChildFinished = serde_json::from_value(payload).map_err(|error| {
+            WorkflowError::failed(format!(
+                "child run {} ended with an event that does not decode: {error}",
+                child.run_id
+            ))
+        })?;
+        if finished.status == RunStatus::Completed {
+            return Ok(serde_json::from_value(
+                finished.output.unwrap_or(Value::Null),
+            )?);
         }
         Err(WorkflowError::failed(format!(
-            "child run {} {status}: {}",
+            "child run {} {}: {}",
             child.run_id,
-            payload["error"].as_str().unwrap_or("no error recorded")
+            finished.status,
+            finished.error.as_deref().unwrap_or("no error recorded")
         )))
     }
 }
@@ -565,6 +573,48 @@ impl<'a> StepBuilder<'a> {
 
     /// Calls the configured executor with `payload` and returns its output.
     pub async fn call(self, payload: Value) -> WorkflowResult<Value> {
+        self.call_checked(payload, |_, _| Ok(())).await
+    }
+
+    /// Calls the configured executor with a typed request and decodes its answer as
+    /// `Out`: `ctx.step("height").executor("cosmos").call_as::<LatestHeight>(&request)`.
+    ///
+    /// The executor receives the request's JSON (`serde_json::to_value`), and the
+    /// journal records its answer as it came, so a resumed run decodes the same JSON
+    /// as before. An answer that does not decode as `Out` fails the step for good, with
+    /// a message naming the executor and the type: a malformed answer never turns into
+    /// a default.
+    pub async fn call_as<Out: DeserializeOwned>(
+        self,
+        request: &impl Serialize,
+    ) -> WorkflowResult<Out> {
+        let payload = serde_json::to_value(request).map_err(|error| {
+            WorkflowError::failed(format!(
+                "step '{}': the request does not encode as JSON: {error}",
+                self.key
+            ))
+        })?;
+        let key = self.key.clone();
+        let output = self
+            .call_checked(payload, |kind, output| {
+                Out::deserialize(output).map(drop).map_err(|error| {
+                    StepError::permanent(format!(
+                        "executor '{kind}' answered with output that does not decode as {}: {error}",
+                        std::any::type_name::<Out>()
+                    ))
+                })
+            })
+            .await?;
+        decode_output(&key, Some(output))
+    }
+
+    /// Calls the configured executor, failing an attempt whose answer `check` refuses
+    /// (so the journal never holds an answer the workflow cannot use).
+    async fn call_checked(
+        self,
+        payload: Value,
+        check: impl FnOnce(&str, &Value) -> Result<(), StepError> + Send,
+    ) -> WorkflowResult<Value> {
         let Some(kind) = self.executor.clone() else {
             return Err(WorkflowError::failed(format!(
                 "step '{}' called without an executor; use .executor(kind)",
@@ -577,7 +627,7 @@ impl<'a> StepBuilder<'a> {
             let executor = executor.ok_or_else(|| {
                 StepError::permanent(format!("no executor of kind '{kind}' is registered"))
             })?;
-            executor
+            let output = executor
                 .call(ExecRequest {
                     idempotency_key: step.idempotency_key,
                     attempt: step.attempt,
@@ -587,9 +637,17 @@ impl<'a> StepBuilder<'a> {
                     payload,
                     logs: step.logs,
                 })
-                .await
+                .await?;
+            check(&kind, &output)?;
+            Ok(output)
         })
         .await
+    }
+
+    /// The code of a journaled failure of this step, read back by its executor (the
+    /// journal stores only the message; see [`crate::Executor::error_code`]).
+    fn recorded_code(ctx: &Ctx, executor: Option<&str>, message: &str) -> Option<ErrorCode> {
+        ctx.shared.executors.get(executor?)?.error_code(message)
     }
 
     /// Runs `body` unless the journal already holds this step's result, and records the
@@ -610,11 +668,13 @@ impl<'a> StepBuilder<'a> {
             match record.status {
                 StepStatus::Completed => return decode_output(&key, record.output.clone()),
                 StepStatus::Failed => {
+                    let message = record.error.clone().unwrap_or_default();
                     return Err(WorkflowError::StepFailed {
+                        code: Self::recorded_code(ctx, self.executor.as_deref(), &message),
                         step: key,
-                        message: record.error.clone().unwrap_or_default(),
+                        message,
                         attempts: record.attempts.max(1) as u32,
-                    })
+                    });
                 }
                 StepStatus::Retrying | StepStatus::Waiting => {
                     if let Some(at) = record.next_attempt_at {
@@ -711,6 +771,7 @@ impl<'a> StepBuilder<'a> {
                         step: key,
                         message: error.message().to_owned(),
                         attempts: attempt,
+                        code: error.code().cloned(),
                     }),
                 }
             }

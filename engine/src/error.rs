@@ -1,9 +1,70 @@
 //! Error types. The variant carries the retry meaning (`Retryable` / `Permanent`),
-//! so callers never have to guess whether trying again could help.
+//! so callers never have to guess whether trying again could help; an optional
+//! [`ErrorCode`] names the kind of failure for callers in other crates, so they branch
+//! on a stable name instead of on message text.
 
-use std::fmt::Display;
+use std::borrow::Cow;
+use std::fmt::{self, Display};
 
 use crate::ids::RunId;
+
+/// A stable, machine-readable name for a kind of step failure (`sequence_mismatch`),
+/// set by whoever raises the error (an executor, mostly) and exported by that crate as
+/// a constant, so a workflow in another crate matches the code instead of a message
+/// prefix. Codes are part of the raising crate's contract: renaming one is a breaking
+/// change, rewording the message is not.
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
+pub struct ErrorCode(Cow<'static, str>);
+
+impl ErrorCode {
+    /// A code from a string literal, usable in a `const`.
+    pub const fn from_static(code: &'static str) -> Self {
+        Self(Cow::Borrowed(code))
+    }
+
+    /// A code built at run time (read back from storage, say).
+    pub fn new(code: impl Into<String>) -> Self {
+        Self(Cow::Owned(code.into()))
+    }
+
+    /// The code's text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl PartialEq<str> for ErrorCode {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for ErrorCode {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+/// What a failed step attempt reports: the message stored in the journal (word for
+/// word what an operator reads) and, optionally, the stable code callers branch on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+#[error("{message}")]
+pub struct StepFailure {
+    /// The human-readable message; the journal stores exactly this text.
+    pub message: String,
+    /// The kind of failure, for callers that act on it (see [`ErrorCode`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<ErrorCode>,
+}
 
 /// Why a step body (or an executor call) failed, and whether trying again may help.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
@@ -11,21 +72,36 @@ use crate::ids::RunId;
 pub enum StepError {
     /// A transient failure: the step is retried according to its retry policy.
     #[error("{0}")]
-    Retryable(String),
+    Retryable(StepFailure),
     /// A failure that will not go away by retrying: the step fails at once.
     #[error("{0}")]
-    Permanent(String),
+    Permanent(StepFailure),
 }
 
 impl StepError {
     /// A transient failure.
     pub fn retryable(message: impl Display) -> Self {
-        Self::Retryable(message.to_string())
+        Self::Retryable(StepFailure {
+            message: message.to_string(),
+            code: None,
+        })
     }
 
     /// A failure that retrying cannot fix.
     pub fn permanent(message: impl Display) -> Self {
-        Self::Permanent(message.to_string())
+        Self::Permanent(StepFailure {
+            message: message.to_string(),
+            code: None,
+        })
+    }
+
+    /// The same failure, tagged with a stable code. The journal stores only the
+    /// message, so a replayed failure gets its code back from the executor that raised
+    /// it ([`crate::Executor::error_code`]); give codes to executor errors, which is
+    /// where callers in other crates meet them.
+    pub fn with_code(mut self, code: ErrorCode) -> Self {
+        self.failure_mut().code = Some(code);
+        self
     }
 
     /// Whether the retry policy may try this step again.
@@ -35,10 +111,62 @@ impl StepError {
 
     /// The human-readable message.
     pub fn message(&self) -> &str {
+        &self.failure().message
+    }
+
+    /// The stable code, when the raiser gave one.
+    pub fn code(&self) -> Option<&ErrorCode> {
+        self.failure().code.as_ref()
+    }
+
+    fn failure(&self) -> &StepFailure {
         match self {
-            Self::Retryable(message) | Self::Permanent(message) => message,
+            Self::Retryable(failure) | Self::Permanent(failure) => failure,
         }
     }
+
+    fn failure_mut(&mut self) -> &mut StepFailure {
+        match self {
+            Self::Retryable(failure) | Self::Permanent(failure) => failure,
+        }
+    }
+}
+
+/// A name outside a closed set (a run status, a log level, a schedule policy): what
+/// the `FromStr` of those types returns, with the names that are accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} '{given}'{}", expected_suffix(.expected))]
+pub struct UnknownName {
+    /// What kind of name it should have been (`status`, `log level`, `value`).
+    pub what: &'static str,
+    /// The text as given.
+    pub given: String,
+    /// The accepted names, as shown to the user (`one of: skip, allow`), when listed.
+    pub expected: Option<String>,
+}
+
+impl UnknownName {
+    /// `given` is not a known `what`.
+    pub fn new(what: &'static str, given: impl Into<String>) -> Self {
+        Self {
+            what,
+            given: given.into(),
+            expected: None,
+        }
+    }
+
+    /// Lists the accepted names in the message.
+    pub fn expected(mut self, expected: impl Into<String>) -> Self {
+        self.expected = Some(expected.into());
+        self
+    }
+}
+
+fn expected_suffix(expected: &Option<String>) -> String {
+    expected
+        .as_ref()
+        .map(|expected| format!(" (expected {expected})"))
+        .unwrap_or_default()
 }
 
 /// Extension methods that classify any error as retryable or permanent:
@@ -108,7 +236,7 @@ pub enum EngineError {
     ScheduleNotFound(String),
     /// A schedule definition that cannot work (bad trigger, empty name…).
     #[error("invalid schedule: {0}")]
-    InvalidSchedule(String),
+    InvalidSchedule(#[from] crate::schedule::InvalidSchedule),
     /// A database URL this binary cannot use.
     #[error("unsupported database URL '{0}': use sqlite://PATH or postgres://…")]
     UnsupportedUrl(String),

@@ -10,13 +10,14 @@ use std::time::Instant;
 use async_trait::async_trait;
 use serde_json::Value;
 
-use crate::error::StepError;
+use crate::error::{ErrorCode, StepError};
 use crate::model::LogLevel;
 
 /// Output of an executor call.
 pub type ExecOutput = Value;
 
-/// Why an executor call failed (retryable or permanent).
+/// Why an executor call failed (retryable or permanent), with the stable
+/// [`ErrorCode`] of the failures callers act on.
 pub type ExecError = StepError;
 
 /// One executor call.
@@ -53,6 +54,15 @@ pub trait Executor: Send + Sync + 'static {
 
     /// Performs the effect.
     async fn call(&self, request: ExecRequest) -> Result<ExecOutput, ExecError>;
+
+    /// The code of a failure this executor reported, read back from the message the
+    /// journal stored for it. The journal keeps only the message, so a replayed run
+    /// learns a failed step's code from here: it must return the code [`Executor::call`]
+    /// attached to an error with this message, so a workflow branches the same way live
+    /// and on replay. The default knows no codes.
+    fn error_code(&self, _message: &str) -> Option<ErrorCode> {
+        None
+    }
 }
 
 /// Executors by kind.

@@ -30,12 +30,22 @@ impl fmt::Display for RunId {
     }
 }
 
+/// Text that is not a run id (`RunId::from_str`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("'{given}' is not a run id (expected a UUID)")]
+pub struct InvalidRunId {
+    /// The text as given.
+    pub given: String,
+}
+
 impl FromStr for RunId {
-    type Err = String;
+    type Err = InvalidRunId;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         Uuid::parse_str(text.trim())
             .map(Self)
-            .map_err(|_| format!("'{text}' is not a run id (expected a UUID)"))
+            .map_err(|_| InvalidRunId {
+                given: text.to_owned(),
+            })
     }
 }

@@ -151,16 +151,20 @@ pub mod workflow;
 
 pub use async_trait::async_trait;
 pub use batch::child_finished_event_key;
+pub use batch::ChildFinished;
 pub use ctx::{ChildRun, Ctx, StepBuilder, StepContext};
 pub use documents::{Document, DocumentQuery, Documents, Versioned};
 pub use engine::{connect, Engine, EngineBuilder};
 pub use error::{EngineError, EngineResult, ResultExt, StepError};
+pub use error::{ErrorCode, StepFailure, UnknownName};
 pub use executor::{
     ExecError, ExecOutput, ExecRequest, Executor, ExecutorRegistry, LeaseCheck, LogSink,
 };
+pub use ids::InvalidRunId;
 pub use ids::RunId;
 pub use logs::StepLogLayer;
 pub use model::*;
+pub use retry::InvalidRetryPolicy;
 pub use retry::RetryPolicy;
 pub use runtime::{RunningRuntime, Runtime};
 pub use schedule::{CatchUp, FiredRun, Overlap, ScheduleRecord, ScheduleSpec, Trigger};
@@ -174,4 +178,5 @@ pub use store::{
     ScheduleStore, World,
 };
 pub use worker::{Worker, WorkerConfig};
+pub use workflow::InvalidInput;
 pub use workflow::{DynWorkflow, Workflow, WorkflowError, WorkflowRegistry, WorkflowResult};

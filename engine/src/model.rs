@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::error::UnknownName;
 use crate::ids::RunId;
 
 /// Where a run is in its life. Each state names who moves a run into it and out of it.
@@ -73,7 +74,7 @@ impl fmt::Display for RunStatus {
 }
 
 impl FromStr for RunStatus {
-    type Err = String;
+    type Err = UnknownName;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         Self::ALL
@@ -81,10 +82,7 @@ impl FromStr for RunStatus {
             .find(|status| status.as_str() == text)
             .ok_or_else(|| {
                 let names: Vec<_> = Self::ALL.iter().map(|s| s.as_str()).collect();
-                format!(
-                    "unknown status '{text}' (expected one of: {})",
-                    names.join(", ")
-                )
+                UnknownName::new("status", text).expected(format!("one of: {}", names.join(", ")))
             })
     }
 }
@@ -247,7 +245,7 @@ impl StepStatus {
 }
 
 impl FromStr for StepStatus {
-    type Err = String;
+    type Err = UnknownName;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         match text {
@@ -255,7 +253,7 @@ impl FromStr for StepStatus {
             "waiting" => Ok(Self::Waiting),
             "completed" => Ok(Self::Completed),
             "failed" => Ok(Self::Failed),
-            other => Err(format!("unknown step status '{other}'")),
+            other => Err(UnknownName::new("step status", other)),
         }
     }
 }
@@ -341,7 +339,7 @@ impl fmt::Display for LogLevel {
 }
 
 impl FromStr for LogLevel {
-    type Err = String;
+    type Err = UnknownName;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         match text.to_ascii_lowercase().as_str() {
@@ -350,9 +348,10 @@ impl FromStr for LogLevel {
             "info" => Ok(Self::Info),
             "warn" | "warning" => Ok(Self::Warn),
             "error" => Ok(Self::Error),
-            _ => Err(format!(
-                "unknown log level '{text}' (expected trace, debug, info, warn or error)"
-            )),
+            _ => {
+                Err(UnknownName::new("log level", text)
+                    .expected("trace, debug, info, warn or error"))
+            }
         }
     }
 }

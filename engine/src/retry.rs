@@ -6,6 +6,12 @@ use std::time::Duration;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
+/// Why a [`RetryPolicy`] cannot work: names the field and the rule it breaks
+/// (`retry.max_attempts must be at least 1`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidRetryPolicy(pub &'static str);
+
 /// How a failing step is retried.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -45,15 +51,17 @@ impl RetryPolicy {
     }
 
     /// Checks the numbers make sense.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), InvalidRetryPolicy> {
         if self.max_attempts == 0 {
-            return Err("retry.max_attempts must be at least 1".into());
+            return Err(InvalidRetryPolicy("retry.max_attempts must be at least 1"));
         }
         if !(self.multiplier >= 1.0 && self.multiplier.is_finite()) {
-            return Err("retry.multiplier must be a finite number >= 1".into());
+            return Err(InvalidRetryPolicy(
+                "retry.multiplier must be a finite number >= 1",
+            ));
         }
         if !(0.0..=1.0).contains(&self.jitter) {
-            return Err("retry.jitter must be between 0 and 1".into());
+            return Err(InvalidRetryPolicy("retry.jitter must be between 0 and 1"));
         }
         Ok(())
     }

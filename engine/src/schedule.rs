@@ -10,6 +10,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::error::UnknownName;
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -42,7 +43,7 @@ pub enum Trigger {
 
 impl Trigger {
     /// A cron trigger, validated.
-    pub fn cron(expr: &str, timezone: Option<&str>) -> Result<Self, String> {
+    pub fn cron(expr: &str, timezone: Option<&str>) -> Result<Self, InvalidSchedule> {
         let trigger = Self::Cron {
             expr: expr.trim().to_owned(),
             timezone: timezone.map(str::to_owned),
@@ -52,7 +53,7 @@ impl Trigger {
     }
 
     /// An interval trigger, validated (at least one second).
-    pub fn every(every: Duration) -> Result<Self, String> {
+    pub fn every(every: Duration) -> Result<Self, InvalidSchedule> {
         let trigger = Self::Every {
             every_ms: every.as_millis() as u64,
         };
@@ -61,18 +62,20 @@ impl Trigger {
     }
 
     /// Checks the expression, time zone or interval.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), InvalidSchedule> {
         match self {
             Self::Cron { expr, timezone } => {
-                parse_cron(expr)?;
+                parse_cron(expr).map_err(InvalidSchedule)?;
                 if let Some(zone) = timezone {
-                    parse_timezone(zone)?;
+                    parse_timezone(zone).map_err(InvalidSchedule)?;
                 }
                 Ok(())
             }
             Self::Every { every_ms } => {
                 if *every_ms < 1000 {
-                    return Err(format!("interval {every_ms}ms is too short (at least 1s)"));
+                    return Err(InvalidSchedule(format!(
+                        "interval {every_ms}ms is too short (at least 1s)"
+                    )));
                 }
                 Ok(())
             }
@@ -195,15 +198,13 @@ macro_rules! policy_names {
         }
 
         impl FromStr for $type {
-            type Err = String;
+            type Err = UnknownName;
 
-            fn from_str(text: &str) -> Result<Self, String> {
+            fn from_str(text: &str) -> Result<Self, UnknownName> {
                 match text {
                     $($name => Ok(Self::$variant),)+
-                    other => Err(format!(
-                        "unknown value '{other}' (expected one of: {})",
-                        [$($name),+].join(", ")
-                    )),
+                    other => Err(UnknownName::new("value", other)
+                        .expected(format!("one of: {}", [$($name),+].join(", ")))),
                 }
             }
         }
@@ -344,16 +345,23 @@ impl ScheduleColumns {
     }
 }
 
+/// Why a schedule definition cannot work: a bad cron expression, time zone or
+/// interval, an empty name or queue. The message says which
+/// (`interval 500ms is too short (at least 1s)`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidSchedule(pub String);
+
 /// Checks a definition before it is stored.
-pub fn validate_spec(spec: &ScheduleSpec) -> Result<(), String> {
+pub fn validate_spec(spec: &ScheduleSpec) -> Result<(), InvalidSchedule> {
     if spec.name.trim().is_empty() || spec.name.contains(char::is_whitespace) {
-        return Err(format!(
+        return Err(InvalidSchedule(format!(
             "schedule name '{}' must be non-empty and without spaces",
             spec.name
-        ));
+        )));
     }
     if spec.queue.trim().is_empty() {
-        return Err("queue must not be empty".into());
+        return Err(InvalidSchedule("queue must not be empty".into()));
     }
     spec.trigger.validate()
 }
@@ -524,15 +532,19 @@ mod tests {
     fn bad_triggers_are_refused_with_a_reason() {
         assert!(Trigger::cron("every day", None)
             .unwrap_err()
+            .to_string()
             .contains("5 fields"));
         assert!(Trigger::cron("61 * * * *", None)
             .unwrap_err()
+            .to_string()
             .contains("invalid cron expression"));
         assert!(Trigger::cron("0 9 * * *", Some("Mars/Olympus"))
             .unwrap_err()
+            .to_string()
             .contains("unknown time zone"));
         assert!(Trigger::every(Duration::from_millis(10))
             .unwrap_err()
+            .to_string()
             .contains("too short"));
     }
 

@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::ctx::Ctx;
-use crate::error::{EngineError, StepError};
+use crate::error::{EngineError, ErrorCode, StepError};
 use crate::model::NewRun;
 
 /// Why a workflow run stopped without an output.
@@ -30,6 +30,9 @@ pub enum WorkflowError {
         message: String,
         /// How many attempts were made (the retry policy's budget, when it ran out).
         attempts: u32,
+        /// The stable code of its last error, when the executor gave one: match it
+        /// (`code: Some(c), .. if c == SEQUENCE_MISMATCH`) instead of the message.
+        code: Option<ErrorCode>,
     },
     /// The replay asked for different steps than the journal holds.
     #[error("non-determinism: step #{seq} is '{journal}' in the journal but the workflow asked for '{requested}'; the workflow code changed under a running run (declare a new VERSION instead)")]
@@ -90,6 +93,45 @@ impl From<StepError> for WorkflowError {
 /// Result of a workflow or of a `Ctx` operation.
 pub type WorkflowResult<T> = Result<T, WorkflowError>;
 
+/// Why [`Workflow::validate`] refused an input: a message naming the field and what is
+/// wrong with it (`owner: 'x' is not an Akash address`), shown to whoever started the
+/// run. It reads as the message (`error.starts_with("owner:")`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidInput(String);
+
+impl InvalidInput {
+    /// A refusal with this message.
+    pub fn new(message: impl fmt::Display) -> Self {
+        Self(message.to_string())
+    }
+
+    /// The message.
+    pub fn message(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for InvalidInput {
+    fn from(message: String) -> Self {
+        Self(message)
+    }
+}
+
+impl From<&str> for InvalidInput {
+    fn from(message: &str) -> Self {
+        Self(message.to_owned())
+    }
+}
+
+impl std::ops::Deref for InvalidInput {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
 /// A durable workflow: a function from input to output whose steps are journaled, so it
 /// can be replayed after a crash and continue where it stopped.
 ///
@@ -124,7 +166,7 @@ pub trait Workflow: Send + Sync + 'static {
     type Output: Serialize + DeserializeOwned + Send + 'static;
 
     /// Checks an input beyond its type (start is refused, and nothing written, on error).
-    fn validate(&self, _input: &Self::Input) -> Result<(), String> {
+    fn validate(&self, _input: &Self::Input) -> Result<(), InvalidInput> {
         Ok(())
     }
 
@@ -140,7 +182,7 @@ pub trait DynWorkflow: Send + Sync {
     /// Version.
     fn version(&self) -> u32;
     /// Decodes and validates an input.
-    fn check_input(&self, input: &Value) -> Result<(), String>;
+    fn check_input(&self, input: &Value) -> Result<(), InvalidInput>;
     /// Runs on a JSON input, returning a JSON output.
     fn run_json<'a>(&'a self, ctx: &'a Ctx, input: Value) -> BoxFuture<'a, WorkflowResult<Value>>;
 }
@@ -156,8 +198,8 @@ impl<W: Workflow> DynWorkflow for Erased<W> {
         W::VERSION
     }
 
-    fn check_input(&self, input: &Value) -> Result<(), String> {
-        let typed: W::Input = serde_json::from_value(input.clone()).map_err(|e| e.to_string())?;
+    fn check_input(&self, input: &Value) -> Result<(), InvalidInput> {
+        let typed: W::Input = serde_json::from_value(input.clone()).map_err(InvalidInput::new)?;
         self.0.validate(&typed)
     }
 
@@ -221,7 +263,7 @@ impl WorkflowRegistry {
             .check_input(&input)
             .map_err(|reason| EngineError::InvalidInput {
                 workflow: workflow.to_owned(),
-                reason,
+                reason: reason.to_string(),
             })?;
         let mut new_run = NewRun::new(workflow, input);
         new_run.workflow_version = registered.version();
@@ -254,6 +296,7 @@ mod tests {
                 step: "height".into(),
                 message: "HTTP 500".into(),
                 attempts,
+                code: None,
             }
             .to_string()
         };

@@ -39,7 +39,7 @@ impl Workflow for PlaceOrder {
     type Input = OrderInput;
     type Output = u32;
 
-    fn validate(&self, input: &OrderInput) -> Result<(), String> {
+    fn validate(&self, input: &OrderInput) -> Result<(), morpheus_engine::InvalidInput> {
         if input.order_id.is_empty() {
             return Err("order_id: must not be empty".into());
         }

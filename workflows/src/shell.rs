@@ -11,9 +11,9 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use morpheus_engine::{async_trait, Ctx, RetryPolicy, Workflow, WorkflowResult};
+use morpheus_engine::{async_trait, Ctx, InvalidInput, RetryPolicy, Workflow, WorkflowResult};
+use morpheus_executors::process::{ProcessOutput, ProcessRequest};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 /// Input of the `shell` workflow.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -78,35 +78,39 @@ impl Workflow for Shell {
     type Input = ShellInput;
     type Output = ShellOutput;
 
-    fn validate(&self, input: &ShellInput) -> Result<(), String> {
+    fn validate(&self, input: &ShellInput) -> Result<(), InvalidInput> {
         if input.steps.is_empty() {
             return Err("steps: at least one step is required".into());
         }
         let mut names = HashSet::new();
         for (index, step) in input.steps.iter().enumerate() {
             if step.name.trim().is_empty() {
-                return Err(format!("steps[{index}].name: must not be empty"));
+                return Err(InvalidInput::new(format!(
+                    "steps[{index}].name: must not be empty"
+                )));
             }
             if step.name.starts_with('$') || step.name.contains('#') {
-                return Err(format!(
+                return Err(InvalidInput::new(format!(
                     "steps[{index}].name: '{}' may not start with '$' or contain '#' (reserved for engine keys)",
                     step.name
-                ));
+                )));
             }
             if !names.insert(step.name.as_str()) {
-                return Err(format!(
+                return Err(InvalidInput::new(format!(
                     "steps[{index}].name: '{}' is used twice",
                     step.name
-                ));
+                )));
             }
             if step.run.trim().is_empty() {
-                return Err(format!("steps[{index}].run: must not be empty"));
+                return Err(InvalidInput::new(format!(
+                    "steps[{index}].run: must not be empty"
+                )));
             }
             if let Some(timeout) = step.timeout_s {
                 if !(timeout > 0.0 && timeout.is_finite()) {
-                    return Err(format!(
+                    return Err(InvalidInput::new(format!(
                         "steps[{index}].timeout_s: must be a positive number"
-                    ));
+                    )));
                 }
             }
             if let Some(retry) = &step.retry {
@@ -124,22 +128,22 @@ impl Workflow for Shell {
             let mut env = input.env.clone();
             env.extend(step.env.clone());
             let timeout_s = step.timeout_s.unwrap_or(DEFAULT_TIMEOUT_S);
-            let output = ctx
+            let output: ProcessOutput = ctx
                 .step(&step.name)
                 .executor("process")
                 .retry(step.retry.clone().unwrap_or_else(RetryPolicy::none))
                 .timeout(Duration::from_secs_f64(timeout_s))
-                .call(json!({
-                    "command": step.run,
-                    "env": env,
-                    "cwd": input.cwd,
-                    "timeout_s": timeout_s,
-                }))
+                .call_as(&ProcessRequest {
+                    command: step.run.clone(),
+                    env,
+                    cwd: input.cwd.clone(),
+                    timeout_s: Some(timeout_s),
+                })
                 .await?;
             reports.push(ShellStepReport {
                 name: step.name.clone(),
-                exit_code: output["exit_code"].as_i64().unwrap_or(0) as i32,
-                duration_ms: output["duration_ms"].as_u64().unwrap_or(0),
+                exit_code: output.exit_code,
+                duration_ms: output.duration_ms,
             });
         }
         Ok(ShellOutput { steps: reports })
@@ -149,6 +153,7 @@ impl Workflow for Shell {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn input(value: serde_json::Value) -> ShellInput {
         serde_json::from_value(value).expect("decodes")

@@ -181,7 +181,7 @@ impl DepositIntent {
                         id.scope
                     ));
                 }
-                let (owner, dseq) = parse_deployment_xid(&id.xid)?;
+                let (owner, dseq) = parse_deployment_xid(&id.xid).map_err(|e| e.0)?;
                 let deposit = msg.deposit.ok_or("MsgAccountDeposit without a deposit")?;
                 if deposit.sources != [DepositSource::Balance as i32] {
                     return Err(format!(
@@ -224,16 +224,22 @@ impl DepositIntent {
     }
 }
 
+/// A deployment escrow id that is not `"{owner}/{dseq}"`; the message says which part
+/// is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidEscrowId(pub String);
+
 /// Splits a deployment escrow id `"{owner}/{dseq}"`.
-pub fn parse_deployment_xid(xid: &str) -> Result<(String, u64), String> {
+pub fn parse_deployment_xid(xid: &str) -> Result<(String, u64), InvalidEscrowId> {
     let (owner, dseq) = xid
         .split_once('/')
-        .ok_or_else(|| format!("escrow id '{xid}' is not owner/dseq"))?;
+        .ok_or_else(|| InvalidEscrowId(format!("escrow id '{xid}' is not owner/dseq")))?;
     let dseq = dseq
         .parse()
-        .map_err(|_| format!("escrow id '{xid}' has no numeric dseq"))?;
+        .map_err(|_| InvalidEscrowId(format!("escrow id '{xid}' has no numeric dseq")))?;
     if owner.is_empty() {
-        return Err(format!("escrow id '{xid}' has no owner"));
+        return Err(InvalidEscrowId(format!("escrow id '{xid}' has no owner")));
     }
     Ok((owner.to_owned(), dseq))
 }

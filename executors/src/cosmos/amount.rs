@@ -7,6 +7,20 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+/// Text that is not an amount, coin or denomination (`'5akt' is not a coin like
+/// 5000000uakt`): what parsing [`Decimal`], [`Coin`], [`DecCoin`] and denominations
+/// returns.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct AmountError(pub String);
+
+impl From<AmountError> for String {
+    /// The message, for callers that pass errors on as text.
+    fn from(error: AmountError) -> Self {
+        error.0
+    }
+}
+
 /// A non-negative decimal with 18 fractional digits, stored exactly (in units of
 /// 10⁻¹⁸). This is how the chain writes lease prices (`"10.500000000000000000"`) and
 /// escrow balances.
@@ -93,13 +107,16 @@ impl fmt::Display for Decimal {
 }
 
 impl FromStr for Decimal {
-    type Err = String;
+    type Err = AmountError;
 
     /// Accepts `10`, `10.5`, `10.500000000000000000`; at most 18 fractional digits; no
     /// sign, exponent or separators.
-    fn from_str(text: &str) -> Result<Self, String> {
-        let invalid =
-            || format!("'{text}' is not a non-negative decimal with at most 18 fractional digits");
+    fn from_str(text: &str) -> Result<Self, AmountError> {
+        let invalid = || {
+            AmountError(format!(
+                "'{text}' is not a non-negative decimal with at most 18 fractional digits"
+            ))
+        };
         let (whole, fraction) = match text.split_once('.') {
             Some((whole, fraction)) => (whole, fraction),
             None => (text, ""),
@@ -123,7 +140,7 @@ impl FromStr for Decimal {
             .checked_mul(Self::ONE_ATTO)
             .and_then(|atto| atto.checked_add(fraction_atto))
             .map(Self)
-            .ok_or_else(|| format!("'{text}' is too large"))
+            .ok_or_else(|| AmountError(format!("'{text}' is too large")))
     }
 }
 
@@ -142,14 +159,16 @@ impl<'de> Deserialize<'de> for Decimal {
 
 /// Checks a denomination the way the Cosmos SDK does: a letter, then 2–127 of
 /// letters, digits, `/ : . _ -`.
-pub fn validate_denom(denom: &str) -> Result<(), String> {
+pub fn validate_denom(denom: &str) -> Result<(), AmountError> {
     let mut bytes = denom.bytes();
     let first_ok = bytes.next().is_some_and(|b| b.is_ascii_alphabetic());
     let rest_ok = bytes.all(|b| b.is_ascii_alphanumeric() || b"/:._-".contains(&b));
     if first_ok && rest_ok && (3..=128).contains(&denom.len()) {
         Ok(())
     } else {
-        Err(format!("'{denom}' is not a valid denomination"))
+        Err(AmountError(format!(
+            "'{denom}' is not a valid denomination"
+        )))
     }
 }
 
@@ -179,10 +198,12 @@ impl Coin {
     }
 
     /// Parses `5000000uakt`, or a bare `5000000` meaning `default_denom`.
-    pub fn parse_with_default(text: &str, default_denom: &str) -> Result<Self, String> {
+    pub fn parse_with_default(text: &str, default_denom: &str) -> Result<Self, AmountError> {
         let text = text.trim();
         if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
-            let amount = text.parse().map_err(|_| format!("'{text}' is too large"))?;
+            let amount = text
+                .parse()
+                .map_err(|_| AmountError(format!("'{text}' is too large")))?;
             return Ok(Self::new(amount, default_denom));
         }
         text.parse()
@@ -196,18 +217,18 @@ impl fmt::Display for Coin {
 }
 
 impl FromStr for Coin {
-    type Err = String;
+    type Err = AmountError;
 
-    fn from_str(text: &str) -> Result<Self, String> {
+    fn from_str(text: &str) -> Result<Self, AmountError> {
         let split = text
             .find(|c: char| !c.is_ascii_digit())
             .filter(|&at| at > 0)
-            .ok_or_else(|| format!("'{text}' is not a coin like 5000000uakt"))?;
+            .ok_or_else(|| AmountError(format!("'{text}' is not a coin like 5000000uakt")))?;
         let (amount, denom) = text.split_at(split);
-        validate_denom(denom).map_err(|error| format!("'{text}': {error}"))?;
+        validate_denom(denom).map_err(|error| AmountError(format!("'{text}': {error}")))?;
         let amount = amount
             .parse()
-            .map_err(|_| format!("'{text}': amount is too large"))?;
+            .map_err(|_| AmountError(format!("'{text}': amount is too large")))?;
         Ok(Self::new(amount, denom))
     }
 }
@@ -228,15 +249,15 @@ impl fmt::Display for DecCoin {
 }
 
 impl FromStr for DecCoin {
-    type Err = String;
+    type Err = AmountError;
 
-    fn from_str(text: &str) -> Result<Self, String> {
+    fn from_str(text: &str) -> Result<Self, AmountError> {
         let split = text
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .filter(|&at| at > 0)
-            .ok_or_else(|| format!("'{text}' is not a decimal coin like 0.025uakt"))?;
+            .ok_or_else(|| AmountError(format!("'{text}' is not a decimal coin like 0.025uakt")))?;
         let (amount, denom) = text.split_at(split);
-        validate_denom(denom).map_err(|error| format!("'{text}': {error}"))?;
+        validate_denom(denom).map_err(|error| AmountError(format!("'{text}': {error}")))?;
         Ok(Self {
             amount: amount.parse()?,
             denom: denom.to_owned(),

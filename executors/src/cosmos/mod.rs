@@ -14,7 +14,7 @@
 //!    block. Running it again (after a crash, on another worker) sends the same bytes:
 //!    same hash, so the chain applies them at most once. "Already in the cache" and
 //!    "already in a block" are success.
-//! 3. If `broadcast` fails with `sequence mismatch:` (another transaction of the
+//! 3. If `broadcast` fails with [`SEQUENCE_MISMATCH`] (another transaction of the
 //!    account used the sequence first), the workflow asks `tx_status {tx_hash}` and
 //!    `account {}`, and signs a new deposit only if [`can_resign`] says the persisted
 //!    one provably never landed (not on chain *and* the account's sequence is past the
@@ -60,14 +60,18 @@
 //! safe), the run's lease lapsed before `broadcast` sent anything (checked at the last
 //! moment, so a worker frozen past its lease sends nothing). Permanent: a bad payload or address, no key configured, chain id mismatch
 //! (checked against the node before the first signature), an account that does not
-//! exist, and these prefixes from `broadcast`:
+//! exist, and these failures of `broadcast`, each with a stable code (what callers
+//! match, on `WorkflowError::StepFailed { code, .. }`) and a message prefix (what an
+//! operator reads; the journal stores the message, and a replay reads the code back
+//! from it through `Executor::error_code`):
 //!
-//! - `sequence mismatch:` ([`SEQUENCE_MISMATCH_PREFIX`]) — see above;
-//! - `tx rejected:` ([`TX_REJECTED_PREFIX`]) — refused at check time (bad
-//!   signature → code 4, insufficient funds → 5, insufficient fee → 13, unknown or
-//!   closed deployment, …): it will never be included;
-//! - `tx failed:` ([`TX_FAILED_PREFIX`]) — included in a block but failed there (the
-//!   fee was paid and the sequence used; no deposit happened).
+//! - [`SEQUENCE_MISMATCH`], `sequence mismatch:` ([`SEQUENCE_MISMATCH_PREFIX`]) — see
+//!   above;
+//! - [`TX_REJECTED`], `tx rejected:` ([`TX_REJECTED_PREFIX`]) — refused at check time
+//!   (bad signature → code 4, insufficient funds → 5, insufficient fee → 13, unknown
+//!   or closed deployment, …): it will never be included;
+//! - [`TX_FAILED`], `tx failed:` ([`TX_FAILED_PREFIX`]) — included in a block but
+//!   failed there (the fee was paid and the sequence used; no deposit happened).
 //!
 //! `sign_deposit` with `gas = "simulate"` reports what simulation finds (insufficient
 //! funds, unknown deployment, …) as permanent errors before anything is signed.
@@ -91,15 +95,15 @@ mod tx;
 use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
-use morpheus_engine::{ExecError, ExecOutput, ExecRequest, Executor, StepError};
+use morpheus_engine::{ErrorCode, ExecError, ExecOutput, ExecRequest, Executor, StepError};
 
 pub use akash::{
     parse_deployment_xid, DepositIntent, DepositSource, EscrowAccountId, EscrowScope,
-    MsgAccountDeposit, MsgDepositDeployment, MSG_ACCOUNT_DEPOSIT_TYPE_URL,
+    InvalidEscrowId, MsgAccountDeposit, MsgDepositDeployment, MSG_ACCOUNT_DEPOSIT_TYPE_URL,
     MSG_DEPOSIT_DEPLOYMENT_TYPE_URL,
 };
 pub use akash::{DeploymentId, Deposit};
-pub use amount::{validate_denom, Coin, DecCoin, Decimal};
+pub use amount::{validate_denom, AmountError, Coin, DecCoin, Decimal};
 pub use config::{
     ConfigError, CosmosConfig, DeploymentsApi, Gas, KeySource, LeasesApi, MsgVersion, Timeouts,
 };
@@ -107,9 +111,10 @@ pub use keys::{KeyError, Signer};
 pub use ops::{
     can_resign, AccountInfo, BalanceInfo, BroadcastResult, CosmosRequest, DeploymentInfo,
     DeploymentsInfo, LatestHeight, LeaseRate, LeaseRates, SignedDeposit, TxStatus,
-    SEQUENCE_MISMATCH_PREFIX, TX_FAILED_PREFIX, TX_REJECTED_PREFIX,
+    SEQUENCE_MISMATCH, SEQUENCE_MISMATCH_PREFIX, TX_FAILED, TX_FAILED_PREFIX, TX_REJECTED,
+    TX_REJECTED_PREFIX,
 };
-pub use tx::{tx_hash, tx_sequence, SignedTx};
+pub use tx::{tx_hash, tx_sequence, SignedTx, TxDecodeError};
 
 use ops::{Call, Client};
 
@@ -223,5 +228,9 @@ impl Executor for CosmosExecutor {
         let payload: CosmosRequest = serde_json::from_value(request.payload.clone())
             .map_err(|error| StepError::permanent(format!("invalid cosmos payload: {error}")))?;
         self.execute(payload, &request).await
+    }
+
+    fn error_code(&self, message: &str) -> Option<ErrorCode> {
+        ops::error_code(message)
     }
 }

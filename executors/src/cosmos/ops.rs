@@ -9,28 +9,69 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
-use morpheus_engine::{LeaseCheck, LogLevel, LogSink, StepError};
-use serde::{Deserialize, Deserializer, Serialize};
+use morpheus_engine::{ErrorCode, LeaseCheck, LogLevel, LogSink, StepError};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{json, Value};
 
 use super::akash::DepositIntent;
-use super::amount::{Coin, Decimal};
+use super::amount::{AmountError, Coin, Decimal};
 use super::config::{DeploymentsApi, FeePolicy, Gas, Settings};
 use super::keys::Signer;
 use super::rest::{encode_query, u64_field, Rest, RestError};
 use super::tx::{self, TxParams};
 
+/// The code of a `broadcast` failure whose signed sequence number is stale (another
+/// transaction of the account used it first): match it on
+/// `WorkflowError::StepFailed { code, .. }`, then see [`can_resign`]. Its message
+/// starts with [`SEQUENCE_MISMATCH_PREFIX`].
+pub const SEQUENCE_MISMATCH: ErrorCode = ErrorCode::from_static("sequence_mismatch");
+
+/// The code of a `broadcast` failure for a transaction that was included in a block
+/// but failed there (fee paid, sequence used, no deposit). Its message starts with
+/// [`TX_FAILED_PREFIX`].
+pub const TX_FAILED: ErrorCode = ErrorCode::from_static("tx_failed");
+
+/// The code of a `broadcast` failure for a transaction the node refused to accept (it
+/// will never be included). Its message starts with [`TX_REJECTED_PREFIX`].
+pub const TX_REJECTED: ErrorCode = ErrorCode::from_static("tx_rejected");
+
 /// Error messages of `broadcast` that mean the signed sequence number is stale start
-/// with this. See [`can_resign`].
+/// with this (the text an operator reads; callers match [`SEQUENCE_MISMATCH`]).
 pub const SEQUENCE_MISMATCH_PREFIX: &str = "sequence mismatch:";
 
 /// Error messages of `broadcast` for a transaction that was included in a block but
-/// failed there (fee paid, sequence used, no deposit) start with this.
+/// failed there start with this (callers match [`TX_FAILED`]).
 pub const TX_FAILED_PREFIX: &str = "tx failed:";
 
-/// Error messages of `broadcast` for a transaction the node refused to accept (it
-/// will never be included) start with this.
+/// Error messages of `broadcast` for a transaction the node refused to accept start
+/// with this (callers match [`TX_REJECTED`]).
 pub const TX_REJECTED_PREFIX: &str = "tx rejected:";
+
+/// Each code with the prefix of its messages: the journal stores only the message,
+/// and [`error_code`] reads the code back from it on a replay.
+const CODED_PREFIXES: [(ErrorCode, &str); 3] = [
+    (SEQUENCE_MISMATCH, SEQUENCE_MISMATCH_PREFIX),
+    (TX_FAILED, TX_FAILED_PREFIX),
+    (TX_REJECTED, TX_REJECTED_PREFIX),
+];
+
+/// A permanent failure with `code`, its message being the code's prefix, a space and
+/// `detail` (so [`error_code`] reads the same code back).
+fn coded_failure(code: ErrorCode, detail: impl std::fmt::Display) -> StepError {
+    let prefix = CODED_PREFIXES
+        .iter()
+        .find_map(|(known, prefix)| (*known == code).then_some(*prefix))
+        .expect("every code has a prefix");
+    StepError::permanent(format!("{prefix} {detail}")).with_code(code)
+}
+
+/// The code of a failure this executor reported, from its message (see
+/// `Executor::error_code`).
+pub(crate) fn error_code(message: &str) -> Option<ErrorCode> {
+    CODED_PREFIXES
+        .iter()
+        .find_map(|(code, prefix)| message.starts_with(prefix).then(|| code.clone()))
+}
 
 /// Whether a persisted signed transaction provably never landed, so signing a new one
 /// cannot pay twice: it is not on chain, *and* the account's sequence has moved past
@@ -48,7 +89,9 @@ pub fn can_resign(tx_found: bool, account_sequence: u64, tx_sequence: u64) -> bo
     !tx_found && account_sequence > tx_sequence
 }
 
-/// A payload of the `cosmos` executor: one operation, selected by `"op"`.
+/// A payload of the `cosmos` executor: one operation, selected by `"op"`. It
+/// serialises to the JSON the executor reads (dseqs as strings, absent defaults
+/// left out), so a workflow sends it with `StepBuilder::call_as`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum CosmosRequest {
@@ -57,26 +100,30 @@ pub enum CosmosRequest {
     /// An account's number and sequence → [`AccountInfo`].
     Account {
         /// Default: the executor's own address.
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         address: Option<String>,
     },
     /// A bank balance → [`BalanceInfo`].
     Balance {
         /// Default: the executor's own address.
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         address: Option<String>,
         /// Default: the configured denom.
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         denom: Option<String>,
     },
     /// An owner's deployments with escrow funds → [`DeploymentsInfo`].
     Deployments {
         /// Default: the executor's own address.
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         owner: Option<String>,
         /// Only these (missing ones are listed in `missing`); default: all of the
         /// owner's.
-        #[serde(default, deserialize_with = "dseq_list")]
+        #[serde(
+            default,
+            deserialize_with = "dseq_list",
+            serialize_with = "dseq_list_text"
+        )]
         dseqs: Option<Vec<u64>>,
         /// Also list closed deployments (only without `dseqs`).
         #[serde(default)]
@@ -85,25 +132,29 @@ pub enum CosmosRequest {
     /// Active lease rates summed per deployment → [`LeaseRates`].
     Leases {
         /// Default: the executor's own address.
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         owner: Option<String>,
         /// Only these (each listed, with rate 0 when it has no active lease).
-        #[serde(default, deserialize_with = "dseq_list")]
+        #[serde(
+            default,
+            deserialize_with = "dseq_list",
+            serialize_with = "dseq_list_text"
+        )]
         dseqs: Option<Vec<u64>>,
     },
     /// Signs (does not broadcast) a deposit into a deployment's escrow →
     /// [`SignedDeposit`].
     SignDeposit {
         /// Default: the executor's own address.
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         owner: Option<String>,
         /// The deployment.
-        #[serde(deserialize_with = "dseq")]
+        #[serde(deserialize_with = "dseq", serialize_with = "dseq_text")]
         dseq: u64,
         /// `"5000000uakt"`, or `"5000000"` in the configured denom.
         amount: String,
         /// Default: the configured memo, else `morpheus:{idempotency key}`.
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         memo: Option<String>,
     },
     /// Broadcasts exactly these bytes and waits for the block → [`BroadcastResult`].
@@ -129,6 +180,20 @@ fn parse_dseq(value: &Value) -> Result<u64, String> {
 
 fn dseq<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
     parse_dseq(&Value::deserialize(deserializer)?).map_err(serde::de::Error::custom)
+}
+
+fn dseq_text<S: Serializer>(dseq: &u64, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(dseq)
+}
+
+fn dseq_list_text<S: Serializer>(
+    dseqs: &Option<Vec<u64>>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    let texts: Option<Vec<String>> = dseqs
+        .as_ref()
+        .map(|dseqs| dseqs.iter().map(u64::to_string).collect());
+    texts.serialize(serializer)
 }
 
 fn dseq_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Vec<u64>>, D::Error> {
@@ -603,7 +668,9 @@ impl Client {
                 .and_then(Value::as_str)
                 .unwrap_or("0")
                 .parse()
-                .map_err(|error: String| malformed(&format!("a valid escrow amount ({error})")))
+                .map_err(|error: AmountError| {
+                    malformed(&format!("a valid escrow amount ({error})"))
+                })
         };
         let (escrow_state, funds, settled_at) = match self.settings.deployments_api {
             DeploymentsApi::V1beta4 => {
@@ -705,7 +772,7 @@ impl Client {
                 .and_then(Value::as_str)
                 .ok_or_else(|| malformed("lease.price.amount"))?
                 .parse()
-                .map_err(|error: String| malformed(&format!("a valid price ({error})")))?;
+                .map_err(|error: AmountError| malformed(&format!("a valid price ({error})")))?;
             let entry = sums.entry(dseq).or_insert((Decimal::ZERO, 0));
             entry.0 = entry
                 .0
@@ -951,11 +1018,14 @@ impl Client {
                 if let Some(found) = self.lookup_tx(&hash, call.deadline).await? {
                     return finish(&hash, found, true);
                 }
-                return Err(StepError::permanent(format!(
-                    "{SEQUENCE_MISMATCH_PREFIX} {} (tx {hash} signed with sequence {sequence} is not on chain; \
-                     query tx_status and account, and sign anew only if the account's sequence is past {sequence})",
-                    checked.raw_log
-                )));
+                return Err(coded_failure(
+                    SEQUENCE_MISMATCH,
+                    format_args!(
+                        "{} (tx {hash} signed with sequence {sequence} is not on chain; \
+                         query tx_status and account, and sign anew only if the account's sequence is past {sequence})",
+                        checked.raw_log
+                    ),
+                ));
             }
             CODE_MEMPOOL_FULL if sdk => {
                 return Err(StepError::retryable(format!(
@@ -964,10 +1034,13 @@ impl Client {
                 )))
             }
             code => {
-                return Err(StepError::permanent(format!(
-                    "{TX_REJECTED_PREFIX} code {code} ({}): {} (tx {hash})",
-                    checked.codespace, checked.raw_log
-                )))
+                return Err(coded_failure(
+                    TX_REJECTED,
+                    format_args!(
+                        "code {code} ({}): {} (tx {hash})",
+                        checked.codespace, checked.raw_log
+                    ),
+                ))
             }
         };
         call.logs.log(
@@ -1054,10 +1127,13 @@ fn finish(
     already_known: bool,
 ) -> Result<BroadcastResult, StepError> {
     if found.code != 0 {
-        return Err(StepError::permanent(format!(
-            "{TX_FAILED_PREFIX} code {} ({}) in block {}: {} (tx {hash}; its fee was paid and its sequence used)",
-            found.code, found.codespace, found.height, found.raw_log
-        )));
+        return Err(coded_failure(
+            TX_FAILED,
+            format_args!(
+                "code {} ({}) in block {}: {} (tx {hash}; its fee was paid and its sequence used)",
+                found.code, found.codespace, found.height, found.raw_log
+            ),
+        ));
     }
     Ok(BroadcastResult {
         tx_hash: hash.to_owned(),
@@ -1124,6 +1200,91 @@ fn round_ms(duration: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn requests_serialize_to_the_json_the_executor_always_read() {
+        let cases = [
+            (CosmosRequest::LatestHeight, json!({"op": "latest_height"})),
+            (
+                CosmosRequest::Account { address: None },
+                json!({"op": "account"}),
+            ),
+            (
+                CosmosRequest::Balance {
+                    address: None,
+                    denom: Some("uakt".into()),
+                },
+                json!({"op": "balance", "denom": "uakt"}),
+            ),
+            (
+                CosmosRequest::Deployments {
+                    owner: Some("akash1owner".into()),
+                    dseqs: Some(vec![1002, 7]),
+                    include_closed: true,
+                },
+                json!({"op": "deployments", "owner": "akash1owner", "dseqs": ["1002", "7"],
+                       "include_closed": true}),
+            ),
+            (
+                CosmosRequest::Deployments {
+                    owner: Some("akash1owner".into()),
+                    dseqs: None,
+                    include_closed: false,
+                },
+                json!({"op": "deployments", "owner": "akash1owner", "dseqs": null,
+                       "include_closed": false}),
+            ),
+            (
+                CosmosRequest::Leases {
+                    owner: Some("akash1owner".into()),
+                    dseqs: None,
+                },
+                json!({"op": "leases", "owner": "akash1owner", "dseqs": null}),
+            ),
+            (
+                CosmosRequest::SignDeposit {
+                    owner: Some("akash1owner".into()),
+                    dseq: 1002,
+                    amount: "5000000uakt".into(),
+                    memo: None,
+                },
+                json!({"op": "sign_deposit", "owner": "akash1owner", "dseq": "1002",
+                       "amount": "5000000uakt"}),
+            ),
+            (
+                CosmosRequest::Broadcast {
+                    tx_bytes_b64: "AAAA".into(),
+                },
+                json!({"op": "broadcast", "tx_bytes_b64": "AAAA"}),
+            ),
+            (
+                CosmosRequest::TxStatus {
+                    tx_hash: "AB12".into(),
+                },
+                json!({"op": "tx_status", "tx_hash": "AB12"}),
+            ),
+        ];
+        for (request, expected) in cases {
+            let sent = serde_json::to_value(&request).unwrap();
+            assert_eq!(sent, expected);
+            assert_eq!(
+                serde_json::from_value::<CosmosRequest>(sent).unwrap(),
+                request
+            );
+        }
+    }
+
+    #[test]
+    fn coded_failures_read_back_their_code_from_the_stored_message() {
+        for (code, prefix) in CODED_PREFIXES {
+            let error = coded_failure(code.clone(), "code 32 (sdk): account sequence mismatch");
+            assert!(!error.is_retryable());
+            assert!(error.message().starts_with(prefix), "{}", error.message());
+            assert_eq!(error.code(), Some(&code));
+            assert_eq!(error_code(error.message()), Some(code));
+        }
+        assert_eq!(error_code("broadcast: mempool is full (x)"), None);
+    }
 
     #[test]
     fn payloads_parse_with_string_or_number_dseqs() {

@@ -93,16 +93,22 @@ pub(crate) fn unsigned_for_simulation(
     .encode_to_vec())
 }
 
+/// Bytes that are not a signed transaction this client can read (`not a TxRaw: …`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct TxDecodeError(pub String);
+
 /// The sequence a transaction was signed with (its first signer's).
-pub fn tx_sequence(tx_bytes: &[u8]) -> Result<u64, String> {
-    let raw = TxRaw::decode(tx_bytes).map_err(|error| format!("not a TxRaw: {error}"))?;
+pub fn tx_sequence(tx_bytes: &[u8]) -> Result<u64, TxDecodeError> {
+    let raw =
+        TxRaw::decode(tx_bytes).map_err(|error| TxDecodeError(format!("not a TxRaw: {error}")))?;
     let auth_info = ProtoAuthInfo::decode(raw.auth_info_bytes.as_slice())
-        .map_err(|error| format!("tx auth info: {error}"))?;
+        .map_err(|error| TxDecodeError(format!("tx auth info: {error}")))?;
     auth_info
         .signer_infos
         .first()
         .map(|info| info.sequence)
-        .ok_or_else(|| "tx has no signer".to_owned())
+        .ok_or_else(|| TxDecodeError("tx has no signer".to_owned()))
 }
 
 #[cfg(test)]

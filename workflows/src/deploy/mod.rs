@@ -42,7 +42,10 @@ use morpheus_engine::WorkflowRegistry;
 
 pub use config::DeployConfig;
 pub use error::DeployError;
-pub use model::{DeployStatus, DeploymentRun, DeploymentSpec, SourceSnapshot, Target};
+pub use model::{
+    DeployStatus, DeploymentRun, DeploymentSpec, ForbiddenTransition, SourceSnapshot, Target,
+    UnknownTarget,
+};
 pub use service::DeployService;
 pub use spec::{SpecError, SpecRequest};
 pub use start::DeployStart;

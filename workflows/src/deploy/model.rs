@@ -36,17 +36,45 @@ impl fmt::Display for Target {
     }
 }
 
+/// Text that is not a [`Target`]. It reads as its message
+/// (`'prod' is not a target (expected preview or production)`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct UnknownTarget(String);
+
+impl std::ops::Deref for UnknownTarget {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
 impl FromStr for Target {
-    type Err = String;
+    type Err = UnknownTarget;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         match text {
             "preview" => Ok(Self::Preview),
             "production" => Ok(Self::Production),
-            other => Err(format!(
+            other => Err(UnknownTarget(format!(
                 "'{other}' is not a target (expected preview or production)"
-            )),
+            ))),
         }
+    }
+}
+
+/// A status change the deploy state machine forbids ([`DeployStatus::can_become`]).
+/// It reads as its message (`deploy run r is capturing; it cannot become ready`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ForbiddenTransition(String);
+
+impl std::ops::Deref for ForbiddenTransition {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
     }
 }
 
@@ -315,12 +343,16 @@ impl DeploymentRun {
     /// Moves the run to `next` (recording it in the history), or explains why the
     /// status machine forbids it. Re-entering the current status changes nothing but
     /// `updated_at`.
-    pub fn transition(&mut self, next: DeployStatus, now: DateTime<Utc>) -> Result<(), String> {
+    pub fn transition(
+        &mut self,
+        next: DeployStatus,
+        now: DateTime<Utc>,
+    ) -> Result<(), ForbiddenTransition> {
         if !self.status.can_become(next) {
-            return Err(format!(
+            return Err(ForbiddenTransition(format!(
                 "deploy run {} is {}; it cannot become {next}",
                 self.id, self.status
-            ));
+            )));
         }
         if self.status != next {
             self.status = next;

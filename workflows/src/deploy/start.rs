@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use morpheus_engine::{
-    async_trait, Ctx, RetryPolicy, StepError, Workflow, WorkflowError, WorkflowResult,
+    async_trait, Ctx, InvalidInput, RetryPolicy, StepError, Workflow, WorkflowError, WorkflowResult,
 };
 use morpheus_executors::docker::{
     ContainerInfo, DockerRequest, EnsureOutput, ExecSpec, RemoveOutcome, StartSpec, UploadSpec,
@@ -184,22 +184,19 @@ pub(crate) async fn set_status(
         .await
 }
 
-/// A `docker` executor call as a journaled step, decoding its output.
+/// A `docker` executor call as a journaled step, decoding its output
+/// ([`morpheus_engine::StepBuilder::call_as`] with the docker executor's kind).
 pub(crate) async fn docker_step<T: DeserializeOwned>(
     ctx: &Ctx,
     step: &str,
     request: DockerRequest,
     retry: RetryPolicy,
 ) -> WorkflowResult<T> {
-    let output = ctx
-        .step(step)
+    ctx.step(step)
         .executor(morpheus_executors::docker::KIND)
         .retry(retry)
-        .call(serde_json::to_value(request)?)
-        .await?;
-    serde_json::from_value(output).map_err(|error| {
-        WorkflowError::failed(format!("step '{step}': unexpected docker output: {error}"))
-    })
+        .call_as(&request)
+        .await
 }
 
 #[async_trait]
@@ -208,13 +205,13 @@ impl Workflow for DeployStart {
     type Input = DeployStartInput;
     type Output = DeployStartOutput;
 
-    fn validate(&self, input: &DeployStartInput) -> Result<(), String> {
+    fn validate(&self, input: &DeployStartInput) -> Result<(), InvalidInput> {
         check_shape(&input.spec).map_err(|error| format!("spec.{error}"))?;
         if input.agent_id != input.spec.agent_id {
-            return Err(format!(
+            return Err(InvalidInput::new(format!(
                 "agent_id: '{}' does not match spec.agent_id '{}'",
                 input.agent_id, input.spec.agent_id
-            ));
+            )));
         }
         if input.snapshot_id.as_deref().is_some_and(str::is_empty) {
             return Err("snapshot_id: must not be empty when given".into());

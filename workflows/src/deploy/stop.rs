@@ -8,7 +8,7 @@
 //! a stop that did not complete). The container is found by the run's name; one that
 //! is already gone counts as removed, so the workflow is safe to repeat.
 
-use morpheus_engine::{async_trait, Ctx, RunId, StepError, Workflow, WorkflowResult};
+use morpheus_engine::{async_trait, Ctx, InvalidInput, RunId, StepError, Workflow, WorkflowResult};
 use morpheus_executors::docker::{DockerRequest, RemoveOutcome};
 use serde::{Deserialize, Serialize};
 
@@ -47,7 +47,7 @@ impl Workflow for DeployStop {
     type Input = DeployStopInput;
     type Output = DeployStopOutput;
 
-    fn validate(&self, input: &DeployStopInput) -> Result<(), String> {
+    fn validate(&self, input: &DeployStopInput) -> Result<(), InvalidInput> {
         check_agent_id(&input.agent_id).map_err(|error| error.to_string())?;
         input
             .run_id

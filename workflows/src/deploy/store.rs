@@ -194,7 +194,7 @@ impl DeployStore {
             .docs
             .update::<DeploymentRun, StoreError, _>(RUNS, run_id, |run| {
                 run.transition(next, now)
-                    .map_err(StoreError::InvalidTransition)?;
+                    .map_err(|refused| StoreError::InvalidTransition(refused.to_string()))?;
                 edit(run);
                 Ok(())
             })

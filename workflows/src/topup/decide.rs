@@ -12,6 +12,12 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+/// Text that is not an amount of the sweep's denomination (`'5akt' is in 'akt',
+/// expected 'uakt'`): what [`parse_coin`] and parsing a [`Dec`] return.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidAmount(pub String);
+
 /// A non-negative fixed-point amount with 18 decimals (like Cosmos `Dec`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Hash)]
 pub struct Dec(u128);
@@ -21,6 +27,11 @@ const SCALE: u128 = 1_000_000_000_000_000_000;
 impl Dec {
     /// Zero.
     pub const ZERO: Dec = Dec(0);
+
+    /// The amount with this many 10⁻¹⁸ units (how the chain's decimals count too).
+    pub fn from_atto(atto: u128) -> Self {
+        Dec(atto)
+    }
 
     /// A whole number.
     pub fn whole(value: u128) -> Self {
@@ -59,10 +70,10 @@ impl Dec {
 }
 
 impl FromStr for Dec {
-    type Err = String;
+    type Err = InvalidAmount;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let bad = || format!("'{text}' is not a non-negative decimal amount");
+        let bad = || InvalidAmount(format!("'{text}' is not a non-negative decimal amount"));
         let (whole, fraction) = text.trim().split_once('.').unwrap_or((text.trim(), ""));
         if whole.is_empty() || !whole.bytes().all(|b| b.is_ascii_digit()) {
             return Err(bad());
@@ -111,24 +122,24 @@ impl<'de> Deserialize<'de> for Dec {
 }
 
 /// Parses a coin like `5000000uakt` into its amount, checking the denom.
-pub fn parse_coin(text: &str, denom: &str) -> Result<u128, String> {
+pub fn parse_coin(text: &str, denom: &str) -> Result<u128, InvalidAmount> {
     let digits_end = text
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
     let (amount, found_denom) = text.split_at(digits_end);
     if amount.is_empty() {
-        return Err(format!(
+        return Err(InvalidAmount(format!(
             "'{text}' is not a coin (expected e.g. 5000000{denom})"
-        ));
+        )));
     }
     if found_denom != denom {
-        return Err(format!(
+        return Err(InvalidAmount(format!(
             "'{text}' is in '{found_denom}', expected '{denom}'"
-        ));
+        )));
     }
     amount
         .parse()
-        .map_err(|_| format!("'{text}': amount out of range"))
+        .map_err(|_| InvalidAmount(format!("'{text}': amount out of range")))
 }
 
 /// The policy, already in blocks and micro-denom.
@@ -373,6 +384,7 @@ mod tests {
         assert_eq!(parse_coin("5000000uakt", "uakt"), Ok(5_000_000));
         assert!(parse_coin("5akt", "uakt")
             .unwrap_err()
+            .to_string()
             .contains("expected 'uakt'"));
         assert!(parse_coin("uakt", "uakt").is_err());
     }

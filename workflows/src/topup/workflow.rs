@@ -1,21 +1,25 @@
 //! The `topup.escrow` workflow: one sweep over an owner's deployments. It reads the chain
 //! once (height, escrows, lease rates, wallet balance, today's cap use), decides with the
-//! pure [`plan_topups`](super::decide::plan_topups), logs every decision with its
-//! numbers, and makes each deposit exactly once: the daily cap is reserved across runs,
-//! the signed transaction is journaled *before* it is broadcast, and a resumed run
-//! re-broadcasts the same bytes. Chain access goes through the `cosmos` executor.
+//! pure [`plan_topups`], logs every decision with its numbers, and makes each deposit
+//! exactly once: the daily cap is reserved across runs, the signed transaction is
+//! journaled *before* it is broadcast, and a resumed run re-broadcasts the same bytes.
+//! Chain access goes through the `cosmos` executor, with its typed requests and
+//! outputs.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use morpheus_engine::{
-    async_trait, Ctx, DocumentQuery, LogLevel, ResultExt, RetryPolicy, StepBuilder, Versioned,
-    Workflow, WorkflowError, WorkflowResult,
+    async_trait, Ctx, DocumentQuery, InvalidInput, LogLevel, ResultExt, RetryPolicy, StepBuilder,
+    Versioned, Workflow, WorkflowError, WorkflowResult,
 };
-use morpheus_executors::cosmos::can_resign;
+use morpheus_executors::cosmos::{
+    can_resign, AccountInfo, BalanceInfo, BroadcastResult, CosmosRequest, Decimal, DeploymentsInfo,
+    LatestHeight, LeaseRates, SignedDeposit, TxStatus, SEQUENCE_MISMATCH,
+};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::decide::{
     hours_to_blocks, parse_coin, plan_topups, Dec, Decided, Decision, DeploymentView, Policy,
@@ -103,7 +107,9 @@ pub struct DeploymentReport {
     pub decided: Decided,
     /// The deposit's transaction, when one was made.
     pub tx_hash: Option<String>,
-    /// The block it landed in.
+    /// The block the deposit landed in; left out when no deposit landed (a skip, a
+    /// dry run, a refused deposit), rather than written as `null`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub height: Option<u64>,
     /// Why a decided deposit did not happen.
     pub error: Option<String>,
@@ -150,26 +156,18 @@ pub fn daily_budget(owner: &str, day: DateTime<Utc>) -> String {
     format!("topup.escrow:{owner}:{}", day.format("%Y-%m-%d"))
 }
 
-/// A string field of an executor output.
-fn text(value: &Value, field: &str) -> WorkflowResult<String> {
-    value[field]
-        .as_str()
-        .map(str::to_owned)
-        .ok_or_else(|| WorkflowError::failed(format!("cosmos output has no '{field}': {value}")))
+/// A chain amount as the planner's decimal (both count in 10⁻¹⁸ units).
+fn dec(amount: Decimal) -> Dec {
+    Dec::from_atto(amount.atto())
 }
 
-fn decimal(value: &Value, field: &str) -> WorkflowResult<Dec> {
-    let raw = match &value[field] {
-        Value::String(text) => text.clone(),
-        Value::Number(number) => number.to_string(),
-        other => {
-            return Err(WorkflowError::failed(format!(
-                "cosmos output field '{field}' is not an amount: {other}"
-            )))
-        }
-    };
-    raw.parse()
-        .map_err(|error| WorkflowError::failed(format!("{field}: {error}")))
+/// A deployment sequence number as the `cosmos` executor takes it.
+fn dseq_number(dseq: &str) -> WorkflowResult<u64> {
+    dseq.parse().map_err(|_| {
+        WorkflowError::failed(format!(
+            "dseqs: '{dseq}' is not a deployment sequence number"
+        ))
+    })
 }
 
 /// Retries for chain reads and broadcasts: transient node trouble, persisted times.
@@ -194,12 +192,12 @@ impl Workflow for TopUpEscrow {
     type Input = TopUpInput;
     type Output = TopUpReport;
 
-    fn validate(&self, input: &TopUpInput) -> Result<(), String> {
+    fn validate(&self, input: &TopUpInput) -> Result<(), InvalidInput> {
         if !input.owner.starts_with("akash1") || input.owner.len() < 20 {
-            return Err(format!(
+            return Err(InvalidInput::new(format!(
                 "owner: '{}' is not an Akash address (akash1…)",
                 input.owner
-            ));
+            )));
         }
         if let Some(dseqs) = &input.dseqs {
             if dseqs.is_empty() {
@@ -209,9 +207,9 @@ impl Workflow for TopUpEscrow {
                 .iter()
                 .find(|d| d.is_empty() || !d.bytes().all(|b| b.is_ascii_digit()))
             {
-                return Err(format!(
+                return Err(InvalidInput::new(format!(
                     "dseqs: '{bad}' is not a deployment sequence number"
-                ));
+                )));
             }
         }
         for (name, hours) in [
@@ -219,7 +217,9 @@ impl Workflow for TopUpEscrow {
             ("target_runway_h", input.target_runway_h),
         ] {
             if !(hours > 0.0 && hours.is_finite()) {
-                return Err(format!("{name}: must be a positive number of hours"));
+                return Err(InvalidInput::new(format!(
+                    "{name}: must be a positive number of hours"
+                )));
             }
         }
         if input.target_runway_h < input.look_ahead_h {
@@ -228,34 +228,42 @@ impl Workflow for TopUpEscrow {
         if !(input.seconds_per_block > 0.0 && input.seconds_per_block.is_finite()) {
             return Err("seconds_per_block: must be positive".into());
         }
-        amounts(input).map(|_| ())
+        amounts(input).map(|_| ()).map_err(InvalidInput::from)
     }
 
     async fn run(&self, ctx: &Ctx, input: TopUpInput) -> WorkflowResult<TopUpReport> {
         let amounts = amounts(&input).map_err(WorkflowError::failed)?;
-        let cosmos = |name: &str, payload: Value| {
-            chain_step(ctx, name)
-                .timeout(Duration::from_secs(120))
-                .call(payload)
-        };
+        let dseqs: Option<Vec<u64>> = input
+            .dseqs
+            .as_ref()
+            .map(|dseqs| dseqs.iter().map(|dseq| dseq_number(dseq)).collect())
+            .transpose()?;
+        let cosmos = |name: &str| chain_step(ctx, name).timeout(Duration::from_secs(120));
 
         // One consistent view of the chain for the whole sweep.
-        let latest = cosmos("height", json!({"op": "latest_height"})).await?;
-        let height = latest["height"].as_u64().ok_or_else(|| {
-            WorkflowError::failed(format!("latest_height returned no height: {latest}"))
-        })?;
-        let deployments = cosmos(
-            "deployments",
-            json!({"op": "deployments", "owner": input.owner, "dseqs": input.dseqs,
-                   "include_closed": input.dseqs.is_some()}),
-        )
-        .await?;
-        let leases = cosmos(
-            "leases",
-            json!({"op": "leases", "owner": input.owner, "dseqs": input.dseqs}),
-        )
-        .await?;
-        let balance = cosmos("balance", json!({"op": "balance", "denom": input.denom})).await?;
+        let latest: LatestHeight = cosmos("height")
+            .call_as(&CosmosRequest::LatestHeight)
+            .await?;
+        let height = latest.height;
+        let deployments: DeploymentsInfo = cosmos("deployments")
+            .call_as(&CosmosRequest::Deployments {
+                owner: Some(input.owner.clone()),
+                dseqs: dseqs.clone(),
+                include_closed: input.dseqs.is_some(),
+            })
+            .await?;
+        let leases: LeaseRates = cosmos("leases")
+            .call_as(&CosmosRequest::Leases {
+                owner: Some(input.owner.clone()),
+                dseqs,
+            })
+            .await?;
+        let balance: BalanceInfo = cosmos("balance")
+            .call_as(&CosmosRequest::Balance {
+                address: None,
+                denom: Some(input.denom.clone()),
+            })
+            .await?;
         let now = ctx.now().await?;
         let budget = daily_budget(&input.owner, now);
         let cap_used = ctx.budget_used("cap-used", &budget).await?;
@@ -280,37 +288,38 @@ impl Workflow for TopUpEscrow {
                 })
                 .await?
         };
-        let rates: HashMap<String, Dec> = leases["rates"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|rate| Ok((text(rate, "dseq")?, decimal(rate, "rate_per_block")?)))
-            .collect::<WorkflowResult<_>>()?;
+        let rates: HashMap<&str, Dec> = leases
+            .rates
+            .iter()
+            .map(|rate| (rate.dseq.as_str(), dec(rate.rate_per_block)))
+            .collect();
         let mut views = Vec::new();
-        for deployment in deployments["deployments"].as_array().into_iter().flatten() {
-            let dseq = text(deployment, "dseq")?;
-            let open = deployment["state"] == "active"
-                && deployment["escrow_state"]
-                    .as_str()
-                    .is_none_or(|s| s == "open");
+        for deployment in &deployments.deployments {
+            let dseq = deployment.dseq.clone();
             views.push(DeploymentView {
-                rate_per_block: rates.get(&dseq).copied().unwrap_or(Dec::ZERO),
-                funds: decimal(deployment, "escrow_funds")?,
-                open,
+                rate_per_block: rates.get(dseq.as_str()).copied().unwrap_or(Dec::ZERO),
+                funds: dec(deployment.escrow_funds),
+                open: deployment.state == "active" && deployment.escrow_state == "open",
                 last_topup_at: last_deposits.get(&dseq).copied(),
                 dseq,
             });
         }
-        for missing in deployments["missing"].as_array().into_iter().flatten() {
+        for missing in &deployments.missing {
+            // Quoted, as this line has always shown it.
             ctx.log(
                 LogLevel::Warn,
                 format!(
                     "dseq={} not found on chain for owner {}",
-                    missing, input.owner
+                    json!(missing),
+                    input.owner
                 ),
             );
         }
-        let wallet = decimal(&balance, "amount")?.floor();
+        let wallet = balance
+            .amount
+            .parse::<Dec>()
+            .map_err(|error| WorkflowError::failed(format!("amount: {error}")))?
+            .floor();
         let policy = Policy {
             look_ahead_blocks: hours_to_blocks(input.look_ahead_h, input.seconds_per_block),
             target_runway_blocks: hours_to_blocks(input.target_runway_h, input.seconds_per_block),
@@ -455,50 +464,63 @@ async fn deposit(
     const MAX_BROADCASTS_PER_SIGNATURE: u32 = 10;
     // About one block: the time a competing transaction needs to settle.
     let settle_pause = Duration::from_secs_f64(input.seconds_per_block.clamp(0.2, 30.0));
+    let dseq_number = dseq_number(dseq)?;
     for signature in 1..=MAX_SIGNATURES {
-        let signed = chain_step(ctx, format!("deposit/{dseq}/sign"))
-            .call(
-                json!({"op": "sign_deposit", "owner": input.owner, "dseq": dseq,
-                         "amount": format!("{amount}{}", input.denom)}),
-            )
+        let signed: SignedDeposit = chain_step(ctx, format!("deposit/{dseq}/sign"))
+            .call_as(&CosmosRequest::SignDeposit {
+                owner: Some(input.owner.clone()),
+                dseq: dseq_number,
+                amount: format!("{amount}{}", input.denom),
+                memo: None,
+            })
             .await?;
-        let tx_bytes = text(&signed, "tx_bytes_b64")?;
-        let tx_hash = text(&signed, "tx_hash")?;
-        let tx_sequence = signed["sequence"].as_u64().unwrap_or(u64::MAX);
+        let tx_hash = signed.tx_hash;
+        let tx_sequence = signed.sequence;
         let mut broadcasts = 0;
         let account_sequence = loop {
             broadcasts += 1;
-            let broadcast = chain_step(ctx, format!("deposit/{dseq}/broadcast"))
-                .timeout(Duration::from_secs(180))
-                .call(json!({"op": "broadcast", "tx_bytes_b64": tx_bytes}))
-                .await;
+            let broadcast: WorkflowResult<BroadcastResult> =
+                chain_step(ctx, format!("deposit/{dseq}/broadcast"))
+                    .timeout(Duration::from_secs(180))
+                    .call_as(&CosmosRequest::Broadcast {
+                        tx_bytes_b64: signed.tx_bytes_b64.clone(),
+                    })
+                    .await;
             let message = match broadcast {
-                Ok(result) => {
-                    return Ok(Ok((tx_hash, result["height"].as_u64().unwrap_or(0))));
-                }
-                Err(WorkflowError::StepFailed { message, .. }) => message,
+                Ok(result) => return Ok(Ok((tx_hash, result.height))),
+                Err(WorkflowError::StepFailed {
+                    code: Some(code),
+                    message,
+                    ..
+                }) if code == SEQUENCE_MISMATCH => message,
+                Err(WorkflowError::StepFailed { message, .. }) => return Ok(Err(message)),
                 Err(other) => return Err(other),
             };
-            if !message.starts_with("sequence mismatch:") {
-                return Ok(Err(message));
-            }
-            let status = chain_step(ctx, format!("deposit/{dseq}/tx-status"))
-                .call(json!({"op": "tx_status", "tx_hash": tx_hash}))
+            let status: TxStatus = chain_step(ctx, format!("deposit/{dseq}/tx-status"))
+                .call_as(&CosmosRequest::TxStatus {
+                    tx_hash: tx_hash.clone(),
+                })
                 .await?;
-            let found = status["found"] == true;
+            let found = status.found;
             if found {
-                if status["code"] == 0 {
-                    return Ok(Ok((tx_hash, status["height"].as_u64().unwrap_or(0))));
+                if status.code == Some(0) {
+                    let height = status.height.ok_or_else(|| {
+                        WorkflowError::failed(format!(
+                            "tx_status: transaction {tx_hash} is on chain but has no height"
+                        ))
+                    })?;
+                    return Ok(Ok((tx_hash, height)));
                 }
+                // The log as JSON (quoted, or null), as this message has always shown it.
                 return Ok(Err(format!(
                     "transaction {tx_hash} failed on chain: {}",
-                    status["raw_log"]
+                    json!(status.raw_log)
                 )));
             }
-            let account = chain_step(ctx, format!("deposit/{dseq}/account"))
-                .call(json!({"op": "account"}))
+            let account: AccountInfo = chain_step(ctx, format!("deposit/{dseq}/account"))
+                .call_as(&CosmosRequest::Account { address: None })
                 .await?;
-            let account_sequence = account["sequence"].as_u64().unwrap_or(0);
+            let account_sequence = account.sequence;
             if can_resign(found, account_sequence, tx_sequence) {
                 break account_sequence;
             }
@@ -526,6 +548,7 @@ async fn deposit(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     fn input(value: Value) -> TopUpInput {
         serde_json::from_value(value).expect("decodes")
