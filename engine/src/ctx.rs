@@ -326,7 +326,7 @@ impl Ctx {
     }
 
     /// Waits for the event `key` (delivered by [`Ctx::send_event`], `morpheus` or
-    /// [`World::send_event`]). Returns its payload, or `None` if `timeout` passed first.
+    /// [`EventStore::send_event`](crate::EventStore::send_event)). Returns its payload, or `None` if `timeout` passed first.
     /// The run parks while waiting. A run waits for one key at a time: if concurrent
     /// branches wait for different keys without timeouts, the run parks on the first.
     /// (Wait with timeouts, or in child runs, to wait for several at once.)

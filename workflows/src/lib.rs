@@ -1,4 +1,5 @@
-//! Business workflows built on the Morpheus engine. Each is an ordinary [`Workflow`]:
+//! Business workflows built on the Morpheus engine. Each is an ordinary
+//! [`Workflow`](morpheus_engine::Workflow):
 //! decisions in pure functions, effects in steps.
 //!
 //! - [`shell::Shell`] (`shell`): a crash-proof job runner for shell steps.

@@ -11,8 +11,9 @@
 //! | `akash.deployment.v1beta3.MsgDepositDeployment` | `id = 1` (`DeploymentID`), `amount = 2` (`Coin`), `depositor = 3` (string) |
 //! | `akash.deployment.v1beta3.DeploymentID` | `owner = 1` (string), `dseq = 2` (uint64) |
 //!
-//! [`DepositIntent`] is the version-independent meaning of either message; the devnet
-//! simulator decodes transactions with [`DepositIntent::from_any`].
+//! [`DepositIntent`] is the version-independent meaning of either message. The devnet
+//! simulator (`morpheus-devnets`) decodes transactions with its own message types, never
+//! these, so an encoding mistake here cannot be mirrored by the oracle meant to catch it.
 
 use cosmrs::proto::cosmos::base::v1beta1::Coin as ProtoCoin;
 use cosmrs::Any;
