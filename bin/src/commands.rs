@@ -432,11 +432,18 @@ async fn prune(url: &str, args: PruneArgs) -> Result<()> {
     let report = world
         .prune_finished(cutoff, args.batch_size, args.dry_run)
         .await?;
+    // The change feed (what live views follow) is kept for as long as finished runs.
+    let feed_entries = if args.dry_run {
+        0
+    } else {
+        world.prune_feed(cutoff).await?
+    };
     if args.json {
         println!(
             "{}",
             json!({"dry_run": args.dry_run, "cutoff": cutoff, "runs": report.runs,
-                   "steps": report.steps, "logs": report.logs, "batches": report.batches})
+                   "steps": report.steps, "logs": report.logs, "batches": report.batches,
+                   "feed_entries": feed_entries})
         );
     } else if args.dry_run {
         println!(
@@ -448,12 +455,13 @@ async fn prune(url: &str, args: PruneArgs) -> Result<()> {
         );
     } else {
         println!(
-            "deleted {} runs finished before {} ({} steps, {} log lines) in {} batches",
+            "deleted {} runs finished before {} ({} steps, {} log lines) in {} batches, and {} feed entries",
             report.runs,
             output::time(cutoff),
             report.steps,
             report.logs,
-            report.batches
+            report.batches,
+            feed_entries
         );
     }
     Ok(())

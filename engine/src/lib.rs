@@ -174,8 +174,8 @@ pub use scheduler::run_scheduler;
 pub use store as world;
 pub use store::{postgres, sqlite};
 pub use store::{
-    Backend, BudgetStore, ClaimRequest, DocumentStore, EventStore, LogStore, QueueStore, RunStore,
-    ScheduleStore, World,
+    Backend, BudgetStore, ClaimRequest, DocumentStore, EventStore, FeedCursor, FeedEntry, FeedKind,
+    FeedRun, FeedStore, InvalidFeedCursor, LogStore, QueueStore, RunStore, ScheduleStore, World,
 };
 pub use worker::{Worker, WorkerConfig};
 pub use workflow::InvalidInput;

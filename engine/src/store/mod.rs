@@ -7,7 +7,8 @@
 //! - [`ScheduleStore`]: cron and interval schedules and their ticks;
 //! - [`LogStore`]: step log lines;
 //! - [`BudgetStore`]: budget reservations;
-//! - [`DocumentStore`]: workflows' own JSON documents.
+//! - [`DocumentStore`]: workflows' own JSON documents;
+//! - [`FeedStore`]: the change feed live views follow (written by triggers).
 //!
 //! [`World`] is the umbrella over all of them, so callers keep one handle
 //! (`Arc<dyn World>`). Two adapters implement it with the same semantics, laid out as
@@ -36,6 +37,7 @@ pub mod budgets;
 mod claim;
 pub mod documents;
 pub mod events;
+pub mod feed;
 pub mod logs;
 pub mod postgres;
 pub mod queues;
@@ -48,6 +50,7 @@ pub use bench::{connect_bench, BenchSupport};
 pub use budgets::BudgetStore;
 pub use documents::DocumentStore;
 pub use events::EventStore;
+pub use feed::{FeedCursor, FeedEntry, FeedKind, FeedRun, FeedStore, InvalidFeedCursor};
 pub use logs::LogStore;
 pub use queues::QueueStore;
 pub use runs::RunStore;
@@ -103,7 +106,14 @@ pub struct ClaimRequest {
 /// methods are safe to call concurrently; writes for a run held under a lease are fenced
 /// by its epoch (see [`crate::model::Fence`]).
 pub trait World:
-    RunStore + EventStore + QueueStore + ScheduleStore + LogStore + BudgetStore + DocumentStore
+    RunStore
+    + EventStore
+    + QueueStore
+    + ScheduleStore
+    + LogStore
+    + BudgetStore
+    + DocumentStore
+    + FeedStore
 {
     /// The backend behind this world.
     fn backend(&self) -> Backend;

@@ -14,6 +14,7 @@ use crate::error::{EngineError, EngineResult};
 use crate::ids::RunId;
 use crate::model::{LogLevel, LogRecord, RunRecord, RunStatus, StepRecord};
 use crate::schedule::{ScheduleColumns, ScheduleRecord};
+use crate::store::feed::{FeedCursor, FeedEntry, FeedKind, FeedRun};
 
 /// Reads one column of a row by name, in the row's SQL dialect. Integer readers are
 /// named for the column's SQL type and widen to `i64`.
@@ -179,4 +180,57 @@ pub(crate) struct MovedRun {
     pub status: String,
     pub output: Option<Value>,
     pub error: Option<String>,
+}
+
+/// A `workflow_feed` row joined with what it points at, as both adapters' `read_feed`
+/// select it: the feed's own columns, then `run_*` (the run, if it still exists),
+/// `log_*` (the log line) and `doc_body` (the document), each NULL when absent.
+pub(crate) fn feed_entry_from_row(row: &impl ReadRow) -> EngineResult<FeedEntry> {
+    let kind_text = row.text("kind")?;
+    let kind = FeedKind::parse(&kind_text)
+        .ok_or_else(|| decode_error(format!("unknown feed kind '{kind_text}'")))?;
+    let run_id = row.opt_run_id("run_id")?;
+    let run = match row.opt_text("run_status")? {
+        Some(status) => Some(FeedRun {
+            workflow: row.text("run_workflow")?,
+            queue: row.text("run_queue")?,
+            status: decode_status(&status)?,
+            error: row.opt_text("run_error")?,
+            parent_run_id: row.opt_run_id("run_parent")?,
+            created_at: row.timestamp("run_created_at")?,
+            updated_at: row.timestamp("run_updated_at")?,
+        }),
+        None => None,
+    };
+    let log = match (row.opt_bigint("log_id")?, run_id) {
+        (Some(id), Some(run_id)) => Some(LogRecord {
+            id,
+            run_id,
+            step_key: row.opt_text("log_step_key")?,
+            attempt: row.opt_integer("log_attempt")?.map(|a| a as i32),
+            level: LogLevel::from_i16(row.opt_integer("log_level")?.unwrap_or(3) as i16),
+            message: row.opt_text("log_message")?.unwrap_or_default(),
+            fields: row.json("log_fields")?,
+            ts: row.timestamp("log_ts")?,
+        }),
+        _ => None,
+    };
+    Ok(FeedEntry {
+        cursor: FeedCursor {
+            txid: row.bigint("txid")? as u64,
+            seq: row.bigint("seq")? as u64,
+        },
+        kind,
+        at: row.timestamp("ts")?,
+        run_id,
+        status: row
+            .opt_text("status")?
+            .map(|status| decode_status(&status))
+            .transpose()?,
+        run,
+        log,
+        collection: row.opt_text("collection")?,
+        document_key: row.opt_text("doc_key")?,
+        document: row.json("doc_body")?,
+    })
 }

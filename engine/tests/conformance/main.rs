@@ -16,6 +16,7 @@
 //! - [`logs`]: run logs and their query.
 //! - [`budgets`]: cross-run budget reservations.
 //! - [`documents`]: the document store.
+//! - [`feed`]: the change feed live views follow.
 //! - [`schema`]: migrations and a schema newer than the binary.
 //!
 //! The helpers below are shared by the modules.
@@ -29,6 +30,7 @@ mod budgets;
 mod claim;
 mod documents;
 mod events;
+mod feed;
 mod logs;
 mod queues;
 mod runs;

@@ -33,13 +33,23 @@ async fn connect_listener(options: &PgConnectOptions) -> Result<PgListener, sqlx
 /// 30 s, and signals `wake` after every (re)connection, since notifications sent
 /// meanwhile were lost.
 pub(super) fn spawn_wake_listener(options: PgConnectOptions, wake: Arc<Notify>) -> JoinHandle<()> {
+    spawn_listener(options, WAKE_CHANNEL, wake)
+}
+
+/// Spawns a task that `LISTEN`s on `channel` and signals `wake` on every notification
+/// and after every (re)connection, reconnecting as [`spawn_wake_listener`] describes.
+pub(super) fn spawn_listener(
+    options: PgConnectOptions,
+    channel: &'static str,
+    wake: Arc<Notify>,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut failures = 0u32;
         let mut outage = OutageReporter::new("LISTEN", Duration::from_secs(30));
         loop {
             match connect_listener(&options).await {
                 Ok(mut listener) => {
-                    if listener.listen(WAKE_CHANNEL).await.is_ok() {
+                    if listener.listen(channel).await.is_ok() {
                         failures = 0;
                         outage.success();
                         // After (re)connecting, notifications may have been missed.

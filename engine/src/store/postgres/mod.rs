@@ -22,6 +22,7 @@ mod budgets;
 mod claim;
 mod documents;
 mod events;
+mod feed;
 mod listen;
 mod logs;
 mod queues;
@@ -33,6 +34,10 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgre
 
 /// The channel workers `LISTEN` on; a notification means "a run may be claimable".
 pub const WAKE_CHANNEL: &str = "morpheus_runs";
+
+/// The channel feed readers `LISTEN` on; the feed's triggers notify it once per
+/// transaction that appended to the feed.
+pub const FEED_CHANNEL: &str = "morpheus_feed";
 
 /// How long a session may sit idle inside a transaction before the server ends it.
 const IDLE_IN_TRANSACTION_TIMEOUT: &str = "5s";

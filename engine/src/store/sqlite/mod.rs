@@ -23,6 +23,7 @@ mod budgets;
 mod claim;
 mod documents;
 mod events;
+mod feed;
 mod logs;
 mod queues;
 mod rows;
