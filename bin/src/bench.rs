@@ -184,6 +184,7 @@ pub async fn run(url: &str, args: BenchArgs) -> Result<()> {
             status: Some(RunStatus::Failed),
             workflow: Some(BenchNoop::NAME.into()),
             limit: Some(1),
+            ..RunFilter::default()
         })
         .await?;
     if let Some(run) = failed.first() {
@@ -238,6 +239,7 @@ async fn count(world: &dyn World, status: RunStatus) -> Result<u64> {
             status: Some(status),
             workflow: Some(BenchNoop::NAME.into()),
             limit: None,
+            ..RunFilter::default()
         })
         .await?)
 }
@@ -361,6 +363,7 @@ async fn wait_for_count(world: &dyn World, status: RunStatus, expected: u64) -> 
         status: Some(status),
         workflow: Some(BenchNoop::NAME.into()),
         limit: None,
+        ..RunFilter::default()
     };
     let mut poll = 0u64;
     loop {

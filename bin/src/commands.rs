@@ -316,6 +316,7 @@ async fn runs(url: &str, command: RunsCommand) -> Result<()> {
                     status,
                     workflow,
                     limit: Some(limit),
+                    ..RunFilter::default()
                 })
                 .await?;
             if json {

@@ -428,6 +428,15 @@ pub struct RunFilter {
     pub status: Option<RunStatus>,
     /// Only this workflow.
     pub workflow: Option<String>,
+    /// Only runs of this queue.
+    pub queue: Option<String>,
+    /// Only runs created at or after this time.
+    pub created_after: Option<DateTime<Utc>>,
+    /// Only runs created before this time.
+    pub created_before: Option<DateTime<Utc>>,
+    /// Keyset cursor: only runs older than this one in list order (`created_at` then
+    /// `id`, both descending), so a page starts where the previous page's last run was.
+    pub older_than: Option<(DateTime<Utc>, RunId)>,
     /// At most this many (default 50).
     pub limit: Option<u64>,
 }

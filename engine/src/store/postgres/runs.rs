@@ -105,10 +105,18 @@ impl RunStore for PostgresWorld {
         let ids: Vec<Uuid> = leases.iter().map(|fence| fence.run_id.0).collect();
         let epochs: Vec<i64> = leases.iter().map(|fence| fence.epoch).collect();
         let renewed: Vec<Uuid> = sqlx::query_scalar(
-            "UPDATE workflow_runs SET lease_expires_at = now() + make_interval(secs => $3)
-             WHERE status = 'running'
-               AND (id, lease_epoch) IN (SELECT * FROM unnest($1::uuid[], $2::bigint[]))
-             RETURNING id",
+            // Rows are locked in id order, as a group commit locks them: an UPDATE alone
+            // locks in scan order, and a renewal racing a batch over the same runs (a
+            // thawed worker's, say) could then deadlock with it and fail the batch.
+            "WITH held AS (
+                 SELECT id FROM workflow_runs
+                 WHERE status = 'running'
+                   AND (id, lease_epoch) IN (SELECT * FROM unnest($1::uuid[], $2::bigint[]))
+                 ORDER BY id FOR UPDATE
+             )
+             UPDATE workflow_runs r SET lease_expires_at = now() + make_interval(secs => $3)
+             FROM held WHERE r.id = held.id
+             RETURNING r.id",
         )
         .bind(&ids)
         .bind(&epochs)
@@ -121,9 +129,14 @@ impl RunStore for PostgresWorld {
     async fn release_leases(&self, owner: &str) -> EngineResult<u64> {
         let mut tx = self.pool.begin().await?;
         let released = sqlx::query(
-            "UPDATE workflow_runs SET status = 'pending', wake_at = now(), lease_owner = NULL,
+            // Locked in id order, as everywhere runs are locked in bulk (see renew_leases).
+            "WITH held AS (
+                 SELECT id FROM workflow_runs WHERE lease_owner = $1 AND status = 'running'
+                 ORDER BY id FOR UPDATE
+             )
+             UPDATE workflow_runs r SET status = 'pending', wake_at = now(), lease_owner = NULL,
                  lease_expires_at = NULL, updated_at = now()
-             WHERE lease_owner = $1 AND status = 'running'",
+             FROM held WHERE r.id = held.id",
         )
         .bind(owner)
         .execute(&mut *tx)
@@ -286,13 +299,23 @@ impl RunStore for PostgresWorld {
     }
 
     async fn list_runs(&self, filter: &RunFilter) -> EngineResult<Vec<RunRecord>> {
+        let (cursor_at, cursor_id) = filter.older_than.map(|(at, id)| (at, id.0)).unzip();
         let rows = sqlx::query(
             "SELECT * FROM workflow_runs
              WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR workflow = $2)
-             ORDER BY created_at DESC, id DESC LIMIT $3",
+               AND ($3::text IS NULL OR queue = $3)
+               AND ($4::timestamptz IS NULL OR created_at >= $4)
+               AND ($5::timestamptz IS NULL OR created_at < $5)
+               AND ($6::timestamptz IS NULL OR (created_at, id) < ($6, $7::uuid))
+             ORDER BY created_at DESC, id DESC LIMIT $8",
         )
         .bind(filter.status.map(|s| s.as_str()))
         .bind(&filter.workflow)
+        .bind(&filter.queue)
+        .bind(filter.created_after)
+        .bind(filter.created_before)
+        .bind(cursor_at)
+        .bind(cursor_id)
         .bind(filter.limit.unwrap_or(50) as i64)
         .fetch_all(&self.pool)
         .await?;
@@ -302,10 +325,16 @@ impl RunStore for PostgresWorld {
     async fn count_runs(&self, filter: &RunFilter) -> EngineResult<u64> {
         let count: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM workflow_runs
-             WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR workflow = $2)",
+             WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR workflow = $2)
+               AND ($3::text IS NULL OR queue = $3)
+               AND ($4::timestamptz IS NULL OR created_at >= $4)
+               AND ($5::timestamptz IS NULL OR created_at < $5)",
         )
         .bind(filter.status.map(|s| s.as_str()))
         .bind(&filter.workflow)
+        .bind(&filter.queue)
+        .bind(filter.created_after)
+        .bind(filter.created_before)
         .fetch_one(&self.pool)
         .await?;
         Ok(count as u64)

@@ -295,13 +295,25 @@ impl RunStore for SqliteWorld {
     }
 
     async fn list_runs(&self, filter: &RunFilter) -> EngineResult<Vec<RunRecord>> {
+        let (cursor_at, cursor_id) = filter
+            .older_than
+            .map(|(at, id)| (format_ts(at), id.to_string()))
+            .unzip();
         let rows = sqlx::query(
             "SELECT * FROM workflow_runs
              WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR workflow = ?2)
-             ORDER BY created_at DESC, id DESC LIMIT ?3",
+               AND (?3 IS NULL OR queue = ?3) AND (?4 IS NULL OR created_at >= ?4)
+               AND (?5 IS NULL OR created_at < ?5)
+               AND (?6 IS NULL OR (created_at, id) < (?6, ?7))
+             ORDER BY created_at DESC, id DESC LIMIT ?8",
         )
         .bind(filter.status.map(|s| s.as_str()))
         .bind(&filter.workflow)
+        .bind(&filter.queue)
+        .bind(filter.created_after.map(format_ts))
+        .bind(filter.created_before.map(format_ts))
+        .bind(cursor_at)
+        .bind(cursor_id)
         .bind(filter.limit.unwrap_or(50) as i64)
         .fetch_all(&self.readers)
         .await?;
@@ -311,10 +323,15 @@ impl RunStore for SqliteWorld {
     async fn count_runs(&self, filter: &RunFilter) -> EngineResult<u64> {
         let count: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM workflow_runs
-             WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR workflow = ?2)",
+             WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR workflow = ?2)
+               AND (?3 IS NULL OR queue = ?3) AND (?4 IS NULL OR created_at >= ?4)
+               AND (?5 IS NULL OR created_at < ?5)",
         )
         .bind(filter.status.map(|s| s.as_str()))
         .bind(&filter.workflow)
+        .bind(&filter.queue)
+        .bind(filter.created_after.map(format_ts))
+        .bind(filter.created_before.map(format_ts))
         .fetch_one(&self.readers)
         .await?;
         Ok(count as u64)
