@@ -28,8 +28,12 @@ pub struct Cli {
 /// Top-level commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run workers until stopped (SIGTERM or Ctrl-C stops gracefully).
+    /// Run workers until stopped (SIGTERM or Ctrl-C stops gracefully); with --listen
+    /// (or `[api] listen`), serve the HTTP API and dashboard beside them.
     Up(UpArgs),
+    /// Serve the HTTP API and dashboard alone, without workers (scale it apart from the
+    /// workers on Postgres).
+    Serve(ServeArgs),
     /// Create or upgrade the database schema, then exit.
     Migrate,
     /// Start a run of a workflow and print its id.
@@ -92,6 +96,11 @@ pub struct UpArgs {
     /// `morpheus schedules runs demo-topup` and `morpheus logs <run>`.
     #[arg(long)]
     pub demo: bool,
+    /// Serve the HTTP API, live events and dashboard here (e.g. 127.0.0.1:7420; default:
+    /// `[api] listen`, or nothing; with --demo, 127.0.0.1:7420). Without API tokens only
+    /// a loopback address is accepted.
+    #[arg(long, env = "MORPHEUS_LISTEN")]
+    pub listen: Option<std::net::SocketAddr>,
     /// Where deploys keep artifacts, and which directories they may capture.
     #[command(flatten)]
     pub deploy_paths: DeployPathArgs,
@@ -107,6 +116,18 @@ pub struct UpArgs {
     /// Time limit of each deploy install or build command.
     #[arg(long, env = "MORPHEUS_DEPLOY_COMMAND_TIMEOUT", default_value = "30m", value_parser = humantime::parse_duration)]
     pub deploy_command_timeout: std::time::Duration,
+}
+
+/// `morpheus serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Where to serve (default: `[api] listen`, else 127.0.0.1:7420). Without API tokens
+    /// only a loopback address is accepted.
+    #[arg(long, env = "MORPHEUS_LISTEN")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Which directories deploy specs set through the API may point into.
+    #[command(flatten)]
+    pub deploy_paths: DeployPathArgs,
 }
 
 /// Where deploys keep their artifacts and which directories they may capture (shared by

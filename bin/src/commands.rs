@@ -137,6 +137,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
     match cli.command {
         Command::Up(args) => up(&url, args, &config).await,
+        Command::Serve(args) => crate::serve::serve(&url, args, &config).await,
         Command::Migrate => {
             open(&url).await?;
             println!("database {} is up to date", redact(&url));
@@ -180,6 +181,17 @@ async fn up(url: &str, args: UpArgs, config: &Config) -> Result<()> {
     deploy.ready_timeout = args.deploy_ready_timeout;
     deploy.command_timeout = args.deploy_command_timeout;
     let deploy_summary = (deploy.data_dir.clone(), deploy.allowed_roots.clone());
+    // The demo is the newcomer's first look: it serves the dashboard unless told where.
+    let listen = args.listen.or(config.api.listen).or_else(|| {
+        args.demo
+            .then(|| morpheus_server::DEMO_LISTEN.parse().expect("valid address"))
+    });
+    // Checked before anything starts: bad tokens or an unprotected address stop here.
+    let server_config = listen
+        .map(|listen| {
+            crate::serve::server_config(listen, &config.api, deploy.allowed_roots.clone())
+        })
+        .transpose()?;
     let (workflows, mut executors) = registries(deploy);
     // Check the configured schedules before touching the database.
     let mut declared = crate::schedules::from_config(&config.schedules, &workflows)?;
@@ -242,16 +254,41 @@ async fn up(url: &str, args: UpArgs, config: &Config) -> Result<()> {
         "morpheus up"
     );
     let engine = Engine::new(world, workflows, executors);
-    // The worker and the scheduler, stopped together by SIGTERM or Ctrl-C.
-    Runtime::new(engine)
+    // The port is taken before any worker starts, so "address in use" changes nothing.
+    let server = match server_config {
+        Some(server_config) => Some(crate::serve::bind(&engine, server_config).await?),
+        None => None,
+    };
+    // The worker, the scheduler and the server, stopped together by SIGTERM or Ctrl-C.
+    let shutdown = crate::serve::Shutdown::new();
+    let signal = {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            shutdown.trigger();
+        })
+    };
+    let serving = server.map(|server| tokio::spawn(server.serve(shutdown.wait())));
+    let result = Runtime::new(engine)
         .worker_config(config)
-        .run(shutdown_signal())
-        .await?;
+        .run(shutdown.wait())
+        .await;
+    // The workers may also stop by themselves (storage failure): stop serving then too.
+    shutdown.trigger();
+    signal.abort();
+    if let Some(serving) = serving {
+        match serving.await {
+            Ok(Err(error)) => tracing::warn!(%error, "the HTTP server stopped with an error"),
+            Err(error) => tracing::warn!(%error, "the HTTP server task failed"),
+            Ok(Ok(())) => {}
+        }
+    }
+    result?;
     Ok(())
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("install SIGTERM handler");
     tokio::select! {

@@ -13,6 +13,14 @@
 //! overlap = "skip"            # skip | queue_one | allow
 //! catch_up = "skip_missed"    # skip_missed | run_once | run_all
 //!
+//! [api]                       # the HTTP API and dashboard (`up --listen`, `serve`)
+//! listen = "127.0.0.1:7420"
+//! cors_origins = []           # CORS is off unless origins are listed
+//! [[api.tokens]]              # bearer tokens, by reference only
+//! name = "ops"
+//! scope = "admin"             # admin | read
+//! token_env = "MORPHEUS_OPS_TOKEN"   # or: token_file = "/run/secrets/ops-token"
+//!
 //! [cosmos]                    # the chain executor used by topup.escrow
 //! rest_url = "https://api.akashnet.net"
 //! chain_id = "akashnet-2"
@@ -37,6 +45,30 @@ pub struct Config {
     /// without that executor. The key is referenced (`key = { mnemonic_env = "…" }`),
     /// never written here.
     pub cosmos: Option<morpheus_executors::cosmos::CosmosConfig>,
+    /// The HTTP API (`[api]`).
+    #[serde(default)]
+    pub api: ApiConfig,
+}
+
+/// `[api]`: where the HTTP server listens and who may call it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Where `morpheus up` serves the API (the `--listen` flag wins); without either,
+    /// `up` serves nothing.
+    pub listen: Option<std::net::SocketAddr>,
+    /// Bearer tokens (`[[api.tokens]]`), each naming where its secret is.
+    #[serde(default)]
+    pub tokens: Vec<morpheus_server::TokenSpec>,
+    /// Origins allowed to call the API from other sites' pages.
+    #[serde(default)]
+    pub cors_origins: Vec<String>,
+    /// Largest request body, in bytes (default 1 MiB).
+    pub body_limit_bytes: Option<usize>,
+    /// Requests per second per token (default 200).
+    pub rate_per_second: Option<u32>,
+    /// Burst above that rate (default 400).
+    pub rate_burst: Option<u32>,
 }
 
 /// One `[[schedules]]` entry.

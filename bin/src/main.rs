@@ -10,6 +10,7 @@ mod deploy;
 mod devnet;
 mod output;
 mod schedules;
+mod serve;
 
 use std::process::ExitCode;
 
