@@ -20,6 +20,7 @@
 //! The binary is `$MORPHEUS_BIN` if set, else `morpheus` next to the test executable's
 //! `deps/` directory (`cargo build -p morpheus` puts it there).
 
+pub mod api;
 pub mod devnet;
 pub mod docker;
 pub mod pg_cluster;
@@ -592,18 +593,30 @@ impl TestEnv {
         args: &[&str],
         configure: impl FnOnce(&mut Command),
     ) -> WorkerProcess {
+        let mut all = vec!["up"];
+        all.extend_from_slice(args);
+        self.spawn_process(name, &all, configure)
+    }
+
+    /// Spawns `morpheus --database-url URL <args>` (any long-running command: `up`,
+    /// `serve`) in the background, its stderr kept in `<dir>/<name>.stderr`.
+    pub fn spawn_process(
+        &self,
+        name: &str,
+        args: &[&str],
+        configure: impl FnOnce(&mut Command),
+    ) -> WorkerProcess {
         let stderr_path = self.path(&format!("{name}.stderr"));
         let stderr = File::create(&stderr_path).expect("worker stderr file");
         let mut command = self.command();
         configure(&mut command);
         let child = command
-            .arg("up")
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
-            .expect("spawn morpheus up");
+            .expect("spawn morpheus");
         WorkerProcess {
             name: name.to_owned(),
             child,
