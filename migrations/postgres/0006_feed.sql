@@ -23,8 +23,8 @@ CREATE TABLE workflow_feed (
         ('run:new', 'run:update', 'log:append', 'document:new', 'document:update'))
 );
 CREATE INDEX workflow_feed_by_cursor ON workflow_feed (txid, seq);
--- Retention (`morpheus prune`) deletes the oldest rows.
-CREATE INDEX workflow_feed_by_time ON workflow_feed (ts);
+-- No index on `ts`: `morpheus prune` scans the feed now and then, and every index
+-- would cost each write that appends to the feed.
 
 CREATE FUNCTION workflow_feed_append() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN

@@ -128,6 +128,22 @@ impl ApiProcess {
         )
     }
 
+    /// `POST base+path` with a raw body on a connection of its own: for bodies the
+    /// server refuses before reading them (413), after which it closes the connection,
+    /// which must not be handed back to the shared pool.
+    pub fn post_raw_alone(&self, path: &str, body: impl Into<reqwest::blocking::Body>) -> Answer {
+        let client = Client::builder()
+            .pool_max_idle_per_host(0)
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("http client");
+        let request = client
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(body);
+        self.send(request)
+    }
+
     /// `POST base+path` with a JSON body and extra headers.
     pub fn post_with(&self, path: &str, body: &Value, headers: &[(&str, &str)]) -> Answer {
         let mut request = self.client.post(format!("{}{path}", self.base)).json(body);

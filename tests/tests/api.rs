@@ -244,7 +244,7 @@ fn every_endpoint_answers_and_bad_input_writes_nothing(backend: Backend) {
             "/api/v1/runs",
             &json!({"workflow": "shell", "input": shell(&[("a", "true")]), "surprise": 1}),
         ),
-        api.post_raw("/api/v1/runs", vec![b' '; 2 * 1024 * 1024]),
+        api.post_raw_alone("/api/v1/runs", vec![b' '; 2 * 1024 * 1024]),
     ];
     let statuses: Vec<u16> = bad_requests.iter().map(|a| a.status).collect();
     assert_eq!(statuses, [400, 400, 400, 400, 400, 413], "{bad_requests:?}");

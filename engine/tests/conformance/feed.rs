@@ -13,7 +13,27 @@ use serde_json::json;
 
 use crate::{apply_one, claim_one, log_op, start};
 
-/// Reads everything after `after`, `page` entries at a time.
+/// Reads after `after` until `expected` entries are readable (at most 20 s). On Postgres
+/// an entry becomes readable once every transaction older than it has ended, in any
+/// database of the cluster (tests running beside this one included), so right after a
+/// write the feed may lag for a moment; it never skips.
+async fn read_settled(
+    world: &Arc<dyn World>,
+    after: FeedCursor,
+    page: u32,
+    expected: usize,
+) -> Vec<FeedEntry> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let entries = read_all(world, after, page).await;
+        if entries.len() >= expected || tokio::time::Instant::now() >= deadline {
+            return entries;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Reads everything readable after `after`, `page` entries at a time.
 async fn read_all(world: &Arc<dyn World>, mut after: FeedCursor, page: u32) -> Vec<FeedEntry> {
     let mut entries = Vec::new();
     loop {
@@ -59,7 +79,7 @@ async fn feed_records_runs_logs_and_documents_in_commit_order(world: Arc<dyn Wor
     )
     .await;
 
-    let entries = read_all(&world, FeedCursor::START, 100).await;
+    let entries = read_settled(&world, FeedCursor::START, 100, 6).await;
     let kinds: Vec<FeedKind> = entries.iter().map(|e| e.kind).collect();
     assert_eq!(
         kinds,
@@ -170,7 +190,10 @@ async fn feed_prune_deletes_old_entries_only(world: Arc<dyn World>) {
             .unwrap(),
         0
     );
-    assert_eq!(read_all(&world, FeedCursor::START, 10).await.len(), 1);
+    assert_eq!(
+        read_settled(&world, FeedCursor::START, 10, 1).await.len(),
+        1
+    );
     let deleted = world
         .prune_feed(Utc::now() + chrono::Duration::seconds(1))
         .await
