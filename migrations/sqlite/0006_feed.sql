@@ -3,8 +3,11 @@
 -- transaction that made the change, so it cannot disagree with the tables. Readers
 -- (the HTTP API's live events) follow it by `seq`: the single writer assigns `seq` in
 -- commit order, so a reader that has seen `seq` N has seen everything before it.
+-- `seq` is a plain rowid (no AUTOINCREMENT, which would write sqlite_sequence on every
+-- append): new rows get max(seq) + 1, and retention never deletes the newest row, so
+-- `seq` never goes back.
 CREATE TABLE workflow_feed (
-    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq        INTEGER PRIMARY KEY,
     kind       TEXT    NOT NULL,
     run_id     TEXT,
     status     TEXT,

@@ -161,7 +161,8 @@ pub trait FeedStore: Send + Sync + 'static {
     /// after it gives only what happens from now on.
     async fn feed_head(&self) -> EngineResult<FeedCursor>;
 
-    /// Deletes entries older than `before` (retention); returns how many.
+    /// Deletes entries older than `before` (retention), always keeping the newest one;
+    /// returns how many.
     async fn prune_feed(&self, before: DateTime<Utc>) -> EngineResult<u64>;
 
     /// Starts a task that signals `changed` whenever another process may have appended

@@ -62,10 +62,14 @@ impl FeedStore for PostgresWorld {
     }
 
     async fn prune_feed(&self, before: DateTime<Utc>) -> EngineResult<u64> {
-        let done = sqlx::query("DELETE FROM workflow_feed WHERE ts < $1")
-            .bind(before)
-            .execute(&self.pool)
-            .await?;
+        // The newest entry stays, as on SQLite (where it keeps `seq` from going back).
+        let done = sqlx::query(
+            "DELETE FROM workflow_feed
+             WHERE ts < $1 AND seq < (SELECT MAX(seq) FROM workflow_feed)",
+        )
+        .bind(before)
+        .execute(&self.pool)
+        .await?;
         Ok(done.rows_affected())
     }
 

@@ -47,10 +47,15 @@ impl FeedStore for SqliteWorld {
 
     async fn prune_feed(&self, before: DateTime<Utc>) -> EngineResult<u64> {
         let mut writer = self.writer().await?;
-        let done = sqlx::query("DELETE FROM workflow_feed WHERE ts < ?1")
-            .bind(format_ts(before))
-            .execute(&mut *writer)
-            .await?;
+        // The newest entry stays: `seq` is max(seq) + 1, so keeping it keeps every
+        // later `seq` above every cursor a reader already holds.
+        let done = sqlx::query(
+            "DELETE FROM workflow_feed
+             WHERE ts < ?1 AND seq < (SELECT MAX(seq) FROM workflow_feed)",
+        )
+        .bind(format_ts(before))
+        .execute(&mut *writer)
+        .await?;
         Ok(done.rows_affected())
     }
 }
