@@ -702,7 +702,7 @@ impl<'a> StepBuilder<'a> {
             fencing_token: ctx.shared.fence.epoch,
             lease: {
                 let clock = ctx.shared.lease.clone();
-                LeaseCheck::new(move || clock.valid())
+                LeaseCheck::until(move || clock.deadline())
             },
             logs: ctx.log_sink(Some(key.clone()), Some(attempt as i32)),
         };

@@ -109,6 +109,7 @@ impl fmt::Debug for ExecutorRegistry {
 #[derive(Clone)]
 pub struct LeaseCheck {
     held: Arc<dyn Fn() -> bool + Send + Sync>,
+    deadline: Option<Arc<dyn Fn() -> Instant + Send + Sync>>,
 }
 
 impl LeaseCheck {
@@ -116,6 +117,20 @@ impl LeaseCheck {
     pub fn new(held: impl Fn() -> bool + Send + Sync + 'static) -> Self {
         Self {
             held: Arc::new(held),
+            deadline: None,
+        }
+    }
+
+    /// A lease held until the instant `deadline` returns (it may move later, as the
+    /// lease is renewed). Unlike [`LeaseCheck::new`], the deadline itself is available
+    /// ([`LeaseCheck::deadline`]), so an effect can be refused by a check that runs
+    /// *after* the point a freeze could strike (in a forked child, say).
+    pub fn until(deadline: impl Fn() -> Instant + Send + Sync + 'static) -> Self {
+        let deadline: Arc<dyn Fn() -> Instant + Send + Sync> = Arc::new(deadline);
+        let for_held = deadline.clone();
+        Self {
+            held: Arc::new(move || Instant::now() < for_held()),
+            deadline: Some(deadline),
         }
     }
 
@@ -127,6 +142,12 @@ impl LeaseCheck {
     /// Whether the lease is still held.
     pub fn is_held(&self) -> bool {
         (self.held)()
+    }
+
+    /// The instant the lease can no longer be vouched for, if this check knows it
+    /// (`None`: only [`LeaseCheck::is_held`] can answer).
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline.as_ref().map(|deadline| deadline())
     }
 }
 

@@ -39,10 +39,12 @@ impl LeaseClock {
 
     /// Whether the lease is certainly still held.
     pub fn valid(&self) -> bool {
-        let now = Instant::now()
-            .saturating_duration_since(origin())
-            .as_nanos() as u64;
-        now < self.deadline_nanos.load(Ordering::SeqCst)
+        Instant::now() < self.deadline()
+    }
+
+    /// The instant the lease can no longer be vouched for (it only moves later).
+    pub fn deadline(&self) -> Instant {
+        origin() + Duration::from_nanos(self.deadline_nanos.load(Ordering::SeqCst))
     }
 }
 

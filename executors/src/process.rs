@@ -456,8 +456,10 @@ fn run_spawner(jobs: mpsc::Receiver<SpawnJob>) {
         let result = {
             // Pipes and the child watcher register with the caller's runtime.
             let _context = runtime.enter();
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| command.spawn()))
-                .unwrap_or_else(|_| Err(io::Error::other("spawning the command panicked")))
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                spawn_within(&mut command, lease.deadline())
+            }))
+            .unwrap_or_else(|_| Err(io::Error::other("spawning the command panicked")))
         };
         if let Err(Ok(child)) = reply.send(result) {
             // The caller was dropped while we forked: nobody will reap or kill this
@@ -465,6 +467,41 @@ fn run_spawner(jobs: mpsc::Receiver<SpawnJob>) {
             drop(ProcessGroup::new(child));
         }
     }
+}
+
+/// Forks `command`, and lets it exec only if `deadline` (the lease's, when known) has not
+/// passed by then.
+///
+/// Why the child checks too: the check before this call and the fork are two moments,
+/// and a worker frozen (SIGSTOP, a VM pause) between them forks only when it is thawed,
+/// seconds later, when another worker may have taken the run over and recorded this
+/// very step. The child runs its check after the fork, in a process of its own that the
+/// worker's freeze does not stop, so a command either starts while the lease holds or
+/// not at all. The deadline is read just before the fork: renewals only ever move it
+/// later, so a stale read can refuse a start but never allow a late one.
+fn spawn_within(command: &mut Command, deadline: Option<Instant>) -> io::Result<Child> {
+    if let Some(deadline) = deadline {
+        // SAFETY: runs in the forked child before exec: one clock_gettime (which is
+        // async-signal-safe) and a comparison, no allocation or locking.
+        unsafe {
+            command.pre_exec(move || {
+                if Instant::now() < deadline {
+                    Ok(())
+                } else {
+                    Err(Errno::ETIME.into())
+                }
+            });
+        }
+    }
+    command.spawn().map_err(|error| {
+        // Nothing else between fork and exec fails with ETIME (it is a STREAMS timer
+        // error), so it can only be the refusal above.
+        if deadline.is_some() && error.raw_os_error() == Some(Errno::ETIME as i32) {
+            io::Error::other(LEASE_LOST_BEFORE_START)
+        } else {
+            error
+        }
+    })
 }
 
 /// Appends the stderr tail, which is usually what explains a failure.
@@ -661,6 +698,31 @@ mod tests {
         assert!(error.is_retryable(), "{error:?}");
         assert!(error.message().contains("lease lapsed"), "{error}");
         assert!(!marker.exists(), "the command must not have run");
+    }
+
+    /// A lease that lapses between the last check before the fork and the exec (the
+    /// worker was frozen in between) starts no command: the child checks the deadline.
+    #[tokio::test]
+    async fn a_lease_lapsed_by_the_time_of_the_fork_starts_no_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("ran");
+        let mut command = Command::new("/bin/sh");
+        command.arg("-c").arg(format!("touch {}", marker.display()));
+        let past = Instant::now() - Duration::from_millis(1);
+        let error = spawn_within(&mut command, Some(past)).unwrap_err();
+        assert_eq!(error.to_string(), LEASE_LOST_BEFORE_START);
+        assert!(!marker.exists(), "the command must not have run");
+
+        let future = Instant::now() + Duration::from_secs(60);
+        let mut command = Command::new("/bin/sh");
+        command.arg("-c").arg(format!("touch {}", marker.display()));
+        let status = spawn_within(&mut command, Some(future))
+            .unwrap()
+            .wait()
+            .await
+            .unwrap();
+        assert!(status.success());
+        assert!(marker.exists(), "a held lease starts the command");
     }
 
     #[tokio::test]
