@@ -100,6 +100,8 @@ fn a_failed_run_forked_from_its_failed_step_completes_in_the_browser() {
         "--cron",
         "0 3 * * *",
     ]);
+    let limited = server.put("/api/v1/queues/default", &json!({"concurrency_limit": 4}));
+    assert_eq!(limited.status, 200, "{:?}", limited.body);
     let result = run_scenario(
         "fork",
         &server.base,

@@ -173,6 +173,8 @@ fn layout(title: &str, tab: Tab, content: Markup) -> Markup {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · Morpheus" }
+                // No favicon request (and no 404 for it) on every page.
+                link rel="icon" href="data:,";
                 link rel="stylesheet" href="/assets/app.css";
                 script src="/assets/app.js" defer {}
             }
