@@ -30,6 +30,8 @@ fn artifacts(name: &str) -> PathBuf {
         .expect("test executable lives in <target>/<profile>/deps")
         .to_path_buf();
     let dir = target.join("test-artifacts").join("dashboard").join(name);
+    // Only this run's screenshots (a failure shot of an earlier run would mislead).
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("artifacts dir");
     eprintln!("screenshots of {name}: {}", dir.display());
     dir
@@ -111,7 +113,11 @@ fn a_failed_run_forked_from_its_failed_step_completes_in_the_browser() {
     assert_ne!(forked, run);
     let shown = env.show(forked);
     assert_eq!(shown["run"]["status"], "completed", "{shown}");
-    assert_eq!(env.status(&run), "failed", "the original run is left as it was");
+    assert_eq!(
+        env.status(&run),
+        "failed",
+        "the original run is left as it was"
+    );
 }
 
 // Scenario 2: a log line `<script>…</script>` and an HTML input show as text.
@@ -143,22 +149,18 @@ fn a_directory_deploy_from_the_deployments_tab_streams_logs_to_ready_then_stops(
     require_docker();
     let image = test_image();
     let env = TestEnv::sqlite();
-    let agent = format!("e2e-ui-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+    let agent = format!(
+        "e2e-ui-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    );
     let _containers = ContainerGuard::new("morpheus.agent", &agent);
     let site = env.path("site");
     let marker = format!("dashboard-deploy-{agent}");
     std::fs::create_dir_all(&site).expect("site dir");
-    std::fs::write(
-        site.join("index.html"),
-        format!("<h1>{marker}</h1>\n"),
-    )
-    .expect("index.html");
+    std::fs::write(site.join("index.html"), format!("<h1>{marker}</h1>\n")).expect("index.html");
     let data_dir = env.path("data").display().to_string();
     let root = env.dir().display().to_string();
-    let server = serve(
-        &env,
-        &["--data-dir", &data_dir, "--allowed-root", &root],
-    );
+    let server = serve(&env, &["--data-dir", &data_dir, "--allowed-root", &root]);
     let start = "httpd -f -p 3000 -h /workspace/app";
     let result = run_scenario(
         "deploy",
@@ -179,7 +181,10 @@ fn a_directory_deploy_from_the_deployments_tab_streams_logs_to_ready_then_stops(
         .and_then(|runs| runs.iter().find(|r| r["id"] == run))
         .unwrap_or_else(|| panic!("no run {run} in {}", runs.body));
     assert_eq!(record["status"], "stopped", "{record}");
-    assert_eq!(record["specSnapshot"]["env"]["GREETING"], "hello-from-the-browser");
+    assert_eq!(
+        record["specSnapshot"]["env"]["GREETING"],
+        "hello-from-the-browser"
+    );
     wait_for("the sandbox to be removed", Duration::from_secs(30), || {
         containers_with_label("morpheus.agent", &agent)
             .is_empty()

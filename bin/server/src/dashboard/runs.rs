@@ -60,6 +60,11 @@ pub(super) async fn list(
         ("workflow", workflow.as_deref()),
         ("queue", queue.as_deref()),
     ];
+    let older = next.as_deref().map(|next| {
+        let mut pairs = filters.to_vec();
+        pairs.push(("cursor", Some(next)));
+        format!("/{}", query_string(&pairs))
+    });
     let body = html! {
         div.page-head {
             h1 { "Runs" }
@@ -109,10 +114,8 @@ pub(super) async fn list(
                 }
             }
         }
-        @if let Some(next) = &next {
-            @let mut pairs = filters.to_vec();
-            @let _ = pairs.push(("cursor", Some(next.as_str())));
-            p.paging { a #older href={ "/" (query_string(&pairs)) } { "Older runs →" } }
+        @if let Some(older) = &older {
+            p.paging { a #older href=(older) { "Older runs →" } }
         }
         @if cursor.is_some() {
             p.paging { a href={ "/" (query_string(&filters)) } { "← Newest" } }
