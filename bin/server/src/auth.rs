@@ -2,6 +2,11 @@
 //! file, never inline), each with a scope, compared in constant time; a per-token rate
 //! limit. Without any token configured requests need none, and the server then only
 //! binds a loopback address (see [`crate::ServerConfig::check`]).
+//!
+//! Dashboard pages are behind the same layer. A browser cannot send a header when it
+//! navigates, so the token may also come in the cookie [`TOKEN_COOKIE`] (set by the
+//! dashboard's `/login`), and a page navigation without a valid token is sent to
+//! `/login` instead of answered with JSON.
 
 use std::num::NonZeroU32;
 use std::path::PathBuf;
@@ -19,6 +24,10 @@ use crate::error::ApiError;
 
 /// The environment variable that, when set, is one more `admin` token.
 pub const TOKEN_ENV: &str = "MORPHEUS_API_TOKEN";
+
+/// The cookie the dashboard's `/login` stores the token in (`HttpOnly`,
+/// `SameSite=Strict`, percent-encoded).
+pub const TOKEN_COOKIE: &str = "morpheus_token";
 
 /// What a token allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
@@ -163,8 +172,12 @@ pub async fn authorize(
             // Browsers cannot set headers on a WebSocket or EventSource: the live
             // events also take the token as `?access_token=`.
             .map(str::to_owned)
-            .or_else(|| query_token(request.uri().query()));
+            .or_else(|| query_token(request.uri().query()))
+            .or_else(|| cookie_token(request.headers()));
         let Some(presented) = presented else {
+            if let Some(login) = login_redirect(&request, false) {
+                return login;
+            }
             return ApiError::unauthorized(
                 "missing bearer token: send `Authorization: Bearer <token>`",
             )
@@ -175,7 +188,12 @@ pub async fn authorize(
                 name: token.name.clone(),
                 scope: token.scope,
             },
-            None => return ApiError::unauthorized("invalid token").into_response(),
+            None => {
+                if let Some(login) = login_redirect(&request, true) {
+                    return login;
+                }
+                return ApiError::unauthorized("invalid token").into_response();
+            }
         }
     } else {
         Caller {
@@ -212,4 +230,100 @@ fn query_token(query: Option<&str>) -> Option<String> {
         .split('&')
         .find_map(|pair| pair.strip_prefix("access_token="))
         .map(|value| value.to_owned())
+}
+
+/// The token in the [`TOKEN_COOKIE`] cookie, if any.
+fn cookie_token(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .find_map(|pair| {
+            let (name, value) = pair.trim().split_once('=')?;
+            (name == TOKEN_COOKIE).then(|| percent_decode(value))
+        })
+        .filter(|token| !token.is_empty())
+}
+
+/// For a page navigation (a `GET` outside `/api/` and `/metrics`), a redirect to the
+/// dashboard's login form that comes back here afterwards; `None` for API calls, which
+/// keep their JSON 401.
+fn login_redirect(request: &Request, presented_invalid: bool) -> Option<Response> {
+    let path = request.uri().path();
+    if request.method() != Method::GET || path.starts_with("/api/") || path == "/metrics" {
+        return None;
+    }
+    let back = request
+        .uri()
+        .path_and_query()
+        .map(|value| value.as_str())
+        .unwrap_or("/");
+    let mut location = format!("/login?next={}", percent_encode(back));
+    if presented_invalid {
+        location.push_str("&failed=1");
+    }
+    Some(axum::response::Redirect::to(&location).into_response())
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters (for query values,
+/// path segments and the cookie's value).
+pub(crate) fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// Reverses [`percent_encode`] (an invalid escape is kept as it is).
+pub(crate) fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        let escaped = (bytes[index] == b'%')
+            .then(|| text.get(index + 1..index + 3))
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
+                index += 3;
+            }
+            None => {
+                out.push(bytes[index]);
+                index += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookie_token_is_found_among_other_cookies_and_decoded() {
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert(
+            header::COOKIE,
+            "theme=dark; morpheus_token=a%3Bb%20c; other=1"
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(cookie_token(&headers).as_deref(), Some("a;b c"));
+    }
+
+    #[test]
+    fn percent_encoding_round_trips_any_text() {
+        let text = "/runs?status=failed&q=<x> ü%";
+        assert_eq!(percent_decode(&percent_encode(text)), text);
+        assert_eq!(percent_encode("a b/c"), "a%20b%2Fc");
+    }
 }

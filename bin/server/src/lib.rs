@@ -38,6 +38,7 @@ use tower_http::trace::TraceLayer;
 
 pub mod api;
 pub mod auth;
+pub mod dashboard;
 pub mod error;
 pub mod live;
 
@@ -220,11 +221,12 @@ pub fn router(state: AppState, config: &ServerConfig) -> Router {
     ));
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
     let protected = api::routes()
+        .merge(dashboard::routes())
         .with_state(state.clone())
         .layer(axum::middleware::from_fn_with_state(auth, auth::authorize));
     let mut router = Router::new()
         .merge(protected)
-        .merge(api::public_routes().with_state(state))
+        .merge(api::public_routes().merge(dashboard::public_routes()).with_state(state))
         .layer(DefaultBodyLimit::max(config.body_limit))
         .layer(TraceLayer::new_for_http().make_span_with(
             |request: &axum::http::Request<axum::body::Body>| {

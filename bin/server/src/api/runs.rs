@@ -173,11 +173,11 @@ pub struct ListQuery {
     pub cursor: Option<String>,
 }
 
-fn encode_cursor(run: &RunRecord) -> String {
+pub(crate) fn encode_cursor(run: &RunRecord) -> String {
     format!("{}_{}", run.created_at.timestamp_micros(), run.id)
 }
 
-fn decode_cursor(text: &str) -> ApiResult<(DateTime<Utc>, RunId)> {
+pub(crate) fn decode_cursor(text: &str) -> ApiResult<(DateTime<Utc>, RunId)> {
     let invalid = || {
         ApiError::invalid(format!(
             "invalid cursor '{text}': pass a page's next_cursor"
