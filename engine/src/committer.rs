@@ -17,6 +17,10 @@ use crate::world::World;
 /// Most writes in one transaction; bounds a batch's latency and memory.
 const MAX_BATCH: usize = 1024;
 
+/// How many times a batch the database rolled back for a conflict (a deadlock) is
+/// applied again before its writers are told it failed.
+const CONFLICT_RETRIES: u32 = 5;
+
 struct Pending {
     op: WriteOp,
     ack: Option<oneshot::Sender<Result<WriteOutcome, String>>>,
@@ -73,7 +77,7 @@ async fn run(
     let mut outage = OutageReporter::new("group commit", Duration::from_secs(30));
     while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let (ops, acks): (Vec<_>, Vec<_>) = batch.drain(..).map(|p| (p.op, p.ack)).unzip();
-        match world.apply(ops).await {
+        match apply(world.as_ref(), ops).await {
             Ok(outcomes) => {
                 outage.success();
                 for (ack, outcome) in acks.into_iter().zip(outcomes) {
@@ -94,6 +98,31 @@ async fn run(
                     let _ = ack.send(Err(message.clone()));
                 }
             }
+        }
+    }
+}
+
+/// Applies one batch, again if the database rolled it back for losing a race (a
+/// deadlock with another transaction over the same runs).
+///
+/// Why not give up at once: a failed batch fails every run in it, and their tasks stop
+/// without their writes, so a run's lease lapses and the run is claimed anew, by this
+/// worker too, and its step bodies run again although nothing was wrong with the worker
+/// or the database. Retrying is safe: the rolled-back transaction wrote nothing, every
+/// write is fenced inside the transaction, and step records are idempotent.
+async fn apply(world: &dyn World, mut ops: Vec<WriteOp>) -> EngineResult<Vec<WriteOutcome>> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let retry = (tries <= CONFLICT_RETRIES).then(|| ops.clone());
+        match world.apply(ops).await {
+            Err(error) if error.is_transaction_conflict() && retry.is_some() => {
+                tracing::debug!(%error, tries, "group commit lost a race; applying it again");
+                // A little apart, so the transaction that won can finish first.
+                tokio::time::sleep(Duration::from_millis(5 * u64::from(tries))).await;
+                ops = retry.expect("checked above");
+            }
+            result => return result,
         }
     }
 }

@@ -310,6 +310,18 @@ impl EngineError {
             .map(|code| code & 0xff);
         matches!(primary, Some(8 | 11 | 13 | 14 | 26))
     }
+
+    /// Whether the database aborted the transaction because it lost a race with another
+    /// one (Postgres `deadlock_detected` 40P01, `serialization_failure` 40001): it was
+    /// rolled back, so nothing of it was written and running it again is safe.
+    pub fn is_transaction_conflict(&self) -> bool {
+        let EngineError::Database(sqlx::Error::Database(error)) = self else {
+            return false;
+        };
+        error
+            .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+            .is_some_and(|error| matches!(error.code(), "40P01" | "40001"))
+    }
 }
 
 /// Result alias for engine operations.

@@ -999,3 +999,85 @@ for_each_backend!(
     resumed_run_reruns_only_what_failed,
     cancelled_run_is_abandoned_once_not_every_heartbeat,
 );
+
+// --- A group commit that lost a deadlock ------------------------------------------------
+
+struct OneStep {
+    counts: Counts,
+}
+
+#[async_trait]
+impl Workflow for OneStep {
+    const NAME: &'static str = "one_step";
+    type Input = ();
+    type Output = u64;
+
+    async fn run(&self, ctx: &Ctx, _: ()) -> WorkflowResult<u64> {
+        let counts = self.counts.clone();
+        ctx.step("only")
+            .run(move |_| async move {
+                counts.bump("only");
+                Ok::<u64, StepError>(7)
+            })
+            .await
+    }
+}
+
+/// A batch the database rolls back for a deadlock is applied again by the committer:
+/// given up, its run's task would stop, the lease lapse and the run be claimed anew, and
+/// the step body would run a second time on a healthy worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_group_commit_rolled_back_for_a_deadlock_is_applied_again() {
+    use sqlx::Connection as _;
+    let db = common::TestDb::postgres().await;
+    let world = db.world().await;
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    for statement in [
+        // The first step write fails as a lost deadlock would, rolling its batch back;
+        // the sequence's advance survives the rollback, so it fails exactly once.
+        "CREATE SEQUENCE deadlocks_raised",
+        "CREATE FUNCTION fake_deadlock() RETURNS trigger LANGUAGE plpgsql AS
+         $$ BEGIN
+              IF nextval('deadlocks_raised') = 1 THEN
+                  RAISE EXCEPTION 'deadlock detected (injected)' USING ERRCODE = '40P01';
+              END IF;
+              RETURN NEW;
+            END $$",
+        "CREATE TRIGGER fake_deadlock BEFORE INSERT ON workflow_steps
+         FOR EACH ROW EXECUTE FUNCTION fake_deadlock()",
+    ] {
+        sqlx::query(statement).execute(&mut conn).await.unwrap();
+    }
+    let counts = Counts::default();
+    let harness = Harness::start(
+        world.clone(),
+        registry(|r| {
+            r.register(OneStep {
+                counts: counts.clone(),
+            });
+        }),
+    );
+    let run_id = harness
+        .engine
+        .start_typed::<OneStep>((), None)
+        .await
+        .unwrap()
+        .run_id;
+    let run = wait_for_terminal(&world, run_id).await;
+    assert_eq!(run.status, RunStatus::Completed, "{run:?}");
+    assert_eq!(run.output, Some(json!(7)));
+    let raised: i64 = sqlx::query_scalar("SELECT last_value FROM deadlocks_raised")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert!(raised >= 2, "the injected deadlock never fired");
+    assert_eq!(
+        counts.get("only"),
+        1,
+        "the step body ran again after its batch lost a deadlock"
+    );
+    assert_eq!(run.lease_epoch, 1, "the run was claimed again: {run:?}");
+    harness.stop().await;
+    conn.close().await.unwrap();
+    drop(db);
+}

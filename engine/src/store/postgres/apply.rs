@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::events::{lock_event_key, notify};
 use super::PostgresWorld;
-use crate::batch::BatchPlan;
+use crate::batch::{child_finished_event_key, BatchPlan};
 use crate::error::EngineResult;
 use crate::ids::RunId;
 use crate::model::{RunStatus, WriteOp, WriteOutcome};
@@ -23,16 +23,21 @@ impl PostgresWorld {
         let mut tx = self.pool.begin().await?;
         // Lock the runs in id order: a claim, a cancel or another batch touching the same
         // run waits for this transaction, and two batches never deadlock.
-        let held_rows: Vec<(Uuid, i64)> = sqlx::query_as(
-            "SELECT id, lease_epoch FROM workflow_runs
+        let held_rows: Vec<(Uuid, i64, bool)> = sqlx::query_as(
+            "SELECT id, lease_epoch, parent_run_id IS NOT NULL FROM workflow_runs
              WHERE id = ANY($1) AND status = 'running' ORDER BY id FOR UPDATE",
         )
         .bind(&fenced)
         .fetch_all(&mut *tx)
         .await?;
+        let children: HashSet<RunId> = held_rows
+            .iter()
+            .filter(|(_, _, has_parent)| *has_parent)
+            .map(|(id, _, _)| RunId(*id))
+            .collect();
         let held: HashMap<RunId, i64> = held_rows
             .into_iter()
-            .map(|(id, epoch)| (RunId(id), epoch))
+            .map(|(id, epoch, _)| (RunId(id), epoch))
             .collect();
         let mut plan = BatchPlan::new(ops, &held, now);
 
@@ -69,7 +74,21 @@ impl PostgresWorld {
             let mut event_keys = plan.event_keys.clone();
             event_keys.sort();
             event_keys.dedup();
-            for key in &event_keys {
+            // Every event key this batch will lock, in one sorted pass: those its parks
+            // wait for, and those `notify_parents` delivers below for its finishing
+            // children (it locks them again, which costs nothing). Taken one by one as
+            // each delivery comes, a batch that parks a parent on one key and finishes
+            // another's child could deadlock with a batch doing the reverse.
+            let mut locked_keys: Vec<String> = plan
+                .transitions
+                .iter()
+                .filter(|row| row.completed_at.is_some() && children.contains(&row.id))
+                .map(|row| child_finished_event_key(row.id))
+                .chain(event_keys.iter().cloned())
+                .collect();
+            locked_keys.sort();
+            locked_keys.dedup();
+            for key in &locked_keys {
                 lock_event_key(&mut tx, key).await?;
             }
             let arrived: HashSet<String> = if event_keys.is_empty() {
