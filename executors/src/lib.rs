@@ -58,6 +58,7 @@
 
 pub mod cosmos;
 pub mod docker;
+pub mod extensions;
 mod lines;
 pub mod process;
 

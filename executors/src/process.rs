@@ -304,7 +304,7 @@ fn time_limit(
 }
 
 /// Runs in the child between fork and exec.
-fn die_with_parent(parent: Pid) -> io::Result<()> {
+pub(crate) fn die_with_parent(parent: Pid) -> io::Result<()> {
     prctl::set_pdeathsig(Signal::SIGKILL)?;
     // The worker may have died before prctl took effect; then no signal will come.
     if getppid() != parent {
@@ -374,7 +374,7 @@ impl Drop for ProcessGroup {
 /// Resolves when `pid` has exited, leaving it unreaped (see the module docs). Blocks a
 /// thread of the blocking pool for the command's lifetime; tokio has no async
 /// `waitid(WNOWAIT)`.
-fn exited(pid: Pid) -> tokio::task::JoinHandle<()> {
+pub(crate) fn exited(pid: Pid) -> tokio::task::JoinHandle<()> {
     tokio::task::spawn_blocking(move || loop {
         match waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
             Err(Errno::EINTR) => continue,
@@ -407,7 +407,7 @@ static SPAWNER: Mutex<Option<mpsc::Sender<SpawnJob>>> = Mutex::new(None);
 /// the process. A tokio blocking-pool thread (e.g. one that ran `block_in_place`)
 /// can exit after idling while the command still runs, which would SIGKILL a healthy
 /// step. The spawner thread only exits with the process, exactly when we want it.
-async fn spawn(command: Command, lease: LeaseCheck) -> io::Result<Child> {
+pub(crate) async fn spawn(command: Command, lease: LeaseCheck) -> io::Result<Child> {
     let (reply, answer) = oneshot::channel();
     submit(SpawnJob {
         command,
