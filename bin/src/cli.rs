@@ -49,6 +49,10 @@ pub enum Command {
     /// Configure and inspect queues.
     #[command(subcommand)]
     Queues(QueuesCommand),
+    /// Executors out of process (`[[extensions]]`): list them with what the workers
+    /// report, inspect one, or call one directly to try it out.
+    #[command(subcommand)]
+    Extensions(ExtensionsCommand),
     /// Deliver an event to runs waiting for it (`ctx.wait_for_event`).
     #[command(subcommand)]
     Events(EventsCommand),
@@ -512,6 +516,41 @@ pub enum QueuesCommand {
         /// One JSON document.
         #[arg(long)]
         json: bool,
+    },
+}
+
+/// `morpheus extensions`.
+#[derive(Debug, Subcommand)]
+pub enum ExtensionsCommand {
+    /// Configured extensions with the state each worker reports (ready, restarting,
+    /// failed), restarts, calls, failures and mean call time.
+    List {
+        /// One JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start one here, print its configuration and what it declares (methods, schemas),
+    /// and what the workers report about it.
+    Inspect {
+        /// The extension's name.
+        name: String,
+        /// One JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start one here and call a method directly (no run, nothing recorded): prints the
+    /// result as JSON, the extension's log lines on stderr.
+    Call {
+        /// The extension's name.
+        name: String,
+        /// The method.
+        method: String,
+        /// Params: inline JSON, @file, or @- for stdin.
+        #[arg(long, default_value = "{}")]
+        params: String,
+        /// The idempotency key sent in the call's context (default: a fresh one).
+        #[arg(long)]
+        idempotency_key: Option<String>,
     },
 }
 

@@ -10,6 +10,7 @@ use morpheus_engine::{
     Runtime, StepLogLayer, WorkerConfig, WorkflowRegistry, World,
 };
 use morpheus_executors::cosmos::CosmosExecutor;
+use morpheus_executors::extensions::ExtensionManager;
 use morpheus_executors::{DockerExecutor, ProcessExecutor};
 use morpheus_workflows::deploy::snapshot::SnapshotLimits;
 use morpheus_workflows::deploy::DeployConfig;
@@ -146,6 +147,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Start(args) => start(&url, args).await,
         Command::Runs(command) => runs(&url, command).await,
         Command::Logs(args) => logs(&url, args).await,
+        Command::Extensions(command) => crate::extensions::run(&url, &config, command).await,
         Command::Events(EventsCommand::Send { key, payload }) => {
             let payload = read_json_argument("--payload", &payload)?;
             let world = open(&url).await?;
@@ -212,6 +214,9 @@ async fn up(url: &str, args: UpArgs, config: &Config) -> Result<()> {
         }
         (None, None) => {}
     }
+    // Checked before anything starts: a bad entry names itself and stops `up` here.
+    ExtensionManager::check(&config.extensions, &executors.kinds())
+        .map_err(|error| anyhow!("config: {error}"))?;
     let world = open(url).await?;
     tracing::info!(
         data_dir = %deploy_summary.0.display(),
@@ -247,13 +252,17 @@ async fn up(url: &str, args: UpArgs, config: &Config) -> Result<()> {
     if !args.queues.is_empty() {
         config.queues = Some(args.queues);
     }
+    let extensions = ExtensionManager::load(&config.extensions, &executors.kinds())
+        .await
+        .map_err(|error| anyhow!(error))?;
+    extensions.register(&mut executors);
     tracing::info!(
         database = %redact(url),
         workflows = ?workflows.names(),
         executors = ?executors.kinds(),
         "morpheus up"
     );
-    let engine = Engine::new(world, workflows, executors);
+    let engine = Engine::new(world.clone(), workflows, executors);
     // The port is taken before any worker starts, so "address in use" changes nothing.
     let server = match server_config {
         Some(server_config) => Some(crate::serve::bind(&engine, server_config).await?),
@@ -269,6 +278,13 @@ async fn up(url: &str, args: UpArgs, config: &Config) -> Result<()> {
         })
     };
     let serving = server.map(|server| tokio::spawn(server.serve(shutdown.wait())));
+    let worker_id = config.worker_id.clone();
+    let reporting = tokio::spawn(crate::extensions::publish(
+        world.clone(),
+        worker_id.clone(),
+        extensions.clone(),
+        shutdown.wait(),
+    ));
     let result = Runtime::new(engine)
         .worker_config(config)
         .run(shutdown.wait())
@@ -276,6 +292,9 @@ async fn up(url: &str, args: UpArgs, config: &Config) -> Result<()> {
     // The workers may also stop by themselves (storage failure): stop serving then too.
     shutdown.trigger();
     signal.abort();
+    let _ = reporting.await;
+    extensions.stop().await;
+    crate::extensions::write_reports(world.as_ref(), &worker_id, &extensions).await;
     if let Some(serving) = serving {
         match serving.await {
             Ok(Err(error)) => tracing::warn!(%error, "the HTTP server stopped with an error"),

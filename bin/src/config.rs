@@ -21,6 +21,13 @@
 //! scope = "admin"             # admin | read
 //! token_env = "MORPHEUS_OPS_TOKEN"   # or: token_file = "/run/secrets/ops-token"
 //!
+//! [[extensions]]              # an executor out of process: stdio | jsonrpc | extism
+//! name = "ledger"             # steps call it with executor("ledger")
+//! protocol = "stdio"
+//! source = { type = "process", command = "python3", args = ["./ledger.py"] }
+//! permissions = { max_execution_time = "30s", max_memory = "256MB", env = ["PATH"] }
+//! restart = { strategy = "exponential", max_retries = 5, initial_delay = "200ms", max_delay = "10s" }
+//!
 //! [cosmos]                    # the chain executor used by topup.escrow
 //! rest_url = "https://api.akashnet.net"
 //! chain_id = "akashnet-2"
@@ -48,6 +55,9 @@ pub struct Config {
     /// The HTTP API (`[api]`).
     #[serde(default)]
     pub api: ApiConfig,
+    /// Executors out of process (`[[extensions]]`), loaded by `morpheus up`.
+    #[serde(default)]
+    pub extensions: Vec<morpheus_executors::extensions::ExtensionConfig>,
 }
 
 /// `[api]`: where the HTTP server listens and who may call it.

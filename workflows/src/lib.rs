@@ -3,6 +3,8 @@
 //! decisions in pure functions, effects in steps.
 //!
 //! - [`shell::Shell`] (`shell`): a crash-proof job runner for shell steps.
+//! - [`pipeline::Pipeline`] (`pipeline`): steps defined in JSON, each a call to any
+//!   executor (extensions included), later steps using earlier outputs.
 //! - [`topup::TopUpEscrow`] (`topup.escrow`): scheduled Akash escrow top-ups.
 //! - [`deploy::DeployStart`] (`deploy.start`) and [`deploy::DeployStop`]
 //!   (`deploy.stop`): a directory deployed into a fresh Docker sandbox per run.
@@ -10,6 +12,7 @@
 #![warn(missing_docs)]
 
 pub mod deploy;
+pub mod pipeline;
 pub mod shell;
 pub mod topup;
 
@@ -19,5 +22,6 @@ use morpheus_engine::WorkflowRegistry;
 /// [`deploy::DeployConfig`]: register them with [`deploy::register`]).
 pub fn register_builtin(registry: &mut WorkflowRegistry) {
     registry.register(shell::Shell);
+    registry.register(pipeline::Pipeline);
     registry.register(topup::TopUpEscrow);
 }
