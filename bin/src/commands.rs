@@ -238,6 +238,10 @@ async fn up(url: &str, args: UpArgs, config: &Config) -> Result<()> {
             ),
         }
     });
+    let extensions = ExtensionManager::load(&config.extensions, &executors.kinds())
+        .await
+        .map_err(|error| anyhow!(error))?;
+    extensions.register(&mut executors);
     let mut config = WorkerConfig::for_backend(world.backend());
     config.concurrency = args.concurrency as usize;
     config.lease_ttl = args.lease_ttl;
@@ -252,10 +256,6 @@ async fn up(url: &str, args: UpArgs, config: &Config) -> Result<()> {
     if !args.queues.is_empty() {
         config.queues = Some(args.queues);
     }
-    let extensions = ExtensionManager::load(&config.extensions, &executors.kinds())
-        .await
-        .map_err(|error| anyhow!(error))?;
-    extensions.register(&mut executors);
     tracing::info!(
         database = %redact(url),
         workflows = ?workflows.names(),

@@ -150,7 +150,7 @@ async fn reports(world: &dyn World) -> Result<Vec<WorkerReport>> {
         .into_iter()
         .filter_map(|document| serde_json::from_value(document.body).ok())
         .collect();
-    reports.sort_by(|a, b| b.reported_at.cmp(&a.reported_at));
+    reports.sort_by_key(|report| std::cmp::Reverse(report.reported_at));
     Ok(reports)
 }
 
