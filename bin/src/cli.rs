@@ -422,7 +422,7 @@ pub struct LogsArgs {
 pub enum SchedulesCommand {
     /// Add a schedule (refused, and nothing stored, if the name is taken, the workflow
     /// unknown, the input invalid or the trigger malformed).
-    Add(ScheduleAddArgs),
+    Add(Box<ScheduleAddArgs>),
     /// Schedules with their next tick and last run.
     List {
         /// One JSON document.

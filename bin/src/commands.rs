@@ -284,7 +284,9 @@ async fn up(url: &str, args: UpArgs, config: &Config) -> Result<()> {
     shutdown.trigger();
     signal.abort();
     match pinger.await {
-        Ok(Err(error)) => tracing::warn!(error = %format!("{error:#}"), "the heartbeat pinger stopped with an error"),
+        Ok(Err(error)) => {
+            tracing::warn!(error = %format!("{error:#}"), "the heartbeat pinger stopped with an error")
+        }
         Err(error) => tracing::warn!(%error, "the heartbeat pinger task failed"),
         Ok(Ok(())) => {}
     }

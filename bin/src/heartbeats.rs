@@ -3,10 +3,10 @@
 //! `<url>/fail` (the healthchecks.io / Cronitor convention). Cancelled runs are not
 //! pinged.
 //!
-//! The pings go through the database's outbox ([`morpheus_engine::HeartbeatStore`]): every pass enqueues
-//! the runs that ended since the stored feed cursor (one row per run, however many
-//! processes do it), claims due rows under a lease, sends them, and records each result
-//! under its claim. A failed ping is retried with exponential backoff whose next time is
+//! The pings go through the database's outbox ([`morpheus_engine::HeartbeatStore`]):
+//! every pass enqueues the runs that ended since the stored feed cursor (one row per
+//! run, however many processes do it), claims due rows under a lease, sends them, and
+//! records each result under its claim. A failed ping is retried with exponential backoff whose next time is
 //! stored in its row, so retries survive restarts and any process may do them; after
 //! [`MAX_ATTEMPTS`] it is given up, logged at warn. A ping never touches its run.
 //!
@@ -179,8 +179,7 @@ async fn send(world: &dyn World, client: &reqwest::Client, claim: HeartbeatClaim
             }
             let attempts = claim.attempts + 1;
             let retry_at = (attempts < MAX_ATTEMPTS).then(|| {
-                Utc::now()
-                    + chrono::Duration::from_std(retry_delay(attempts)).unwrap_or_default()
+                Utc::now() + chrono::Duration::from_std(retry_delay(attempts)).unwrap_or_default()
             });
             match retry_at {
                 Some(at) => tracing::warn!(
@@ -228,12 +227,17 @@ mod tests {
             target("http://127.0.0.1:9/ping?rid=7", Failed),
             "http://127.0.0.1:9/ping/fail?rid=7"
         );
-        assert_eq!(target("https://example.com", Failed), "https://example.com/fail");
+        assert_eq!(
+            target("https://example.com", Failed),
+            "https://example.com/fail"
+        );
     }
 
     #[test]
     fn retries_back_off_exponentially_up_to_five_minutes() {
-        let delays: Vec<u64> = (1..=MAX_ATTEMPTS).map(|n| retry_delay(n).as_secs()).collect();
+        let delays: Vec<u64> = (1..=MAX_ATTEMPTS)
+            .map(|n| retry_delay(n).as_secs())
+            .collect();
         assert_eq!(delays, [1, 2, 4, 8, 16, 32, 64, 128]);
         assert_eq!(retry_delay(30), Duration::from_secs(300));
     }

@@ -116,7 +116,7 @@ pub fn from_config(
 /// Runs a `schedules` subcommand.
 pub async fn run(url: &str, command: SchedulesCommand) -> Result<()> {
     match command {
-        SchedulesCommand::Add(args) => add(url, args).await,
+        SchedulesCommand::Add(args) => add(url, *args).await,
         SchedulesCommand::List { json } => {
             let schedules = open(url).await?.list_schedules().await?;
             if json {
@@ -215,7 +215,10 @@ async fn show(url: &str, name: &str, json: bool) -> Result<()> {
     println!("name:       {}", spec.name);
     println!("workflow:   {}", spec.workflow);
     println!("trigger:    {}", spec.trigger);
-    println!("policies:   overlap {}, catch-up {}", spec.overlap, spec.catch_up);
+    println!(
+        "policies:   overlap {}, catch-up {}",
+        spec.overlap, spec.catch_up
+    );
     println!("queue:      {} (priority {})", spec.queue, spec.priority);
     println!(
         "state:      {}",

@@ -391,7 +391,9 @@ pub fn validate_heartbeat_url(text: &str) -> Result<(), InvalidSchedule> {
         )));
     }
     let url = url::Url::parse(text).map_err(|error| {
-        InvalidSchedule(format!("heartbeat URL '{shown}' is not a valid URL: {error}"))
+        InvalidSchedule(format!(
+            "heartbeat URL '{shown}' is not a valid URL: {error}"
+        ))
     })?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(InvalidSchedule(format!(
