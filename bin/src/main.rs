@@ -8,6 +8,7 @@ mod config;
 mod demo;
 mod deploy;
 mod devnet;
+mod heartbeats;
 mod output;
 mod schedules;
 mod serve;

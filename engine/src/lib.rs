@@ -178,7 +178,8 @@ pub use store as world;
 pub use store::{postgres, sqlite};
 pub use store::{
     Backend, BudgetStore, ClaimRequest, DocumentStore, EventStore, FeedCursor, FeedEntry, FeedKind,
-    FeedRun, FeedStore, InvalidFeedCursor, LogStore, QueueStore, RunStore, ScheduleStore, World,
+    FeedRun, FeedStore, HeartbeatClaim, HeartbeatOutcome, HeartbeatPing, HeartbeatStore,
+    InvalidFeedCursor, LogStore, PingState, QueueStore, RunStore, ScheduleStore, World,
 };
 pub use worker::{Worker, WorkerConfig};
 pub use workflow::InvalidInput;
