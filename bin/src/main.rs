@@ -9,6 +9,7 @@ mod demo;
 mod deploy;
 mod devnet;
 mod extensions;
+mod heartbeats;
 mod output;
 mod schedules;
 mod serve;
