@@ -189,7 +189,7 @@ async fn up(url: &str, args: UpArgs, config: &Config) -> Result<()> {
             .then(|| morpheus_server::DEMO_LISTEN.parse().expect("valid address"))
     });
     // Checked before anything starts: bad tokens or an unprotected address stop here.
-    let server_config = listen
+    let mut server_config = listen
         .map(|listen| {
             crate::serve::server_config(listen, &config.api, deploy.allowed_roots.clone())
         })
@@ -238,6 +238,10 @@ async fn up(url: &str, args: UpArgs, config: &Config) -> Result<()> {
             ),
         }
     });
+    // Extensions resolve their metric handles when they load: the recorder comes first.
+    if let Some(server_config) = &mut server_config {
+        crate::serve::install_metrics(server_config)?;
+    }
     let extensions = ExtensionManager::load(&config.extensions, &executors.kinds())
         .await
         .map_err(|error| anyhow!(error))?;

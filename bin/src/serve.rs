@@ -60,17 +60,29 @@ pub fn server_config(
     Ok(config)
 }
 
-/// Installs the metrics recorder, binds the server over `engine` (with the deploy API)
-/// and says where it is. Called once per process, before any worker starts (`up` binds
-/// first), so the workers record into the recorder `/metrics` renders.
+/// Installs the metrics recorder `/metrics` renders (unless [`install_metrics`] did
+/// already), binds the server over `engine` (with the deploy API) and says where it is.
+/// Called once per process, before any worker starts (`up` binds first), so the workers
+/// record into that recorder.
 pub async fn bind(engine: &Engine, mut config: ServerConfig) -> Result<Server> {
-    config.metrics = Some(Metrics::install().map_err(|error| anyhow!(error))?);
+    if config.metrics.is_none() {
+        install_metrics(&mut config)?;
+    }
     let deploy = DeployService::new(engine.clone());
     let server = Server::bind(config, engine.clone(), Some(deploy)).await?;
     let url = format!("http://{}/", server.local_addr());
     tracing::info!(%url, "serving the API and dashboard");
     eprintln!("dashboard: {url}  (API: {url}api/v1, OpenAPI: {url}api/openapi.json, metrics: {url}metrics)");
     Ok(server)
+}
+
+/// Installs the Prometheus recorder for `config`'s `/metrics` and describes the
+/// extensions' metrics beside the engine's. `up` calls it before loading extensions,
+/// which resolve their metric handles when they load.
+pub fn install_metrics(config: &mut ServerConfig) -> Result<()> {
+    config.metrics = Some(Metrics::install().map_err(|error| anyhow!(error))?);
+    morpheus_executors::extensions::metrics::describe();
+    Ok(())
 }
 
 /// A shutdown signal several parts of the process wait on: [`Shutdown::trigger`] once,

@@ -3,7 +3,8 @@
 //! scrapes `morpheus up --listen` every second with a read token and answers queries
 //! about the runs the workers executed; `/metrics` refuses callers without a token when
 //! tokens are configured, and `morpheus serve` (no workers) shows the queue depth it
-//! samples from the database; on PostgreSQL, the counters and the depth gauge read
+//! samples from the database; a stdio extension's calls, failures, restart and active
+//! gauge reach Prometheus; on PostgreSQL, the counters and the depth gauge read
 //! straight from `/metrics` follow runs as they start, finish and are cancelled.
 
 use std::path::PathBuf;
@@ -40,11 +41,16 @@ fn start(api: &ApiProcess, queue: &str, steps: &[(&str, &str)]) -> String {
 /// A `morpheus.toml` with a read token (in a file) and an admin token (in the
 /// environment, `MORPHEUS_API_TOKEN`), for [`ApiProcess::spawn`]'s `configure`.
 fn with_tokens(env: &TestEnv) -> impl FnOnce(&mut Command) {
+    with_tokens_and(env, "")
+}
+
+/// [`with_tokens`], with `more` (further tables) appended to the config file.
+fn with_tokens_and(env: &TestEnv, more: &str) -> impl FnOnce(&mut Command) {
     std::fs::write(env.path("read.token"), format!("{READ_TOKEN}\n")).unwrap();
     std::fs::write(
         env.path("morpheus.toml"),
         format!(
-            "[[api.tokens]]\nname = \"prometheus\"\nscope = \"read\"\ntoken_file = \"{}\"\n",
+            "[[api.tokens]]\nname = \"prometheus\"\nscope = \"read\"\ntoken_file = \"{}\"\n{more}",
             env.path("read.token").display()
         ),
     )
@@ -300,6 +306,102 @@ fn a_real_prometheus_scrapes_the_workers_metrics_with_a_read_token() {
         buckets.iter().any(|le| le == "0.0001"),
         "sub-millisecond buckets: {buckets:?}"
     );
+    drop(prometheus);
+}
+
+/// Starts a `pipeline` run of `steps` (`(name, method)`, one attempt each) through the
+/// API on extension `executor`; returns its id.
+fn start_pipeline(api: &ApiProcess, executor: &str, steps: &[(&str, &str)]) -> String {
+    let steps: Vec<Value> = steps
+        .iter()
+        .map(|(name, method)| {
+            json!({"name": name, "executor": executor, "method": method,
+                   "params": {"step": name}, "retry": {"max_attempts": 1}})
+        })
+        .collect();
+    let started = api.post(
+        "/api/v1/runs",
+        &json!({"workflow": "pipeline", "input": {"steps": steps}}),
+    );
+    assert_eq!(started.status, 201, "{:?}", started.body);
+    started.body["run_id"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn a_real_prometheus_sees_extension_calls_failures_restarts_and_active_extensions() {
+    let env = TestEnv::sqlite();
+    let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../executors/tests/fixtures/conformance.py")
+        .canonicalize()
+        .expect("the conformance fixture exists");
+    let configure = with_tokens_and(
+        &env,
+        &format!(
+            "[[extensions]]\nname = \"conf\"\nprotocol = \"stdio\"\n\
+             source = {{ type = \"process\", command = \"python3\", args = [\"{}\"] }}\n\
+             restart = {{ strategy = \"immediate\", max_retries = 3 }}\n",
+            fixture.display()
+        ),
+    );
+    let api = ApiProcess::spawn(&env, "up", "up", &["--poll-interval", "100ms"], configure)
+        .with_token(ADMIN_TOKEN);
+    let echoed = start_pipeline(&api, "conf", &[("one", "echo"), ("two", "echo")]);
+    api.wait_for_status(&echoed, "completed", WAIT);
+    let refused = start_pipeline(&api, "conf", &[("bad", "fail")]);
+    api.wait_for_status(&refused, "failed", WAIT);
+    // The process exits mid-call: a retryable failure (out of attempts here), and the
+    // supervisor starts a new process.
+    let crashed = start_pipeline(&api, "conf", &[("boom", "crash")]);
+    api.wait_for_status(&crashed, "failed", WAIT);
+
+    let target = api.base.trim_start_matches("http://").to_owned();
+    let prometheus = Prometheus::start(&env, &target, READ_TOKEN);
+    let calls = |method: &str, outcome: &str| {
+        prometheus
+            .wait_for_series(
+                &format!(
+                    "morpheus_extension_calls_total{{extension=\"conf\",method=\"{method}\",outcome=\"{outcome}\"}}"
+                ),
+                |_, value| value > 0.0,
+            )
+            .1
+    };
+    assert_eq!(calls("echo", "ok"), 2.0, "one per step");
+    assert_eq!(calls("fail", "error"), 1.0, "an error answer is permanent");
+    assert_eq!(calls("crash", "retryable"), 1.0, "a crash is retryable");
+    let (_, timed) = prometheus.wait_for_series(
+        "morpheus_extension_call_duration_seconds_count{extension=\"conf\",method=\"echo\",outcome=\"ok\"}",
+        |_, value| value > 0.0,
+    );
+    assert_eq!(timed, 2.0);
+    let failures = |reason: &str| {
+        prometheus
+            .wait_for_series(
+                &format!(
+                    "morpheus_extension_failures_total{{extension=\"conf\",reason=\"{reason}\"}}"
+                ),
+                |_, value| value > 0.0,
+            )
+            .1
+    };
+    assert_eq!(failures("error"), 1.0);
+    assert_eq!(failures("crash"), 1.0);
+    let (_, restarts) = prometheus.wait_for_series(
+        "morpheus_extension_restarts_total{extension=\"conf\"}",
+        |_, value| value > 0.0,
+    );
+    assert_eq!(restarts, 1.0, "one new process after the crash");
+    let (_, active) = prometheus.wait_for_series(
+        "morpheus_extensions_active{protocol=\"stdio\"}",
+        |_, value| value > 0.0,
+    );
+    assert_eq!(active, 1.0, "restarted and answering again");
+    // The engine sees the extension as one more executor.
+    let (_, executor_calls) = prometheus.wait_for_series(
+        "morpheus_executor_calls_total{executor=\"conf\"}",
+        |_, value| value > 0.0,
+    );
+    assert_eq!(executor_calls, 4.0);
     drop(prometheus);
 }
 

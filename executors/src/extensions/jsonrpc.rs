@@ -84,7 +84,8 @@ impl Transport for JsonRpcTransport {
         let left = request
             .deadline
             .saturating_duration_since(std::time::Instant::now());
-        let broken = |what: String| TransportError::Broken(format!("{} {what}", self.url));
+        let broken = |what: String| TransportError::BadAnswer(format!("{} {what}", self.url));
+        let timed_out = |what: String| TransportError::TimedOut(format!("{} {what}", self.url));
         let response = self
             .client
             .post(self.url.clone())
@@ -95,9 +96,13 @@ impl Transport for JsonRpcTransport {
             .await
             .map_err(|error| {
                 if error.is_timeout() {
-                    broken(format!("did not answer {} in time", request.method))
+                    timed_out(format!("did not answer {} in time", request.method))
                 } else {
-                    broken(format!("cannot be reached: {}", error_chain(&error)))
+                    TransportError::Broken(format!(
+                        "{} cannot be reached: {}",
+                        self.url,
+                        error_chain(&error)
+                    ))
                 }
             })?;
         let status = response.status();
@@ -112,13 +117,17 @@ impl Transport for JsonRpcTransport {
         let bytes = tokio::time::timeout_at(request.deadline.into(), response.bytes())
             .await
             .map_err(|_| {
-                broken(format!(
+                timed_out(format!(
                     "did not finish answering {} in time",
                     request.method
                 ))
             })?
             .map_err(|error| {
-                broken(format!("answer could not be read: {}", error_chain(&error)))
+                TransportError::Broken(format!(
+                    "{} answer could not be read: {}",
+                    self.url,
+                    error_chain(&error)
+                ))
             })?;
         if bytes.len() > MAX_BODY_BYTES {
             return Err(broken(format!(

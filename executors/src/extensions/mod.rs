@@ -29,6 +29,7 @@
 
 pub mod config;
 pub mod jsonrpc;
+pub mod metrics;
 pub mod protocol;
 pub mod stdio;
 pub mod wasm;
@@ -50,6 +51,7 @@ use tokio::sync::{watch, Semaphore};
 pub use config::{ExtensionConfig, Permissions, Protocol, RestartConfig, RestartStrategy, Source};
 pub use protocol::{Answer, CallContext, Capabilities, MethodInfo, RemoteError};
 
+use metrics::{ExtensionMetrics, FailureReason, MethodMetrics, Outcome, UNDECLARED_METHOD};
 use protocol::{methods, Schema, PROTOCOL_VERSION};
 
 /// One request to a started instance.
@@ -67,21 +69,41 @@ pub struct Request<'a> {
     pub logs: &'a LogSink,
 }
 
-/// Why a request got no well-formed answer.
+/// Why a request got no well-formed answer. The first three make the instance
+/// unusable: the call fails retryably and the instance is replaced; they differ only in
+/// what the failure metrics say ([`metrics::FailureReason`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TransportError {
-    /// The instance is unusable (it crashed, hung, or answered garbage): the call fails
-    /// retryably and the instance is replaced.
+    /// The instance crashed, exited, trapped or cannot be reached.
     Broken(String),
+    /// The instance did not answer (or read the request) by the deadline.
+    TimedOut(String),
+    /// The instance answered something that is not a well-formed answer.
+    BadAnswer(String),
     /// The call hit a resource limit (memory): it fails permanently, since the same
     /// call would hit it again; the instance is replaced.
     LimitExceeded(String),
 }
 
+impl TransportError {
+    /// What the failure metrics call it.
+    pub fn reason(&self) -> metrics::FailureReason {
+        match self {
+            Self::Broken(_) => metrics::FailureReason::Crash,
+            Self::TimedOut(_) => metrics::FailureReason::Timeout,
+            Self::BadAnswer(_) => metrics::FailureReason::BadAnswer,
+            Self::LimitExceeded(_) => metrics::FailureReason::Memory,
+        }
+    }
+}
+
 impl fmt::Display for TransportError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Broken(reason) | Self::LimitExceeded(reason) => f.write_str(reason),
+            Self::Broken(reason)
+            | Self::TimedOut(reason)
+            | Self::BadAnswer(reason)
+            | Self::LimitExceeded(reason) => f.write_str(reason),
         }
     }
 }
@@ -189,6 +211,7 @@ struct Shared {
     calls: AtomicU64,
     failures: AtomicU64,
     call_micros: AtomicU64,
+    metrics: ExtensionMetrics,
 }
 
 struct State {
@@ -199,6 +222,9 @@ struct State {
     restarts: u32,
     restarts_in_a_row: u32,
     last_error: Option<String>,
+    /// What the latest instance declared, kept while it is replaced (for the metrics'
+    /// method labels).
+    last_declared: Option<Arc<Declared>>,
 }
 
 /// One started and initialized instance.
@@ -213,6 +239,20 @@ struct Declared {
     capabilities: Capabilities,
     params: BTreeMap<String, Schema>,
     results: BTreeMap<String, Schema>,
+    /// The call metrics of each declared method.
+    metrics: BTreeMap<String, MethodMetrics>,
+}
+
+/// A failed call: the step's error, and why (for the failure metrics).
+struct CallFailure {
+    error: StepError,
+    reason: FailureReason,
+}
+
+impl CallFailure {
+    fn new(reason: FailureReason, error: StepError) -> Self {
+        Self { error, reason }
+    }
 }
 
 /// The time a lifecycle request (`initialize`, `capabilities`) may take.
@@ -243,6 +283,7 @@ impl Extension {
             state: Mutex::new(State {
                 phase: Phase::Ready,
                 generation: 1,
+                last_declared: Some(instance.declared.clone()),
                 instance: Some(instance),
                 restarts: 0,
                 restarts_in_a_row: 0,
@@ -253,8 +294,10 @@ impl Extension {
             calls: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             call_micros: AtomicU64::new(0),
+            metrics: ExtensionMetrics::new(&config.name, config.protocol),
             config,
         });
+        shared.metrics.active.increment(1.0);
         tracing::info!(extension = %shared.config.name, protocol = %shared.config.protocol, "extension loaded");
         Ok(Self { shared })
     }
@@ -321,14 +364,38 @@ impl Extension {
         logs: &LogSink,
     ) -> Result<Value, StepError> {
         let started = Instant::now();
-        self.shared.calls.fetch_add(1, Ordering::Relaxed);
+        let shared = &self.shared;
+        shared.calls.fetch_add(1, Ordering::Relaxed);
+        let mut declared = None;
         let result = self
-            .call_inner(method, params, context, deadline, logs)
-            .await;
-        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        self.shared.call_micros.fetch_add(micros, Ordering::Relaxed);
-        if result.is_err() {
-            self.shared.failures.fetch_add(1, Ordering::Relaxed);
+            .call_inner(method, params, context, deadline, logs, &mut declared)
+            .await
+            .map_err(|failure| {
+                shared.failures.fetch_add(1, Ordering::Relaxed);
+                shared.metrics.failed(failure.reason);
+                failure.error
+            });
+        let took = started.elapsed();
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        shared.call_micros.fetch_add(micros, Ordering::Relaxed);
+        let outcome = Outcome::of(&result);
+        // A call refused before it reached an instance (busy, failed) is labelled by what
+        // the last instance declared.
+        let declared = declared.or_else(|| shared.lock().last_declared.clone());
+        match declared.as_deref() {
+            Some(declared) => match declared.metrics.get(method) {
+                Some(handles) => handles.record(outcome, took),
+                // An extension that declares no methods takes any: label them as called.
+                None if declared.capabilities.methods.is_empty() => {
+                    shared.metrics.call_undeclared(method, outcome, took)
+                }
+                None => shared
+                    .metrics
+                    .call_undeclared(UNDECLARED_METHOD, outcome, took),
+            },
+            None => shared
+                .metrics
+                .call_undeclared(UNDECLARED_METHOD, outcome, took),
         }
         result
     }
@@ -340,19 +407,21 @@ impl Extension {
         context: &CallContext,
         deadline: Option<Instant>,
         logs: &LogSink,
-    ) -> Result<Value, StepError> {
+        reached: &mut Option<Arc<Declared>>,
+    ) -> Result<Value, CallFailure> {
         let shared = &self.shared;
         let name = &shared.config.name;
         let limit = Instant::now() + shared.config.max_execution_time();
         let deadline = deadline.map_or(limit, |deadline| deadline.min(limit));
         let Ok(_admitted) = shared.admission.clone().try_acquire_owned() else {
-            return Err(StepError::retryable(format!(
+            return Err(CallFailure::new(FailureReason::Busy, StepError::retryable(format!(
                 "extension '{name}' is busy: {} calls are already waiting (raise `queue` to allow more)",
                 shared.config.queue_capacity()
-            )));
+            ))));
         };
         let (instance, generation) = self.ready_instance(deadline).await?;
         let declared = &instance.declared;
+        *reached = Some(declared.clone());
         if !declared.capabilities.methods.is_empty()
             && declared.capabilities.method(method).is_none()
         {
@@ -362,28 +431,40 @@ impl Extension {
                 .iter()
                 .map(|m| m.name.as_str())
                 .collect();
-            return Err(StepError::permanent(format!(
-                "extension '{name}' has no method '{method}' (it offers: {})",
-                known.join(", ")
-            )));
+            return Err(CallFailure::new(
+                FailureReason::UnknownMethod,
+                StepError::permanent(format!(
+                    "extension '{name}' has no method '{method}' (it offers: {})",
+                    known.join(", ")
+                )),
+            ));
         }
         if let Some(schema) = declared.params.get(method) {
             schema.check(params, "params").map_err(|problem| {
-                StepError::permanent(format!("extension '{name}' {method}: {problem}"))
+                CallFailure::new(
+                    FailureReason::Schema,
+                    StepError::permanent(format!("extension '{name}' {method}: {problem}")),
+                )
             })?;
         }
         let _running =
             tokio::time::timeout_at(deadline.into(), instance.running.clone().acquire_owned())
                 .await
                 .map_err(|_| {
-                    StepError::retryable(format!(
+                    CallFailure::new(
+                        FailureReason::Queued,
+                        StepError::retryable(format!(
                     "extension '{name}' {method}: still queued behind other calls at the deadline"
-                ))
+                )),
+                    )
                 })?
                 .map_err(|_| {
-                    StepError::retryable(format!(
-                        "extension '{name}' was restarted while the call waited"
-                    ))
+                    CallFailure::new(
+                        FailureReason::Unavailable,
+                        StepError::retryable(format!(
+                            "extension '{name}' was restarted while the call waited"
+                        )),
+                    )
                 })?;
         let answer = instance
             .transport
@@ -409,26 +490,35 @@ impl Extension {
             }
             Ok(Err(remote)) => {
                 self.healthy_call(generation);
-                Err(remote.step_error(name, method))
-            }
-            Err(TransportError::Broken(reason)) => {
-                let message = format!("extension '{name}' {method}: {reason}");
-                self.broken(generation, &message);
-                Err(StepError::retryable(format!(
-                    "{message}; it is being restarted and the step will be retried"
-                )))
+                Err(CallFailure::new(
+                    FailureReason::Error,
+                    remote.step_error(name, method),
+                ))
             }
             Err(TransportError::LimitExceeded(reason)) => {
                 let message = format!("extension '{name}' {method}: {reason}");
                 self.broken(generation, &message);
-                Err(StepError::permanent(message))
+                Err(CallFailure::new(
+                    FailureReason::Memory,
+                    StepError::permanent(message),
+                ))
+            }
+            Err(broken) => {
+                let message = format!("extension '{name}' {method}: {broken}");
+                self.broken(generation, &message);
+                Err(CallFailure::new(
+                    broken.reason(),
+                    StepError::retryable(format!(
+                        "{message}; it is being restarted and the step will be retried"
+                    )),
+                ))
             }
         }
     }
 
     /// The current instance once one is ready (waiting through a restart until
     /// `deadline`), or why there is none.
-    async fn ready_instance(&self, deadline: Instant) -> Result<(Instance, u64), StepError> {
+    async fn ready_instance(&self, deadline: Instant) -> Result<(Instance, u64), CallFailure> {
         let name = &self.shared.config.name;
         let mut changes = self.shared.changed.subscribe();
         loop {
@@ -437,14 +527,14 @@ impl Extension {
                 match (state.phase, &state.instance) {
                     (Phase::Ready, Some(instance)) => return Ok((instance.clone(), state.generation)),
                     (Phase::Failed, _) => {
-                        return Err(StepError::permanent(format!(
+                        return Err(CallFailure::new(FailureReason::Failed, StepError::permanent(format!(
                             "extension '{name}' has failed and will not be restarted (restart strategy exhausted after {} restarts; last error: {}); fix it and restart the worker",
                             state.restarts,
                             state.last_error.as_deref().unwrap_or("unknown")
-                        )))
+                        ))))
                     }
                     (Phase::Stopped, _) => {
-                        return Err(StepError::retryable(format!("extension '{name}' is stopped (the worker is shutting down)")))
+                        return Err(CallFailure::new(FailureReason::Unavailable, StepError::retryable(format!("extension '{name}' is stopped (the worker is shutting down)"))))
                     }
                     _ => {}
                 }
@@ -453,9 +543,12 @@ impl Extension {
                 .await
                 .is_err()
             {
-                return Err(StepError::retryable(format!(
-                    "extension '{name}' is restarting and was not ready by the deadline"
-                )));
+                return Err(CallFailure::new(
+                    FailureReason::Unavailable,
+                    StepError::retryable(format!(
+                        "extension '{name}' is restarting and was not ready by the deadline"
+                    )),
+                ));
             }
         }
     }
@@ -476,6 +569,7 @@ impl Extension {
             }
             state.last_error = Some(reason.to_owned());
             state.phase = Phase::Restarting;
+            self.shared.metrics.active.decrement(1.0);
             state.instance.take()
         };
         self.shared.notify();
@@ -516,6 +610,7 @@ impl Extension {
             let started = start_instance(&self.shared.config, self.shared.host.as_ref()).await;
             let mut state = self.shared.lock();
             state.restarts += 1;
+            self.shared.metrics.restarts.increment(1);
             if state.phase == Phase::Stopped {
                 if let Ok(instance) = started {
                     tokio::spawn(async move { instance.transport.stop().await });
@@ -524,9 +619,11 @@ impl Extension {
             }
             match started {
                 Ok(instance) => {
+                    state.last_declared = Some(instance.declared.clone());
                     state.instance = Some(instance);
                     state.generation += 1;
                     state.phase = Phase::Ready;
+                    self.shared.metrics.active.increment(1.0);
                     drop(state);
                     self.shared.notify();
                     tracing::info!(extension = %name, attempt, "extension restarted");
@@ -544,6 +641,9 @@ impl Extension {
     pub async fn stop(&self) {
         let instance = {
             let mut state = self.shared.lock();
+            if state.phase == Phase::Ready {
+                self.shared.metrics.active.decrement(1.0);
+            }
             state.phase = Phase::Stopped;
             state.instance.take()
         };
@@ -641,7 +741,12 @@ async fn handshake(
     capabilities.validate()?;
     let mut params = BTreeMap::new();
     let mut results = BTreeMap::new();
+    let mut metrics = BTreeMap::new();
     for method in &capabilities.methods {
+        metrics.insert(
+            method.name.clone(),
+            MethodMetrics::new(&config.name, &method.name),
+        );
         if let Some(schema) = &method.params {
             params.insert(
                 method.name.clone(),
@@ -659,6 +764,7 @@ async fn handshake(
         capabilities,
         params,
         results,
+        metrics,
     })
 }
 

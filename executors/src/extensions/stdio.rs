@@ -180,7 +180,7 @@ struct Calls {
     /// rather than taken for garbage.
     abandoned: HashSet<u64>,
     /// Set once the instance is broken: why.
-    broken: Option<String>,
+    broken: Option<TransportError>,
 }
 
 struct Waiting {
@@ -190,14 +190,12 @@ struct Waiting {
 
 impl Calls {
     /// Breaks the instance: every waiting request fails with `reason`.
-    fn break_all(&mut self, reason: String) {
+    fn break_all(&mut self, reason: TransportError) {
         if self.broken.is_none() {
             self.broken = Some(reason.clone());
         }
         for (_, waiting) in self.waiting.drain() {
-            let _ = waiting
-                .answer
-                .send(Err(TransportError::Broken(reason.clone())));
+            let _ = waiting.answer.send(Err(reason.clone()));
         }
     }
 
@@ -244,7 +242,7 @@ impl Transport for StdioTransport {
         {
             let mut calls = lock(&self.calls);
             if let Some(reason) = &calls.broken {
-                return Err(TransportError::Broken(reason.clone()));
+                return Err(reason.clone());
             }
             calls.waiting.insert(
                 id,
@@ -274,42 +272,45 @@ impl Transport for StdioTransport {
         match written {
             Ok(Ok(())) => {}
             Ok(Err(error)) => {
-                let reason = self.ended(format!("its stdin is closed ({error})")).await;
-                lock(&self.calls).break_all(reason.clone());
-                return Err(TransportError::Broken(reason));
-            }
-            Err(_) => {
-                let reason = format!(
-                    "did not read its stdin within {}",
-                    describe_wait(request.deadline)
+                let reason = TransportError::Broken(
+                    self.ended(format!("its stdin is closed ({error})")).await,
                 );
                 lock(&self.calls).break_all(reason.clone());
-                return Err(TransportError::Broken(reason));
+                return Err(reason);
+            }
+            Err(_) => {
+                let reason = TransportError::TimedOut(format!(
+                    "did not read its stdin within {}",
+                    describe_wait(request.deadline)
+                ));
+                lock(&self.calls).break_all(reason.clone());
+                return Err(reason);
             }
         }
         let outcome = tokio::time::timeout_at(request.deadline.into(), answered).await;
         forget.answered = true;
         match outcome {
             Ok(Ok(answer)) => answer,
-            Ok(Err(_)) => Err(TransportError::Broken(
-                lock(&self.calls)
-                    .broken
-                    .clone()
-                    .unwrap_or_else(|| "the answer reader stopped".to_owned()),
-            )),
+            Ok(Err(_)) => Err(lock(&self.calls)
+                .broken
+                .clone()
+                .unwrap_or_else(|| TransportError::Broken("the answer reader stopped".to_owned()))),
             Err(_) => {
-                let reason = format!("did not answer {} in time", request.method);
+                let reason =
+                    TransportError::TimedOut(format!("did not answer {} in time", request.method));
                 let mut calls = lock(&self.calls);
                 calls.waiting.remove(&id);
                 calls.break_all(reason.clone());
-                Err(TransportError::Broken(reason))
+                Err(reason)
             }
         }
     }
 
     async fn stop(&self) {
         tracing::debug!(extension = %self.name, "stopping the extension process");
-        lock(&self.calls).break_all("the extension was stopped".to_owned());
+        lock(&self.calls).break_all(TransportError::Broken(
+            "the extension was stopped".to_owned(),
+        ));
         if !self.reaped.load(Ordering::SeqCst) {
             kill_group(self.pgid);
         }
@@ -383,23 +384,25 @@ async fn read_answers(
     let reason = loop {
         match lines.next().await {
             None => {
-                break match exit_status(exit.clone()).await {
+                break TransportError::Broken(match exit_status(exit.clone()).await {
                     Some(status) => format!("the process {status}"),
                     None => "the process closed its stdout".to_owned(),
-                };
+                });
             }
             Some(Err(LinesCodecError::MaxLineLengthExceeded)) => {
-                break format!("answered a line longer than {MAX_LINE_BYTES} bytes");
+                break TransportError::BadAnswer(format!(
+                    "answered a line longer than {MAX_LINE_BYTES} bytes"
+                ));
             }
             Some(Err(LinesCodecError::Io(error))) => {
-                break format!("reading its stdout failed: {error}")
+                break TransportError::Broken(format!("reading its stdout failed: {error}"))
             }
             Some(Ok(line)) => {
                 if line.trim().is_empty() {
                     continue;
                 }
                 if let Err(reason) = take_line(&name, &line, &calls) {
-                    break reason;
+                    break TransportError::BadAnswer(reason);
                 }
             }
         }

@@ -368,7 +368,7 @@ impl Pool {
                         elapsed.as_millis()
                     )
                 };
-                Err(TransportError::Broken(reason))
+                Err(TransportError::TimedOut(reason))
             }
             "oom" => Err(TransportError::LimitExceeded(format!(
                 "exceeded its memory limit of {} bytes",
@@ -430,7 +430,7 @@ fn decode(method: &str, output: &[u8]) -> Result<Answer, TransportError> {
         return Ok(Ok(Value::Null));
     }
     serde_json::from_slice(output).map(Ok).map_err(|error| {
-        TransportError::Broken(format!(
+        TransportError::BadAnswer(format!(
             "answered {method} with output that is not JSON ({error}): {}",
             preview(output)
         ))
@@ -487,7 +487,7 @@ impl Transport for WasmTransport {
                 // shorter one. Interrupt the instance; its call ends as broken.
                 self.pool.interrupt();
                 let given = request.deadline.saturating_duration_since(started);
-                Err(TransportError::Broken(format!(
+                Err(TransportError::TimedOut(format!(
                     "did not answer {} within {}",
                     request.method,
                     describe_limit(given, self.pool.limits.timeout)
@@ -537,7 +537,7 @@ mod tests {
             decode("m", b" {\"a\":1}"),
             Ok(Ok(serde_json::json!({"a": 1})))
         );
-        let Err(TransportError::Broken(reason)) = decode("m", b"hello") else {
+        let Err(TransportError::BadAnswer(reason)) = decode("m", b"hello") else {
             panic!("garbage output must break the instance");
         };
         assert!(
