@@ -602,7 +602,11 @@ pub enum EventsCommand {
 /// `morpheus bench`. With a `postgres://` --database-url it benchmarks that database;
 /// otherwise a fresh temporary SQLite file (never the operator's own database).
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
+    /// Another benchmark instead of the engine's.
+    #[command(subcommand)]
+    pub other: Option<BenchCommand>,
     /// Number of runs.
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
     pub runs: u64,
@@ -635,6 +639,48 @@ pub struct BenchArgs {
     /// Where to put the temporary SQLite database (default: the system temp dir).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+}
+
+/// `morpheus bench <other>`.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Per-call overhead of the extension hosts over an in-process executor, side by
+    /// side in one run: the same no-op call through an in-process Rust executor, the
+    /// WASM host (a WAT echo plugin), the stdio host (an embedded Python 3 program) and
+    /// the JSON-RPC host (the same program serving HTTP on loopback, in its own
+    /// process), each through the executor call a step makes. Prints sequential p50/p99,
+    /// overhead (host p50 − in-process p50) against the budgets (WASM ≤ 0.2 ms, stdio ≤
+    /// 0.5 ms, JSON-RPC ≤ 1 ms: PASS or OVER) and calls/s at --concurrency. Progress
+    /// goes to stderr, the table to stdout.
+    Extensions(BenchExtensionsArgs),
+}
+
+/// `morpheus bench extensions`.
+#[derive(Debug, Args)]
+pub struct BenchExtensionsArgs {
+    /// Sequential calls per host (after 200 warm-up calls).
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub calls: u32,
+    /// Calls per host for the throughput figure.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub throughput_calls: u32,
+    /// Calls in flight at once for the throughput figure.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub concurrency: u32,
+    /// Also measure full durable steps: this many `pipeline` runs per host, each step a
+    /// call to that host, through the engine on a fresh temporary SQLite file, with
+    /// --concurrency runs in flight.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub durable_runs: Option<u32>,
+    /// Steps per durable run.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub durable_steps: u32,
+    /// The Python 3 interpreter that runs the stdio and JSON-RPC extensions.
+    #[arg(long, default_value = "python3")]
+    pub python: String,
+    /// Print one JSON line instead of the table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `morpheus devnet …`.
