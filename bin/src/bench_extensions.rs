@@ -75,7 +75,11 @@ def serve_http():
         def log_message(self, *args):
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    class Server(ThreadingHTTPServer):
+        # Room for every connection of a concurrent client (the default backlog is 5).
+        request_queue_size = 256
+
+    server = Server(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
     print(f"listening {server.server_address[1]}", flush=True)
     server.serve_forever()
