@@ -1,7 +1,8 @@
-//! Extension hosts against real extensions: a Python program over stdio and the same
-//! program serving JSON-RPC over HTTP on loopback. The conformance tests run unchanged
-//! on both protocols (initialize, capabilities, echo, error format, concurrency,
-//! timeouts, schemas); the rest exercise what only one protocol has (log
+//! Extension hosts against real extensions: a Python program over stdio, the same
+//! program serving JSON-RPC over HTTP on loopback, and an Extism plugin in WebAssembly
+//! text that behaves like it (`fixtures/wasm/conformance.wat`). The conformance tests
+//! run unchanged on all three protocols (initialize, capabilities, echo, error format,
+//! concurrency, timeouts, schemas); the rest exercise what only one protocol has (log
 //! notifications, crashes and garbage on stdio, a service that goes away over HTTP).
 
 use std::io::{BufRead, BufReader};
@@ -17,6 +18,11 @@ use serde_json::{json, Value};
 
 fn fixture_script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/conformance.py")
+}
+
+/// The WASM twin of [`fixture_script`], compiled by the host on load.
+fn fixture_plugin() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/wasm/conformance.wat")
 }
 
 /// An HTTP JSON-RPC service process, killed when dropped.
@@ -61,6 +67,19 @@ impl Drop for Service {
 enum Kind {
     Stdio,
     JsonRpc,
+    Wasm,
+}
+
+impl Kind {
+    /// What the error of a `sleep` call stopped at the 300 ms `max_execution_time`
+    /// says. The process hosts wait for an answer that never comes ("in time"); the
+    /// WASM host interrupts the call itself at its Extism timeout and names the limit.
+    fn sleep_timeout_wording(self) -> &'static str {
+        match self {
+            Kind::Stdio | Kind::JsonRpc => "did not answer sleep in time",
+            Kind::Wasm => "did not answer sleep within 300ms",
+        }
+    }
 }
 
 /// One extension under test (and the service behind it, for JSON-RPC).
@@ -80,6 +99,11 @@ fn config(kind: Kind, service: Option<&Service>, extra: Value) -> ExtensionConfi
             "name": "conformance",
             "protocol": "jsonrpc",
             "source": {"type": "http", "url": service.expect("a service").url()},
+        }),
+        Kind::Wasm => json!({
+            "name": "conformance",
+            "protocol": "extism",
+            "source": {"type": "wasm", "path": fixture_plugin()},
         }),
     };
     for (key, value) in extra.as_object().unwrap() {
@@ -293,7 +317,7 @@ async fn a_hung_call_times_out_and_the_extension_is_restarted(kind: Kind) {
         .unwrap_err();
     assert!(error.is_retryable(), "{error:?}");
     assert!(
-        error.message().contains("did not answer sleep in time"),
+        error.message().contains(kind.sleep_timeout_wording()),
         "{}",
         error.message()
     );
@@ -314,6 +338,10 @@ macro_rules! conformance {
         mod jsonrpc {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $test() { super::$test(super::Kind::JsonRpc).await }) *
+        }
+        mod wasm {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() { super::$test(super::Kind::Wasm).await }) *
         }
     };
 }
