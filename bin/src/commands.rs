@@ -19,8 +19,8 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::cli::{
-    Cli, Command, EventsCommand, LogsArgs, PruneArgs, QueuesCommand, RunsCommand, StartArgs,
-    UpArgs, DEFAULT_DATABASE_URL,
+    BenchArgs, BenchMode, Cli, Command, EventsCommand, LogsArgs, PruneArgs, QueuesCommand,
+    RunsCommand, StartArgs, UpArgs, DEFAULT_DATABASE_URL,
 };
 use crate::config::Config;
 use crate::output;
@@ -159,6 +159,10 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Prune(args) => prune(&url, args).await,
         Command::Queues(command) => queues(&url, command).await,
         Command::Schedules(command) => crate::schedules::run(&url, command).await,
+        Command::Bench(BenchArgs {
+            mode: Some(BenchMode::Api(args)),
+            ..
+        }) => crate::bench_api::run(&url, args).await,
         Command::Bench(args) => crate::bench::run(&url, args).await,
         Command::Deploy(args) => crate::deploy::run(&url, args).await,
         Command::Devnet(command) => crate::devnet::run(command).await,
