@@ -422,10 +422,18 @@ pub struct LogsArgs {
 pub enum SchedulesCommand {
     /// Add a schedule (refused, and nothing stored, if the name is taken, the workflow
     /// unknown, the input invalid or the trigger malformed).
-    Add(ScheduleAddArgs),
+    Add(Box<ScheduleAddArgs>),
     /// Schedules with their next tick and last run.
     List {
         /// One JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One schedule: its definition, state and latest heartbeat pings.
+    Show {
+        /// Schedule name.
+        name: String,
+        /// One JSON document (`{"schedule": …, "heartbeats": […]}`).
         #[arg(long)]
         json: bool,
     },
@@ -489,6 +497,11 @@ pub struct ScheduleAddArgs {
     /// Priority of the runs.
     #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
     pub priority: i32,
+    /// Ping this http(s) URL after each run completes, and URL/fail after one fails (the
+    /// healthchecks.io / Cronitor convention); cancelled runs are not pinged. Not to be
+    /// confused with `up --heartbeat`, the lease renewal interval.
+    #[arg(long, value_name = "URL")]
+    pub heartbeat_url: Option<String>,
 }
 
 /// `morpheus queues …`.

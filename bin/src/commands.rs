@@ -263,7 +263,7 @@ async fn up(url: &str, args: UpArgs, config: &Config) -> Result<()> {
         Some(server_config) => Some(crate::serve::bind(&engine, server_config).await?),
         None => None,
     };
-    // The worker, the scheduler and the server, stopped together by SIGTERM or Ctrl-C.
+    // The worker, the scheduler, the heartbeat pinger and the server, stopped together by SIGTERM or Ctrl-C.
     let shutdown = crate::serve::Shutdown::new();
     let signal = {
         let shutdown = shutdown.clone();
@@ -273,6 +273,13 @@ async fn up(url: &str, args: UpArgs, config: &Config) -> Result<()> {
         })
     };
     let serving = server.map(|server| tokio::spawn(server.serve(shutdown.wait())));
+    // Heartbeat pings after scheduled runs, sent from the database's outbox (so any
+    // process may send any, and a retry outlives this one).
+    let pinger = tokio::spawn(crate::heartbeats::run(
+        engine.world(),
+        config.poll_interval,
+        shutdown.wait(),
+    ));
     let result = Runtime::new(engine)
         .worker_config(config)
         .run(shutdown.wait())
@@ -280,6 +287,13 @@ async fn up(url: &str, args: UpArgs, config: &Config) -> Result<()> {
     // The workers may also stop by themselves (storage failure): stop serving then too.
     shutdown.trigger();
     signal.abort();
+    match pinger.await {
+        Ok(Err(error)) => {
+            tracing::warn!(error = %format!("{error:#}"), "the heartbeat pinger stopped with an error")
+        }
+        Err(error) => tracing::warn!(%error, "the heartbeat pinger task failed"),
+        Ok(Ok(())) => {}
+    }
     if let Some(serving) = serving {
         match serving.await {
             Ok(Err(error)) => tracing::warn!(%error, "the HTTP server stopped with an error"),

@@ -12,6 +12,7 @@
 //! timezone = "Europe/Berlin"  # cron only; UTC when absent
 //! overlap = "skip"            # skip | queue_one | allow
 //! catch_up = "skip_missed"    # skip_missed | run_once | run_all
+//! heartbeat_url = "https://hc-ping.com/<uuid>"  # pinged after each run; <url>/fail on failure
 //!
 //! [api]                       # the HTTP API and dashboard (`up --listen`, `serve`)
 //! listen = "127.0.0.1:7420"
@@ -96,6 +97,8 @@ pub struct ScheduleConfig {
     pub queue: Option<String>,
     /// Priority of the runs.
     pub priority: Option<i32>,
+    /// Pinged after each run completes, `<url>/fail` after one fails.
+    pub heartbeat_url: Option<String>,
 }
 
 fn empty_object() -> toml::Value {

@@ -194,6 +194,7 @@ impl Demo {
             catch_up: CatchUp::SkipMissed,
             queue: "default".to_owned(),
             priority: 0,
+            heartbeat_url: None,
         };
         // The first sweep right away, then every 30 s.
         Ok((spec, Utc::now()))

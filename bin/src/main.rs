@@ -9,6 +9,7 @@ mod config;
 mod demo;
 mod deploy;
 mod devnet;
+mod heartbeats;
 mod output;
 mod schedules;
 mod serve;

@@ -22,6 +22,7 @@ struct Definition<'a> {
     catch_up: &'a str,
     queue: &'a str,
     priority: i32,
+    heartbeat_url: Option<&'a str>,
 }
 
 /// Validates a definition completely (workflow known, input accepted by it, trigger and
@@ -53,6 +54,10 @@ fn build(
         .catch_up
         .parse()
         .map_err(|reason| anyhow!("schedule '{name}': catch-up: {reason}"))?;
+    if let Some(url) = definition.heartbeat_url {
+        morpheus_engine::schedule::validate_heartbeat_url(url)
+            .map_err(|reason| anyhow!("schedule '{name}': {reason}"))?;
+    }
     workflows
         .prepare(definition.workflow, definition.input.clone(), None)
         .map_err(|error| anyhow!("schedule '{name}': {error}"))?;
@@ -65,6 +70,7 @@ fn build(
         catch_up,
         queue: definition.queue.to_owned(),
         priority: definition.priority,
+        heartbeat_url: definition.heartbeat_url.map(str::to_owned),
     };
     morpheus_engine::schedule::validate_spec(&spec).map_err(|reason| anyhow!(reason))?;
     let first = spec
@@ -99,6 +105,7 @@ pub fn from_config(
                     catch_up: entry.catch_up.as_deref().unwrap_or("skip_missed"),
                     queue: entry.queue.as_deref().unwrap_or("default"),
                     priority: entry.priority.unwrap_or(0),
+                    heartbeat_url: entry.heartbeat_url.as_deref(),
                 },
                 workflows,
             )
@@ -109,7 +116,7 @@ pub fn from_config(
 /// Runs a `schedules` subcommand.
 pub async fn run(url: &str, command: SchedulesCommand) -> Result<()> {
     match command {
-        SchedulesCommand::Add(args) => add(url, args).await,
+        SchedulesCommand::Add(args) => add(url, *args).await,
         SchedulesCommand::List { json } => {
             let schedules = open(url).await?.list_schedules().await?;
             if json {
@@ -117,12 +124,12 @@ pub async fn run(url: &str, command: SchedulesCommand) -> Result<()> {
                 return Ok(());
             }
             println!(
-                "{:<24}  {:<20}  {:<28}  {:<7}  {:<24}  LAST RUN",
-                "NAME", "WORKFLOW", "TRIGGER", "STATE", "NEXT TICK"
+                "{:<24}  {:<20}  {:<28}  {:<7}  {:<24}  {:<36}  HEARTBEAT",
+                "NAME", "WORKFLOW", "TRIGGER", "STATE", "NEXT TICK", "LAST RUN"
             );
             for schedule in schedules {
                 println!(
-                    "{:<24}  {:<20}  {:<28}  {:<7}  {:<24}  {}",
+                    "{:<24}  {:<20}  {:<28}  {:<7}  {:<24}  {:<36}  {}",
                     schedule.spec.name,
                     schedule.spec.workflow,
                     schedule.spec.trigger.to_string(),
@@ -131,11 +138,13 @@ pub async fn run(url: &str, command: SchedulesCommand) -> Result<()> {
                     schedule
                         .last_run_id
                         .map(|id| id.to_string())
-                        .unwrap_or_else(|| "-".into())
+                        .unwrap_or_else(|| "-".into()),
+                    schedule.spec.heartbeat_url.as_deref().unwrap_or("-")
                 );
             }
             Ok(())
         }
+        SchedulesCommand::Show { name, json } => show(url, &name, json).await,
         SchedulesCommand::Pause { name } => {
             open(url)
                 .await?
@@ -183,6 +192,72 @@ pub async fn run(url: &str, command: SchedulesCommand) -> Result<()> {
     }
 }
 
+/// How many of a schedule's latest heartbeat pings `schedules show` lists.
+const SHOWN_HEARTBEATS: u32 = 20;
+
+async fn show(url: &str, name: &str, json: bool) -> Result<()> {
+    let world = open(url).await?;
+    let schedule = world
+        .get_schedule(name)
+        .await?
+        .ok_or_else(|| anyhow!("no schedule named '{name}'"))?;
+    let heartbeats = world.schedule_heartbeats(name, SHOWN_HEARTBEATS).await?;
+    if json {
+        println!(
+            "{}",
+            json!({"schedule": schedule, "heartbeats": heartbeats})
+        );
+        return Ok(());
+    }
+    let spec = &schedule.spec;
+    let optional_time =
+        |time: Option<DateTime<Utc>>| time.map(output::time).unwrap_or_else(|| "-".into());
+    println!("name:       {}", spec.name);
+    println!("workflow:   {}", spec.workflow);
+    println!("trigger:    {}", spec.trigger);
+    println!(
+        "policies:   overlap {}, catch-up {}",
+        spec.overlap, spec.catch_up
+    );
+    println!("queue:      {} (priority {})", spec.queue, spec.priority);
+    println!(
+        "state:      {}",
+        if schedule.paused { "paused" } else { "active" }
+    );
+    println!("next tick:  {}", output::time(schedule.next_fire_at));
+    println!("last tick:  {}", optional_time(schedule.last_fire_at));
+    println!(
+        "last run:   {}",
+        schedule
+            .last_run_id
+            .map(|id| id.to_string())
+            .unwrap_or_else(|| "-".into())
+    );
+    println!(
+        "heartbeat:  {}",
+        spec.heartbeat_url.as_deref().unwrap_or("-")
+    );
+    if !heartbeats.is_empty() {
+        println!();
+        println!(
+            "{:<36}  {:<9}  {:<9}  {:>8}  {:<24}  LAST ERROR",
+            "RUN", "OUTCOME", "PING", "ATTEMPTS", "SENT"
+        );
+        for ping in &heartbeats {
+            println!(
+                "{:<36}  {:<9}  {:<9}  {:>8}  {:<24}  {}",
+                ping.run_id.to_string(),
+                ping.outcome.as_str(),
+                ping.state.as_str(),
+                ping.attempts,
+                optional_time(ping.finished_at),
+                ping.last_error.as_deref().unwrap_or("-")
+            );
+        }
+    }
+    Ok(())
+}
+
 async fn add(url: &str, args: ScheduleAddArgs) -> Result<()> {
     let (workflows, _) = default_registries();
     let input = read_json_argument("--input", &args.input)?;
@@ -199,6 +274,7 @@ async fn add(url: &str, args: ScheduleAddArgs) -> Result<()> {
             catch_up: &args.catch_up,
             queue: &args.queue,
             priority: args.priority,
+            heartbeat_url: args.heartbeat_url.as_deref(),
         },
         &workflows,
     )?;

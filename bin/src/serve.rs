@@ -6,7 +6,7 @@ use std::num::NonZeroU32;
 
 use anyhow::{anyhow, Result};
 use morpheus_engine::Engine;
-use morpheus_server::{ApiToken, Scope, Server, ServerConfig, TOKEN_ENV};
+use morpheus_server::{ApiToken, Metrics, Scope, Server, ServerConfig, TOKEN_ENV};
 use morpheus_workflows::deploy::DeployService;
 use tokio::sync::watch;
 
@@ -60,13 +60,16 @@ pub fn server_config(
     Ok(config)
 }
 
-/// Binds the server over `engine` (with the deploy API) and says where it is.
-pub async fn bind(engine: &Engine, config: ServerConfig) -> Result<Server> {
+/// Installs the metrics recorder, binds the server over `engine` (with the deploy API)
+/// and says where it is. Called once per process, before any worker starts (`up` binds
+/// first), so the workers record into the recorder `/metrics` renders.
+pub async fn bind(engine: &Engine, mut config: ServerConfig) -> Result<Server> {
+    config.metrics = Some(Metrics::install().map_err(|error| anyhow!(error))?);
     let deploy = DeployService::new(engine.clone());
     let server = Server::bind(config, engine.clone(), Some(deploy)).await?;
     let url = format!("http://{}/", server.local_addr());
     tracing::info!(%url, "serving the API and dashboard");
-    eprintln!("dashboard: {url}  (API: {url}api/v1, OpenAPI: {url}api/openapi.json)");
+    eprintln!("dashboard: {url}  (API: {url}api/v1, OpenAPI: {url}api/openapi.json, metrics: {url}metrics)");
     Ok(server)
 }
 

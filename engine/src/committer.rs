@@ -5,11 +5,12 @@
 //! once. Durability is not traded away: nobody hears "done" before the commit.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::{EngineError, EngineResult};
+use crate::metrics::{COMMIT_BATCH_SIZE, COMMIT_DURATION};
 use crate::model::{WriteOp, WriteOutcome};
 use crate::outage::OutageReporter;
 use crate::world::World;
@@ -75,10 +76,15 @@ async fn run(
 ) {
     let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
     let mut outage = OutageReporter::new("group commit", Duration::from_secs(30));
+    let batch_size = ::metrics::histogram!(COMMIT_BATCH_SIZE);
+    let commit_duration = ::metrics::histogram!(COMMIT_DURATION);
     while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let (ops, acks): (Vec<_>, Vec<_>) = batch.drain(..).map(|p| (p.op, p.ack)).unzip();
+        batch_size.record(ops.len() as f64);
+        let applying = Instant::now();
         match apply(world.as_ref(), ops).await {
             Ok(outcomes) => {
+                commit_duration.record(applying.elapsed());
                 outage.success();
                 for (ack, outcome) in acks.into_iter().zip(outcomes) {
                     if let Some(ack) = ack {

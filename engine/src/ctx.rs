@@ -27,6 +27,7 @@ use crate::executor::{ExecRequest, ExecutorRegistry, LeaseCheck, LogSink};
 use crate::ids::RunId;
 use crate::lease::LeaseClock;
 use crate::logs::STEP_LOG_SINK;
+use crate::metrics::WorkflowMetrics;
 use crate::model::{
     BudgetReservation, Fence, LogLevel, NewLog, NewRun, Park, RunStatus, StepRecord, StepStatus,
     WriteOp, WriteOutcome,
@@ -64,6 +65,8 @@ pub(crate) struct CtxShared {
     pub executors: ExecutorRegistry,
     pub workflows: WorkflowRegistry,
     pub lease: LeaseClock,
+    /// The run's workflow's metric handles (resolved once per worker).
+    pub metrics: Arc<WorkflowMetrics>,
 }
 
 #[derive(Default)]
@@ -622,12 +625,13 @@ impl<'a> StepBuilder<'a> {
             )));
         };
         let executor = self.ctx.shared.executors.get(&kind);
+        let calls = self.ctx.shared.metrics.executor(&kind);
         let deadline_after = self.timeout;
         self.run(move |step| async move {
             let executor = executor.ok_or_else(|| {
                 StepError::permanent(format!("no executor of kind '{kind}' is registered"))
             })?;
-            let output = executor
+            let answer = executor
                 .call(ExecRequest {
                     idempotency_key: step.idempotency_key,
                     attempt: step.attempt,
@@ -637,9 +641,15 @@ impl<'a> StepBuilder<'a> {
                     payload,
                     logs: step.logs,
                 })
-                .await?;
-            check(&kind, &output)?;
-            Ok(output)
+                .await
+                .and_then(|output| check(&kind, &output).map(|()| output));
+            if let Some(calls) = calls {
+                calls.calls.increment(1);
+                if answer.is_err() {
+                    calls.failures.increment(1);
+                }
+            }
+            answer
         })
         .await
     }
@@ -707,6 +717,7 @@ impl<'a> StepBuilder<'a> {
             logs: ctx.log_sink(Some(key.clone()), Some(attempt as i32)),
         };
         let sink = step.logs.clone();
+        let body_started = Instant::now();
         let body = STEP_LOG_SINK.scope(sink, body(step));
         let result = match self.timeout {
             Some(limit) if self.executor.is_none() => {
@@ -718,6 +729,9 @@ impl<'a> StepBuilder<'a> {
             }
             _ => body.await,
         };
+        ctx.shared
+            .metrics
+            .step_finished(self.executor.as_deref(), body_started.elapsed());
         match result {
             Ok(value) => {
                 let output = serde_json::to_value(&value)?;

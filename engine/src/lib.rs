@@ -122,6 +122,8 @@
 //! 9. [`documents`] — a small generic document store (JSON by collection and key,
 //!    compare-and-set on a version) for workflows' own domain records.
 //! 10. [`runtime`] — the worker and the scheduler of one process under one shutdown.
+//! 11. [`metrics`] — what the engine counts and times, for a recorder the process
+//!     installs (Prometheus in `morpheus up --listen`).
 //!
 //! The promise: step results are recorded exactly once (first completion wins), step
 //! bodies run at least once, and only the holder of a run's current lease can write for
@@ -139,6 +141,7 @@ pub mod executor;
 pub mod ids;
 mod lease;
 pub mod logs;
+pub mod metrics;
 pub mod model;
 mod outage;
 pub mod retry;
@@ -175,7 +178,8 @@ pub use store as world;
 pub use store::{postgres, sqlite};
 pub use store::{
     Backend, BudgetStore, ClaimRequest, DocumentStore, EventStore, FeedCursor, FeedEntry, FeedKind,
-    FeedRun, FeedStore, InvalidFeedCursor, LogStore, QueueStore, RunStore, ScheduleStore, World,
+    FeedRun, FeedStore, HeartbeatClaim, HeartbeatOutcome, HeartbeatPing, HeartbeatStore,
+    InvalidFeedCursor, LogStore, PingState, QueueStore, RunStore, ScheduleStore, World,
 };
 pub use worker::{Worker, WorkerConfig};
 pub use workflow::InvalidInput;

@@ -616,6 +616,18 @@ pub struct QueueInfo {
     pub queued: u64,
 }
 
+/// How many unfinished runs one queue holds in one state (see
+/// [`QueueStore::queue_depths`](crate::QueueStore::queue_depths)).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueDepth {
+    /// The queue.
+    pub queue: String,
+    /// The state: `pending`, `running`, `sleeping`, `retrying` or `waiting`.
+    pub status: RunStatus,
+    /// How many of the queue's runs are in it.
+    pub runs: u64,
+}
+
 /// The answer to a budget reservation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BudgetReservation {

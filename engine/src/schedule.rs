@@ -239,6 +239,11 @@ pub struct ScheduleSpec {
     pub queue: String,
     /// Priority of the runs it starts.
     pub priority: i32,
+    /// Pinged (HTTP GET) after each of its runs completes, and `<url>/fail` after one
+    /// fails: the uptime-monitor convention of healthchecks.io and Cronitor. Cancelled
+    /// runs are not pinged. An `http` or `https` URL (see [`validate_heartbeat_url`]).
+    #[serde(default)]
+    pub heartbeat_url: Option<String>,
 }
 
 /// A stored schedule with its state.
@@ -290,6 +295,7 @@ pub(crate) struct ScheduleColumns {
     pub catch_up: String,
     pub queue: String,
     pub priority: i32,
+    pub heartbeat_url: Option<String>,
 }
 
 impl ScheduleColumns {
@@ -310,6 +316,7 @@ impl ScheduleColumns {
             catch_up: spec.catch_up.as_str().to_owned(),
             queue: spec.queue.clone(),
             priority: spec.priority,
+            heartbeat_url: spec.heartbeat_url.clone(),
         }
     }
 
@@ -341,12 +348,13 @@ impl ScheduleColumns {
             trigger,
             queue: self.queue,
             priority: self.priority,
+            heartbeat_url: self.heartbeat_url,
         })
     }
 }
 
 /// Why a schedule definition cannot work: a bad cron expression, time zone or
-/// interval, an empty name or queue. The message says which
+/// interval, an empty name or queue, a heartbeat URL that is not http(s). The message says which
 /// (`interval 500ms is too short (at least 1s)`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -363,7 +371,47 @@ pub fn validate_spec(spec: &ScheduleSpec) -> Result<(), InvalidSchedule> {
     if spec.queue.trim().is_empty() {
         return Err(InvalidSchedule("queue must not be empty".into()));
     }
+    if let Some(url) = &spec.heartbeat_url {
+        validate_heartbeat_url(url)?;
+    }
     spec.trigger.validate()
+}
+
+/// Longest heartbeat URL accepted (browsers and monitors agree on about 2 KB).
+pub const MAX_HEARTBEAT_URL_LEN: usize = 2048;
+
+/// Checks a heartbeat URL: absolute, `http` or `https`, with a host, and without
+/// credentials (`user:password@` would store a secret inline, which nothing here does).
+/// The message quotes the URL and says what is wrong with it.
+pub fn validate_heartbeat_url(text: &str) -> Result<(), InvalidSchedule> {
+    let shown: String = text.chars().take(120).collect();
+    if text.len() > MAX_HEARTBEAT_URL_LEN {
+        return Err(InvalidSchedule(format!(
+            "heartbeat URL '{shown}…' is longer than {MAX_HEARTBEAT_URL_LEN} bytes"
+        )));
+    }
+    let url = url::Url::parse(text).map_err(|error| {
+        InvalidSchedule(format!(
+            "heartbeat URL '{shown}' is not a valid URL: {error}"
+        ))
+    })?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(InvalidSchedule(format!(
+            "heartbeat URL '{shown}' must use http or https, not {}",
+            url.scheme()
+        )));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(InvalidSchedule(format!(
+            "heartbeat URL '{shown}' has no host"
+        )));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(InvalidSchedule(format!(
+            "heartbeat URL '{shown}' must not carry credentials (user:password@)"
+        )));
+    }
+    Ok(())
 }
 
 /// The idempotency key of a tick's run: one run per tick, however many schedulers.
@@ -488,6 +536,7 @@ mod tests {
             catch_up,
             queue: "default".into(),
             priority: 0,
+            heartbeat_url: None,
         }
     }
 
@@ -687,6 +736,25 @@ mod tests {
         assert!(plan.fire.is_empty());
         assert_eq!(plan.queued_tick, Some(at("2026-01-01T00:01:30Z")));
         assert_eq!(plan.dropped, 1);
+    }
+
+    #[test]
+    fn heartbeat_urls_must_be_plain_http_or_https() {
+        assert!(validate_heartbeat_url("https://hc-ping.com/5f1c0a3e").is_ok());
+        assert!(validate_heartbeat_url("http://127.0.0.1:8080/ping/").is_ok());
+        let reason = |url: &str| validate_heartbeat_url(url).unwrap_err().0;
+        assert!(reason("hc-ping.com/abc").contains("not a valid URL"));
+        assert!(reason("ftp://example.com/x").contains("must use http or https"));
+        assert!(reason("https://user:secret@example.com/x").contains("credentials"));
+        assert!(reason(&format!("https://example.com/{}", "a".repeat(3000))).contains("longer"));
+        let mut bad = spec(every_30s(), Overlap::Skip, CatchUp::SkipMissed);
+        bad.heartbeat_url = Some("mailto:ops@example.com".into());
+        let error = validate_spec(&bad).unwrap_err().0;
+        assert!(
+            error.starts_with("heartbeat URL 'mailto:ops@example.com'"),
+            "{error}"
+        );
+        assert!(!error.contains('\n'));
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub async fn run_scheduler(engine: Engine, shutdown: impl Future<Output = ()>) {
                 outage.success();
                 for run in &fired {
                     tracing::info!(schedule = %run.schedule, tick = %run.tick, run = %run.run_id, "schedule fired");
+                    crate::metrics::schedule_fired(&run.schedule);
                 }
                 if !fired.is_empty() {
                     engine.wake_signal().notify_one();

@@ -20,6 +20,7 @@ use crate::engine::Engine;
 use crate::error::{EngineError, EngineResult};
 use crate::ids::RunId;
 use crate::lease::LeaseClock;
+use crate::metrics::WorkerMetrics;
 use crate::model::{ClaimedRun, Fence, LogLevel, NewLog, Outcome, Park, WriteOp};
 use crate::outage::OutageReporter;
 use crate::workflow::WorkflowError;
@@ -105,10 +106,15 @@ impl Worker {
         let permits = Arc::new(Semaphore::new(config.concurrency));
         let in_flight: Arc<Mutex<HashMap<RunId, InFlight>>> = Default::default();
         let mut tasks = JoinSet::new();
+        let metrics = Arc::new(WorkerMetrics::new(engine.workflows(), engine.executors()));
 
         let listener_task = engine.spawn_wake_listener();
-        let heartbeat_task =
-            tokio::spawn(heartbeat(engine.clone(), config.clone(), in_flight.clone()));
+        let heartbeat_task = tokio::spawn(heartbeat(
+            engine.clone(),
+            config.clone(),
+            in_flight.clone(),
+            metrics.clone(),
+        ));
 
         tokio::pin!(shutdown);
         tracing::info!(worker = %config.worker_id, backend = world.backend().as_str(),
@@ -130,6 +136,7 @@ impl Worker {
                 let claim_sent = std::time::Instant::now();
                 match world.claim_runs(&request).await {
                     Ok(claimed) => {
+                        metrics.claim_duration.record(claim_sent.elapsed());
                         claim_outage.success();
                         claim_failures = 0;
                         claimed_full = claimed.len() as u32 == request.limit;
@@ -146,11 +153,13 @@ impl Worker {
                             let committer = committer.clone();
                             let wake = wake.clone();
                             let in_flight_for_task = in_flight.clone();
+                            let metrics_for_task = metrics.clone();
                             // Hold the map while spawning so the task cannot finish (and
                             // remove itself) before it has been inserted.
                             let mut map = in_flight.lock().expect("in-flight");
                             let handle = tasks.spawn(async move {
-                                execute(engine, committer, run, lease_for_task).await;
+                                execute(engine, committer, run, lease_for_task, &metrics_for_task)
+                                    .await;
                                 let mut map = in_flight_for_task.lock().expect("in-flight");
                                 // Only our own entry: the run may have been re-claimed (new
                                 // epoch) by this worker meanwhile.
@@ -175,6 +184,7 @@ impl Worker {
                                 // the old execution must not go on beside the new one.
                                 tracing::warn!(run = %run_id, old_epoch = stale.epoch, epoch, "re-claimed a run whose lease had expired here; stopping the old execution");
                                 stale.abort.abort();
+                                metrics.leases_lost.increment(1);
                             }
                         }
                     }
@@ -265,6 +275,7 @@ async fn heartbeat(
     engine: Engine,
     config: WorkerConfig,
     in_flight: Arc<Mutex<HashMap<RunId, InFlight>>>,
+    metrics: Arc<WorkerMetrics>,
 ) {
     let world = engine.world();
     let mut ticker = tokio::time::interval(config.heartbeat_interval);
@@ -309,6 +320,7 @@ async fn heartbeat(
                         if let Some(flight) = map.remove(&run_id) {
                             tracing::warn!(run = %run_id, "lease lost; abandoning run");
                             flight.abort.abort();
+                            metrics.leases_lost.increment(1);
                         }
                     }
                 }
@@ -318,16 +330,29 @@ async fn heartbeat(
     }
 }
 
-async fn execute(engine: Engine, committer: Committer, claimed: ClaimedRun, lease: LeaseClock) {
+async fn execute(
+    engine: Engine,
+    committer: Committer,
+    claimed: ClaimedRun,
+    lease: LeaseClock,
+    worker_metrics: &WorkerMetrics,
+) {
     let run = claimed.run;
     let fence = Fence {
         run_id: run.id,
         epoch: run.lease_epoch,
     };
     let world = engine.world();
-    let Some(workflow) = engine.workflows().get(&run.workflow) else {
+    let (Some(workflow), Some(metrics)) = (
+        engine.workflows().get(&run.workflow),
+        worker_metrics.workflow(&run.workflow),
+    ) else {
         return;
     };
+    // Epochs start at 0 and every claim adds one: epoch 1 is the run's first claim.
+    if run.lease_epoch == 1 {
+        metrics.started.increment(1);
+    }
     let journal = match world.load_journal(run.id).await {
         Ok(journal) => journal,
         Err(error) => {
@@ -355,6 +380,7 @@ async fn execute(engine: Engine, committer: Committer, claimed: ClaimedRun, leas
         executors: engine.executors().clone(),
         workflows: engine.workflows().clone(),
         lease,
+        metrics: metrics.clone(),
     });
     let result = AssertUnwindSafe(workflow.run_json(&ctx, run.input.clone()))
         .catch_unwind()
@@ -375,6 +401,7 @@ async fn execute(engine: Engine, committer: Committer, claimed: ClaimedRun, leas
         },
         Ok(Err(WorkflowError::LeaseLost)) => {
             tracing::warn!(run = %run.id, epoch = fence.epoch, "lease lost: write rejected, abandoning run");
+            worker_metrics.leases_lost.increment(1);
             return;
         }
         Ok(Err(WorkflowError::Storage(error))) => {
@@ -409,11 +436,26 @@ async fn execute(engine: Engine, committer: Committer, claimed: ClaimedRun, leas
         WriteOp::Park { park, .. } => Some(park.clone()),
         _ => None,
     };
+    let finished = match &op {
+        WriteOp::Finish {
+            outcome: Outcome::Completed(_),
+            ..
+        } => Some(&metrics.completed),
+        WriteOp::Finish {
+            outcome: Outcome::Failed(_),
+            ..
+        } => Some(&metrics.failed),
+        _ => None,
+    };
     match committer.write(op).await {
         Ok(crate::model::WriteOutcome::LeaseLost) => {
             tracing::warn!(run = %run.id, epoch = fence.epoch, "lease lost: write rejected, abandoning run");
+            worker_metrics.leases_lost.increment(1);
         }
         Ok(_) => {
+            if let Some(counter) = finished {
+                counter.increment(1);
+            }
             if let Some(Park::Sleep { .. } | Park::Retry { .. }) = parked_until {
                 engine.wake_signal().notify_one();
             }

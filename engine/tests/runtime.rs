@@ -92,6 +92,7 @@ async fn the_runtime_fires_due_schedules_and_stops_both_services_on_shutdown(
         catch_up: CatchUp::SkipMissed,
         queue: "default".into(),
         priority: 0,
+        heartbeat_url: None,
     };
     world.add_schedule(&spec, chrono::Utc::now()).await.unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

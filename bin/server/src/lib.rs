@@ -41,9 +41,11 @@ pub mod auth;
 pub mod dashboard;
 pub mod error;
 pub mod live;
+pub mod metrics;
 
 pub use auth::{ApiToken, Scope, TokenSpec, TOKEN_ENV};
 pub use error::{ApiError, ApiResult};
+pub use metrics::Metrics;
 
 /// The header every answer carries its request id in (and that a caller may set).
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -73,6 +75,9 @@ pub struct ServerConfig {
     /// How often the live-event pump looks at the feed when no notification woke it
     /// (SQLite has none).
     pub feed_poll: Duration,
+    /// The installed metrics recorder `GET /metrics` renders ([`Metrics::install`]);
+    /// without one that route answers 404.
+    pub metrics: Option<Metrics>,
 }
 
 impl ServerConfig {
@@ -88,6 +93,7 @@ impl ServerConfig {
             rate_burst: NonZeroU32::new(400).expect("non-zero"),
             deploy_roots: std::env::current_dir().into_iter().collect(),
             feed_poll: Duration::from_millis(100),
+            metrics: None,
         }
     }
 
@@ -133,6 +139,8 @@ pub struct AppState {
     pub deploy_roots: Arc<Vec<PathBuf>>,
     /// The live events.
     pub live: live::LiveFeed,
+    /// The metrics recorder, when this process installed one.
+    pub metrics: Option<Metrics>,
 }
 
 /// A bound server, ready to serve.
@@ -173,6 +181,7 @@ impl Server {
             deploy,
             deploy_roots: Arc::new(config.deploy_roots.clone()),
             live: live.clone(),
+            metrics: config.metrics.clone(),
         };
         let router = router(state, &config);
         Ok(Self {
@@ -222,6 +231,7 @@ pub fn router(state: AppState, config: &ServerConfig) -> Router {
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
     let protected = api::routes()
         .merge(dashboard::routes())
+        .merge(metrics::routes())
         .with_state(state.clone())
         .layer(axum::middleware::from_fn_with_state(auth, auth::authorize));
     let mut router = Router::new()

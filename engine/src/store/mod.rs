@@ -8,7 +8,8 @@
 //! - [`LogStore`]: step log lines;
 //! - [`BudgetStore`]: budget reservations;
 //! - [`DocumentStore`]: workflows' own JSON documents;
-//! - [`FeedStore`]: the change feed live views follow (written by triggers).
+//! - [`FeedStore`]: the change feed live views follow (written by triggers);
+//! - [`HeartbeatStore`]: the outbox of heartbeat pings after scheduled runs.
 //!
 //! [`World`] is the umbrella over all of them, so callers keep one handle
 //! (`Arc<dyn World>`). Two adapters implement it with the same semantics, laid out as
@@ -38,6 +39,7 @@ mod claim;
 pub mod documents;
 pub mod events;
 pub mod feed;
+pub mod heartbeats;
 pub mod logs;
 pub mod postgres;
 pub mod queues;
@@ -51,6 +53,7 @@ pub use budgets::BudgetStore;
 pub use documents::DocumentStore;
 pub use events::EventStore;
 pub use feed::{FeedCursor, FeedEntry, FeedKind, FeedRun, FeedStore, InvalidFeedCursor};
+pub use heartbeats::{HeartbeatClaim, HeartbeatOutcome, HeartbeatPing, HeartbeatStore, PingState};
 pub use logs::LogStore;
 pub use queues::QueueStore;
 pub use runs::RunStore;
@@ -114,6 +117,7 @@ pub trait World:
     + BudgetStore
     + DocumentStore
     + FeedStore
+    + HeartbeatStore
 {
     /// The backend behind this world.
     fn backend(&self) -> Backend;

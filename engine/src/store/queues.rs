@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 
 use crate::error::EngineResult;
-use crate::model::QueueInfo;
+use crate::model::{QueueDepth, QueueInfo};
 
 /// Queue concurrency limits and load.
 #[async_trait]
@@ -19,6 +19,38 @@ pub trait QueueStore: Send + Sync + 'static {
 
     /// Queues that have runs or a configured limit, with their current load.
     async fn list_queues(&self) -> EngineResult<Vec<QueueInfo>>;
+
+    /// How many unfinished runs each queue holds in each state, ordered by queue and
+    /// state; a state a queue has no runs in is absent. Cheap enough to read at every
+    /// metrics scrape: it reads only the partial indexes of unfinished runs, never the
+    /// history of finished ones.
+    async fn queue_depths(&self) -> EngineResult<Vec<QueueDepth>>;
+}
+
+/// Unfinished runs by queue and status, in two halves that each match a partial index's
+/// predicate (`workflow_runs_ready` for the pending and parked runs,
+/// `workflow_runs_running_by_queue` for the running ones), so a large history of finished
+/// runs is never scanned.
+/// The same text in both dialects.
+pub(crate) const QUEUE_DEPTHS: &str = "SELECT queue, status, COUNT(*) FROM workflow_runs
+ WHERE status IN ('pending', 'sleeping', 'retrying', 'waiting')
+ GROUP BY queue, status
+ UNION ALL
+ SELECT queue, status, COUNT(*) FROM workflow_runs
+ WHERE status = 'running'
+ GROUP BY queue, status
+ ORDER BY 1, 2";
+
+/// A row of [`QUEUE_DEPTHS`] as a [`QueueDepth`]. `status` is the status column, which
+/// the schema's CHECK constraint limits to the [`RunStatus`](crate::RunStatus) names.
+pub(crate) fn queue_depth((queue, status, runs): (String, String, i64)) -> QueueDepth {
+    QueueDepth {
+        queue,
+        status: status
+            .parse()
+            .expect("the status column holds a RunStatus name (CHECK constraint)"),
+        runs: runs as u64,
+    }
 }
 
 /// Every queue that has runs or a configured limit, with its limit and how many of its

@@ -15,6 +15,7 @@ use crate::ids::RunId;
 use crate::model::{LogLevel, LogRecord, RunRecord, RunStatus, StepRecord};
 use crate::schedule::{ScheduleColumns, ScheduleRecord};
 use crate::store::feed::{FeedCursor, FeedEntry, FeedKind, FeedRun};
+use crate::store::heartbeats::{HeartbeatClaim, HeartbeatPing};
 
 /// Reads one column of a row by name, in the row's SQL dialect. Integer readers are
 /// named for the column's SQL type and widen to `i64`.
@@ -135,6 +136,7 @@ pub(crate) fn schedule_from_row(row: &impl ReadRow) -> EngineResult<ScheduleReco
         catch_up: row.text("catch_up")?,
         queue: row.text("queue")?,
         priority: row.integer("priority")? as i32,
+        heartbeat_url: row.opt_text("heartbeat_url")?,
     };
     Ok(ScheduleRecord {
         spec: columns.into_spec().map_err(decode_error)?,
@@ -145,6 +147,38 @@ pub(crate) fn schedule_from_row(row: &impl ReadRow) -> EngineResult<ScheduleReco
         queued_tick: row.opt_timestamp("queued_tick")?,
         created_at: row.timestamp("created_at")?,
         updated_at: row.timestamp("updated_at")?,
+    })
+}
+
+/// A `heartbeat_pings` row.
+pub(crate) fn heartbeat_ping_from_row(row: &impl ReadRow) -> EngineResult<HeartbeatPing> {
+    Ok(HeartbeatPing {
+        run_id: row.run_id("run_id")?,
+        schedule: row.text("schedule")?,
+        url: row.text("url")?,
+        outcome: row.text("outcome")?.parse().map_err(decode_error)?,
+        state: row.text("state")?.parse().map_err(decode_error)?,
+        attempts: row.integer("attempts")? as u32,
+        next_attempt_at: row.timestamp("next_attempt_at")?,
+        last_error: row.opt_text("last_error")?,
+        created_at: row.timestamp("created_at")?,
+        finished_at: row.opt_timestamp("finished_at")?,
+    })
+}
+
+/// A `heartbeat_pings` row just claimed under `token` (`run_id`, `schedule`, `url`,
+/// `outcome`, `attempts`).
+pub(crate) fn heartbeat_claim_from_row(
+    row: &impl ReadRow,
+    token: uuid::Uuid,
+) -> EngineResult<HeartbeatClaim> {
+    Ok(HeartbeatClaim {
+        run_id: row.run_id("run_id")?,
+        schedule: row.text("schedule")?,
+        url: row.text("url")?,
+        outcome: row.text("outcome")?.parse().map_err(decode_error)?,
+        attempts: row.integer("attempts")? as u32,
+        token,
     })
 }
 

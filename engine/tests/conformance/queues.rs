@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use morpheus_engine::{ClaimedRun, NewRun, Outcome, Park, RunStatus, World, WriteOp, WriteOutcome};
+use morpheus_engine::{
+    ClaimedRun, NewRun, Outcome, Park, QueueDepth, RunStatus, World, WriteOp, WriteOutcome,
+};
 use serde_json::{json, Value};
 
 use crate::{apply_one, claim, fence_of, run_of, start, WF};
@@ -139,7 +141,66 @@ async fn a_run_parked_for_a_retry_keeps_its_queue_slot(world: Arc<dyn World>) {
     world.set_queue_limit("pipeline", None).await.unwrap();
 }
 
+async fn queue_depths_count_unfinished_runs_by_queue_and_state(world: Arc<dyn World>) {
+    assert!(world.queue_depths().await.unwrap().is_empty());
+    for index in 0..4 {
+        world
+            .start_run(NewRun::new(WF, json!(index)).queue("builds"))
+            .await
+            .unwrap();
+    }
+    start(&world, json!("default queue")).await;
+    // Claimed most urgent first: take all five, then put them in different states.
+    let claimed = claim(&world, "w", 10).await;
+    assert_eq!(claimed.len(), 5);
+    let builds: Vec<&ClaimedRun> = claimed.iter().filter(|c| c.run.queue == "builds").collect();
+    let later = Utc::now() + chrono::Duration::hours(1);
+    let park = |claimed: &ClaimedRun, park: Park| {
+        let world = world.clone();
+        let fence = fence_of(claimed);
+        async move { world.park_run(fence, park).await.unwrap() }
+    };
+    assert_eq!(
+        park(builds[0], Park::Sleep { until: later }).await,
+        WriteOutcome::Applied
+    );
+    assert_eq!(
+        park(builds[1], Park::Retry { at: later }).await,
+        WriteOutcome::Applied
+    );
+    let finished = apply_one(
+        &world,
+        WriteOp::Finish {
+            fence: fence_of(builds[2]),
+            outcome: Outcome::Completed(json!(null)),
+        },
+    )
+    .await;
+    assert_eq!(finished, WriteOutcome::Applied);
+    world
+        .start_run(NewRun::new(WF, json!("waiting")).queue("builds"))
+        .await
+        .unwrap();
+    let depth = |queue: &str, status: RunStatus, runs: u64| QueueDepth {
+        queue: queue.to_owned(),
+        status,
+        runs,
+    };
+    assert_eq!(
+        world.queue_depths().await.unwrap(),
+        vec![
+            depth("builds", RunStatus::Pending, 1),
+            depth("builds", RunStatus::Retrying, 1),
+            depth("builds", RunStatus::Running, 1),
+            depth("builds", RunStatus::Sleeping, 1),
+            depth("default", RunStatus::Running, 1),
+        ],
+        "the completed run is not counted; states without runs are absent"
+    );
+}
+
 for_each_backend!(
     queue_concurrency_limit_holds_across_concurrent_claimers,
     a_run_parked_for_a_retry_keeps_its_queue_slot,
+    queue_depths_count_unfinished_runs_by_queue_and_state,
 );

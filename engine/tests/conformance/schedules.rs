@@ -33,6 +33,7 @@ fn every_10s(name: &str, overlap: Overlap, catch_up: CatchUp) -> ScheduleSpec {
         catch_up,
         queue: "default".into(),
         priority: 0,
+        heartbeat_url: None,
     }
 }
 

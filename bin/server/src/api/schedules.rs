@@ -42,6 +42,9 @@ pub struct ScheduleView {
     pub queue: String,
     /// Priority of its runs.
     pub priority: i32,
+    /// Pinged (GET) after each run completes, `<url>/fail` after one fails; cancelled
+    /// runs are not pinged.
+    pub heartbeat_url: Option<String>,
     /// Paused schedules do not fire.
     pub paused: bool,
     /// The next tick.
@@ -87,6 +90,7 @@ impl From<&ScheduleRecord> for ScheduleView {
             catch_up: spec.catch_up.as_str().to_owned(),
             queue: spec.queue.clone(),
             priority: spec.priority,
+            heartbeat_url: spec.heartbeat_url.clone(),
             paused: record.paused,
             next_fire_at: record.next_fire_at,
             upcoming,
@@ -140,6 +144,9 @@ pub struct AddRequest {
     pub queue: Option<String>,
     /// Priority of its runs (default 0).
     pub priority: Option<i32>,
+    /// An http(s) URL pinged after each run completes, `<url>/fail` after one fails (the
+    /// healthchecks.io / Cronitor convention); cancelled runs are not pinged.
+    pub heartbeat_url: Option<String>,
 }
 
 fn invalid(name: &str, reason: impl std::fmt::Display) -> ApiError {
@@ -192,6 +199,7 @@ pub async fn add(
         catch_up,
         queue: request.queue.unwrap_or_else(|| "default".to_owned()),
         priority: request.priority.unwrap_or(0),
+        heartbeat_url: request.heartbeat_url,
     };
     validate_spec(&spec).map_err(|reason| invalid(&name, reason))?;
     let first = spec

@@ -23,6 +23,7 @@ mod claim;
 mod documents;
 mod events;
 mod feed;
+mod heartbeats;
 mod listen;
 mod logs;
 mod queues;

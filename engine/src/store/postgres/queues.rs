@@ -5,8 +5,8 @@ use async_trait::async_trait;
 use super::events::notify;
 use super::PostgresWorld;
 use crate::error::EngineResult;
-use crate::model::QueueInfo;
-use crate::store::queues::{queue_info, QueueRow, LIST_QUEUES};
+use crate::model::{QueueDepth, QueueInfo};
+use crate::store::queues::{queue_depth, queue_info, QueueRow, LIST_QUEUES, QUEUE_DEPTHS};
 use crate::store::QueueStore;
 
 #[async_trait]
@@ -31,5 +31,11 @@ impl QueueStore for PostgresWorld {
     async fn list_queues(&self) -> EngineResult<Vec<QueueInfo>> {
         let rows: Vec<QueueRow<i32>> = sqlx::query_as(LIST_QUEUES).fetch_all(&self.pool).await?;
         Ok(rows.into_iter().map(queue_info).collect())
+    }
+
+    async fn queue_depths(&self) -> EngineResult<Vec<QueueDepth>> {
+        let rows: Vec<(String, String, i64)> =
+            sqlx::query_as(QUEUE_DEPTHS).fetch_all(&self.pool).await?;
+        Ok(rows.into_iter().map(queue_depth).collect())
     }
 }

@@ -21,8 +21,8 @@ use crate::store::ScheduleStore;
 
 type PgQuery<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
 
-/// Binds a schedule definition to `$1`–`$11` (name … next_fire_at), the column order both
-/// schedule writes use.
+/// Binds a schedule definition to `$1`–`$11` (name … next_fire_at) and the heartbeat URL
+/// to `$12`, the column order both schedule writes use.
 fn bind_schedule<'q>(
     query: PgQuery<'q>,
     columns: &'q ScheduleColumns,
@@ -40,6 +40,7 @@ fn bind_schedule<'q>(
         .bind(&columns.queue)
         .bind(columns.priority)
         .bind(next_fire_at)
+        .bind(&columns.heartbeat_url)
 }
 
 #[async_trait]
@@ -54,8 +55,8 @@ impl ScheduleStore for PostgresWorld {
         let inserted = bind_schedule(
             sqlx::query(
             "INSERT INTO workflow_schedules (name, workflow, input, cron_expr, timezone, every_ms,
-                 overlap, catch_up, queue, priority, next_fire_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                 overlap, catch_up, queue, priority, next_fire_at, heartbeat_url)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
              ON CONFLICT (name) DO NOTHING",
             ),
             &columns,
@@ -81,19 +82,20 @@ impl ScheduleStore for PostgresWorld {
         let changed = bind_schedule(
             sqlx::query(
                 "INSERT INTO workflow_schedules AS s (name, workflow, input, cron_expr, timezone,
-                 every_ms, overlap, catch_up, queue, priority, next_fire_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                 every_ms, overlap, catch_up, queue, priority, next_fire_at, heartbeat_url)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
              ON CONFLICT (name) DO UPDATE SET workflow = excluded.workflow,
                  input = excluded.input, cron_expr = excluded.cron_expr,
                  timezone = excluded.timezone, every_ms = excluded.every_ms,
                  overlap = excluded.overlap, catch_up = excluded.catch_up,
                  queue = excluded.queue, priority = excluded.priority,
+                 heartbeat_url = excluded.heartbeat_url,
                  next_fire_at = excluded.next_fire_at, queued_tick = NULL, updated_at = now()
              WHERE (s.workflow, s.input, s.cron_expr, s.timezone, s.every_ms, s.overlap,
-                    s.catch_up, s.queue, s.priority)
+                    s.catch_up, s.queue, s.priority, s.heartbeat_url)
                  IS DISTINCT FROM (excluded.workflow, excluded.input, excluded.cron_expr,
                     excluded.timezone, excluded.every_ms, excluded.overlap, excluded.catch_up,
-                    excluded.queue, excluded.priority)",
+                    excluded.queue, excluded.priority, excluded.heartbeat_url)",
             ),
             &columns,
             next_fire_at,

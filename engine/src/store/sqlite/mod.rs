@@ -24,6 +24,7 @@ mod claim;
 mod documents;
 mod events;
 mod feed;
+mod heartbeats;
 mod logs;
 mod queues;
 mod rows;

@@ -6,8 +6,8 @@ use chrono::Utc;
 use super::SqliteWorld;
 use crate::batch::format_ts;
 use crate::error::EngineResult;
-use crate::model::QueueInfo;
-use crate::store::queues::{queue_info, QueueRow, LIST_QUEUES};
+use crate::model::{QueueDepth, QueueInfo};
+use crate::store::queues::{queue_depth, queue_info, QueueRow, LIST_QUEUES, QUEUE_DEPTHS};
 use crate::store::QueueStore;
 
 #[async_trait]
@@ -30,5 +30,12 @@ impl QueueStore for SqliteWorld {
     async fn list_queues(&self) -> EngineResult<Vec<QueueInfo>> {
         let rows: Vec<QueueRow<i64>> = sqlx::query_as(LIST_QUEUES).fetch_all(&self.readers).await?;
         Ok(rows.into_iter().map(queue_info).collect())
+    }
+
+    async fn queue_depths(&self) -> EngineResult<Vec<QueueDepth>> {
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(QUEUE_DEPTHS)
+            .fetch_all(&self.readers)
+            .await?;
+        Ok(rows.into_iter().map(queue_depth).collect())
     }
 }

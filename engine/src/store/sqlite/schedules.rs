@@ -20,8 +20,8 @@ use crate::store::ScheduleStore;
 
 type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
 
-/// Binds a schedule definition to `?1`–`?11` (name … next_fire_at) and the write time to
-/// `?12`, the column order both schedule writes use. Differs from Postgres in encoding
+/// Binds a schedule definition to `?1`–`?11` (name … next_fire_at), the write time to
+/// `?12` and the heartbeat URL to `?13`, the column order both schedule writes use. Differs from Postgres in encoding
 /// only: JSON and times as TEXT, integers as 64-bit.
 fn bind_schedule<'q>(
     query: SqliteQuery<'q>,
@@ -42,6 +42,7 @@ fn bind_schedule<'q>(
         .bind(columns.priority as i64)
         .bind(format_ts(next_fire_at))
         .bind(now)
+        .bind(&columns.heartbeat_url)
 }
 
 #[async_trait]
@@ -58,8 +59,9 @@ impl ScheduleStore for SqliteWorld {
         let inserted = bind_schedule(
             sqlx::query(
             "INSERT INTO workflow_schedules (name, workflow, input, cron_expr, timezone, every_ms,
-                 overlap, catch_up, queue, priority, next_fire_at, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12)
+                 overlap, catch_up, queue, priority, next_fire_at, created_at, updated_at,
+                 heartbeat_url)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13)
              ON CONFLICT (name) DO NOTHING",
             ),
             &columns,
@@ -88,20 +90,23 @@ impl ScheduleStore for SqliteWorld {
         let changed = bind_schedule(
             sqlx::query(
             "INSERT INTO workflow_schedules (name, workflow, input, cron_expr, timezone, every_ms,
-                 overlap, catch_up, queue, priority, next_fire_at, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12)
+                 overlap, catch_up, queue, priority, next_fire_at, created_at, updated_at,
+                 heartbeat_url)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13)
              ON CONFLICT (name) DO UPDATE SET workflow = excluded.workflow,
                  input = excluded.input, cron_expr = excluded.cron_expr,
                  timezone = excluded.timezone, every_ms = excluded.every_ms,
                  overlap = excluded.overlap, catch_up = excluded.catch_up,
                  queue = excluded.queue, priority = excluded.priority,
+                 heartbeat_url = excluded.heartbeat_url,
                  next_fire_at = excluded.next_fire_at, queued_tick = NULL,
                  updated_at = excluded.updated_at
              WHERE workflow IS NOT excluded.workflow OR input IS NOT excluded.input
                 OR cron_expr IS NOT excluded.cron_expr OR timezone IS NOT excluded.timezone
                 OR every_ms IS NOT excluded.every_ms OR overlap IS NOT excluded.overlap
                 OR catch_up IS NOT excluded.catch_up OR queue IS NOT excluded.queue
-                OR priority IS NOT excluded.priority",
+                OR priority IS NOT excluded.priority
+                OR heartbeat_url IS NOT excluded.heartbeat_url",
             ),
             &columns,
             next_fire_at,
