@@ -655,7 +655,7 @@ pub struct BenchApiArgs {
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub followers: u64,
     /// Runs of the steps/s workload (`morpheus bench`'s, plus a log line per step).
-    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     pub workload_runs: u64,
     /// No-op steps per workload run.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]

@@ -142,7 +142,8 @@ impl std::ops::DerefMut for WriterGuard<'_> {
 
 impl Drop for WriterGuard<'_> {
     fn drop(&mut self) {
-        self.written.send_modify(|count| *count = count.wrapping_add(1));
+        self.written
+            .send_modify(|count| *count = count.wrapping_add(1));
     }
 }
 
