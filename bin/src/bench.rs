@@ -11,8 +11,8 @@ use anyhow::{bail, Context, Result};
 use chrono::Utc;
 use futures::StreamExt;
 use morpheus_engine::{
-    async_trait, ClaimRequest, Ctx, Engine, RunFilter, RunId, RunStatus, RunningRuntime, Runtime,
-    WorkerConfig, Workflow, WorkflowRegistry, WorkflowResult, World,
+    async_trait, ClaimRequest, Ctx, Engine, LogLevel, RunFilter, RunId, RunStatus, RunningRuntime,
+    Runtime, WorkerConfig, Workflow, WorkflowRegistry, WorkflowResult, World,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -30,16 +30,19 @@ static STEP_LATENCIES_US: Mutex<Vec<u32>> = Mutex::new(Vec::new());
 /// Bench bodies that returned (their runs' completions are being committed). Waiting on
 /// this in memory keeps the measurement from counting rows in a table that may hold a
 /// million finished runs.
-static BODIES_DONE: AtomicU64 = AtomicU64::new(0);
+pub(crate) static BODIES_DONE: AtomicU64 = AtomicU64::new(0);
 
 #[derive(Debug, Serialize, Deserialize)]
-struct NoopInput {
+pub(crate) struct NoopInput {
     steps: u64,
     park_for_s: Option<u64>,
+    /// Each step also writes a log line (`morpheus bench api`: something to follow).
+    #[serde(default)]
+    log_each_step: bool,
 }
 
 /// M memoized no-op steps (or, for parked filler runs, one durable sleep).
-struct BenchNoop;
+pub(crate) struct BenchNoop;
 
 #[async_trait]
 impl Workflow for BenchNoop {
@@ -55,6 +58,9 @@ impl Workflow for BenchNoop {
         let mut sum = 0;
         for index in 0..input.steps {
             let started = Instant::now();
+            if input.log_each_step {
+                ctx.log(LogLevel::Info, format!("bench step {index}"));
+            }
             sum += ctx.step("noop").run(|_| async move { Ok(index) }).await?;
             let micros = started.elapsed().as_micros().min(u32::MAX as u128) as u32;
             STEP_LATENCIES_US.lock().expect("latencies").push(micros);
@@ -78,7 +84,7 @@ fn peak_rss_mb() -> f64 {
         .unwrap_or(0.0)
 }
 
-fn percentile_ms(sorted_us: &[u32], fraction: f64) -> f64 {
+pub(crate) fn percentile_ms(sorted_us: &[u32], fraction: f64) -> f64 {
     if sorted_us.is_empty() {
         return 0.0;
     }
@@ -229,7 +235,7 @@ pub async fn run(url: &str, args: BenchArgs) -> Result<()> {
     Ok(())
 }
 
-fn round3(value: f64) -> f64 {
+pub(crate) fn round3(value: f64) -> f64 {
     (value * 1000.0).round() / 1000.0
 }
 
@@ -321,7 +327,7 @@ async fn pgbench_tps(url: &str, clients: u32, seconds: f64) -> Result<f64> {
 
 /// The benchmark's worker, in the background: no scheduler (nothing is scheduled, and
 /// its passes would only add noise).
-fn start_worker(engine: &Engine, config: &WorkerConfig) -> RunningRuntime {
+pub(crate) fn start_worker(engine: &Engine, config: &WorkerConfig) -> RunningRuntime {
     Runtime::new(engine.clone())
         .worker_config(config.clone())
         .without_scheduler()
@@ -329,7 +335,7 @@ fn start_worker(engine: &Engine, config: &WorkerConfig) -> RunningRuntime {
 }
 
 /// Waits until every run in `pending` has ended, checking them by id, 16 at a time.
-async fn wait_until_finished(world: &dyn World, mut pending: Vec<RunId>) -> Result<()> {
+pub(crate) async fn wait_until_finished(world: &dyn World, mut pending: Vec<RunId>) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(3600);
     while !pending.is_empty() {
         let checks = futures::stream::iter(pending.iter().copied())

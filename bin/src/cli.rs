@@ -604,9 +604,9 @@ pub enum EventsCommand {
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
-    /// Another benchmark instead of the engine's.
+    /// Another benchmark than the default runs×steps one.
     #[command(subcommand)]
-    pub other: Option<BenchCommand>,
+    pub mode: Option<BenchMode>,
     /// Number of runs.
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
     pub runs: u64,
@@ -641,9 +641,15 @@ pub struct BenchArgs {
     pub dir: Option<PathBuf>,
 }
 
-/// `morpheus bench <other>`.
+/// The benchmarks besides the default one.
 #[derive(Debug, Subcommand)]
-pub enum BenchCommand {
+pub enum BenchMode {
+    /// The HTTP API over a large history: list and log-page latency, live-event fan-out
+    /// to many WebSocket clients, and what serving costs the workers' steps/s. Seeds a
+    /// fresh database per backend (SQLite: a temporary file; Postgres: the database
+    /// `morpheus_bench_api` on the server of the `postgres://` --database-url, dropped
+    /// afterwards) and serves the real API in process on 127.0.0.1.
+    Api(BenchApiArgs),
     /// Per-call overhead of the extension hosts over an in-process executor, side by
     /// side in one run: the same no-op call through an in-process Rust executor, the
     /// WASM host (a WAT echo plugin), the stdio host (an embedded Python 3 program) and
@@ -681,6 +687,68 @@ pub struct BenchExtensionsArgs {
     /// Print one JSON line instead of the table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Which databases `morpheus bench api` measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchBackend {
+    /// A fresh temporary SQLite file.
+    Sqlite,
+    /// A fresh database on the Postgres server of --database-url.
+    Postgres,
+    /// SQLite, then Postgres.
+    Both,
+}
+
+/// `morpheus bench api`.
+#[derive(Debug, Args)]
+pub struct BenchApiArgs {
+    /// Which backends to measure.
+    #[arg(long, value_enum, default_value_t = BenchBackend::Sqlite)]
+    pub backend: BenchBackend,
+    /// Finished runs seeded before measuring (every 20th failed, every 20th cancelled).
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub runs: u64,
+    /// Log lines seeded before measuring, interleaved over --log-runs runs.
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub log_lines: u64,
+    /// How many of the seeded runs hold the log lines.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub log_runs: u64,
+    /// Requests timed per list or log-page measurement.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(10..))]
+    pub requests: u64,
+    /// WebSocket clients connected while the fan-out is measured.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub ws_clients: u64,
+    /// Log lines the fan-out worker writes (each a step of its own, so each commits).
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
+    pub events: u64,
+    /// Pause between two of those lines.
+    #[arg(long, default_value = "10ms", value_parser = humantime::parse_duration)]
+    pub event_interval: std::time::Duration,
+    /// WebSocket clients following every event while the workload runs with the API.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub followers: u64,
+    /// Runs of the steps/s workload (`morpheus bench`'s, plus a log line per step).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub workload_runs: u64,
+    /// No-op steps per workload run.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub workload_steps: u64,
+    /// Workload runs executing at once.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub concurrency: u32,
+    /// Rounds of the workload without and with the API (alternating); medians are
+    /// reported.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=100))]
+    pub rounds: u64,
+    /// Print one JSON line per backend instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Where to put the temporary SQLite database (default: the system temp dir).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
 }
 
 /// `morpheus devnet …`.

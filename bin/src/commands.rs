@@ -20,7 +20,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::cli::{
-    BenchArgs, BenchCommand, Cli, Command, EventsCommand, LogsArgs, PruneArgs, QueuesCommand,
+    BenchArgs, BenchMode, Cli, Command, EventsCommand, LogsArgs, PruneArgs, QueuesCommand,
     RunsCommand, StartArgs, UpArgs, DEFAULT_DATABASE_URL,
 };
 use crate::config::Config;
@@ -162,9 +162,13 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Queues(command) => queues(&url, command).await,
         Command::Schedules(command) => crate::schedules::run(&url, command).await,
         Command::Bench(BenchArgs {
-            other: Some(BenchCommand::Extensions(args)),
+            mode: Some(BenchMode::Extensions(args)),
             ..
         }) => crate::bench_extensions::run(args).await,
+        Command::Bench(BenchArgs {
+            mode: Some(BenchMode::Api(args)),
+            ..
+        }) => crate::bench_api::run(&url, args).await,
         Command::Bench(args) => crate::bench::run(&url, args).await,
         Command::Deploy(args) => crate::deploy::run(&url, args).await,
         Command::Devnet(command) => crate::devnet::run(command).await,

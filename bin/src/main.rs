@@ -2,6 +2,7 @@
 //! registers the built-in workflows and executors, and calls into the engine.
 
 mod bench;
+mod bench_api;
 mod bench_extensions;
 mod cli;
 mod commands;

@@ -188,7 +188,8 @@ pub enum CatchUp {
     RunAll,
 }
 
-macro_rules! policy_names {
+/// `as_str`, `FromStr` and `Display` for a fieldless enum stored by name.
+macro_rules! stored_names {
     ($type:ty, $($variant:ident => $name:literal),+) => {
         impl $type {
             /// The stored name.
@@ -217,8 +218,10 @@ macro_rules! policy_names {
     };
 }
 
-policy_names!(Overlap, Skip => "skip", QueueOne => "queue_one", Allow => "allow");
-policy_names!(CatchUp, SkipMissed => "skip_missed", RunOnce => "run_once", RunAll => "run_all");
+pub(crate) use stored_names;
+
+stored_names!(Overlap, Skip => "skip", QueueOne => "queue_one", Allow => "allow");
+stored_names!(CatchUp, SkipMissed => "skip_missed", RunOnce => "run_once", RunAll => "run_all");
 
 /// A schedule definition.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -15,6 +15,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::ws::Utf8Bytes;
 use morpheus_engine::Workflow;
 use morpheus_engine::{FeedCursor, FeedEntry, FeedKind, RunId, World};
 use morpheus_workflows::deploy::model::{DeploymentRun, SourceSnapshot};
@@ -30,6 +31,10 @@ use crate::api::logs::LogLine;
 /// How many events a slow client may fall behind the broadcast before it is moved back
 /// to reading from the database.
 const BROADCAST_CAPACITY: usize = 4096;
+
+/// The pump reads the feed at most this often while it is busy: short beside the
+/// live-event budget (an event reaches clients within 100 ms), long enough to batch.
+const MIN_READ_INTERVAL: Duration = Duration::from_millis(10);
 
 /// Feed entries read per query.
 pub const FEED_PAGE: u32 = 500;
@@ -88,12 +93,21 @@ pub struct LiveEvent {
     agent_id: Option<String>,
     #[serde(skip)]
     workflow: Option<String>,
+    /// The event as sent, serialized once by the pump however many clients follow it.
+    #[serde(skip)]
+    wire: Utf8Bytes,
 }
 
 impl LiveEvent {
     /// Its position.
     pub fn position(&self) -> EventCursor {
         self.position
+    }
+
+    /// The JSON text a client receives (`{"cursor","event","data"}`); cloning it shares
+    /// the bytes.
+    pub fn wire(&self) -> Utf8Bytes {
+        self.wire.clone()
     }
 }
 
@@ -137,7 +151,7 @@ pub fn events_of(entry: &FeedEntry) -> Vec<LiveEvent> {
             feed: entry.cursor,
             sub,
         };
-        LiveEvent {
+        let mut live = LiveEvent {
             cursor: position.to_string(),
             event: name,
             data,
@@ -145,7 +159,11 @@ pub fn events_of(entry: &FeedEntry) -> Vec<LiveEvent> {
             run_id: entry.run_id,
             agent_id: agent,
             workflow: workflow.clone(),
-        }
+            wire: Utf8Bytes::default(),
+        };
+        // Serializing a `Value` with string keys cannot fail.
+        live.wire = serde_json::to_string(&live).unwrap_or_default().into();
+        live
     };
     match entry.kind {
         FeedKind::RunNew | FeedKind::RunUpdate => {
@@ -369,6 +387,7 @@ async fn pump(
 ) {
     let mut cursor = position.borrow().feed;
     loop {
+        let read_at = tokio::time::Instant::now();
         match world.read_feed(cursor, FEED_PAGE).await {
             Ok(entries) if !entries.is_empty() => {
                 let full = entries.len() as u32 == FEED_PAGE;
@@ -397,6 +416,10 @@ async fn pump(
                 continue;
             }
         }
+        // A busy worker signals many commits a second: reading at most once per
+        // interval gathers them into one query and one burst per client (a signal that
+        // arrives meanwhile is kept by the `Notify`, so none is lost).
+        tokio::time::sleep_until(read_at + MIN_READ_INTERVAL).await;
         let _ = tokio::time::timeout(poll, changed.notified()).await;
     }
 }

@@ -1,15 +1,20 @@
 //! [`BenchSupport`]: a benchmark hook that is not part of the port. Benchmarks use it to
-//! show how claims and steps behave as history grows; the engine never calls it.
+//! show how claims, steps and the HTTP API behave as history grows; the engine never
+//! calls it.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use sqlx::Connection;
 
 use crate::error::{EngineError, EngineResult};
+use crate::ids::RunId;
 use crate::store::postgres::PostgresWorld;
 use crate::store::sqlite::SqliteWorld;
 use crate::store::Backend;
 
-/// Bulk loading of synthetic history, implemented by both adapters.
+/// Bulk loading of synthetic history, implemented by both adapters. Each call is one
+/// transaction of generated rows (multi-row `INSERT … SELECT`), so a caller loading
+/// millions of rows calls it in chunks and can report progress between them.
 #[async_trait]
 pub trait BenchSupport: Send + Sync {
     /// Inserts `count` synthetic finished runs of `workflow`, each with one completed step
@@ -20,6 +25,32 @@ pub trait BenchSupport: Send + Sync {
         count: u64,
         completed_at: DateTime<Utc>,
     ) -> EngineResult<()>;
+
+    /// Inserts `count` synthetic finished runs of `workflow` (no steps, no logs), created
+    /// one millisecond apart, the newest at `newest_at`: every 20th one `failed`, every
+    /// 20th (the next) `cancelled`, the rest `completed`, interleaved as a real history
+    /// is (so a status filter finds its rows spread through the newest-first order).
+    async fn seed_runs(
+        &self,
+        workflow: &str,
+        count: u64,
+        newest_at: DateTime<Utc>,
+    ) -> EngineResult<()>;
+
+    /// Appends `count` log lines spread round-robin over `runs` (so each run's lines are
+    /// interleaved with the others' in id order, as concurrent runs write them), numbered
+    /// from `first_line` in their messages, all at `at`.
+    async fn seed_log_lines(
+        &self,
+        runs: &[RunId],
+        first_line: u64,
+        count: u64,
+        at: DateTime<Utc>,
+    ) -> EngineResult<()>;
+
+    /// Settles a bulk load (Postgres: `VACUUM ANALYZE`; SQLite: `ANALYZE` and a WAL
+    /// checkpoint), so the measurement that follows does not pay for it.
+    async fn settle(&self) -> EngineResult<()>;
 }
 
 /// Opens the database named by `url` (as [`crate::connect`] does, migrations included)
@@ -30,4 +61,34 @@ pub async fn connect_bench(url: &str) -> EngineResult<Box<dyn BenchSupport>> {
         Some(Backend::Postgres) => Ok(Box::new(PostgresWorld::connect(url, 2).await?)),
         None => Err(EngineError::UnsupportedUrl(url.to_owned())),
     }
+}
+
+/// Creates the empty Postgres database `name` on the server `server_url` points at,
+/// dropping a leftover of that name first (a benchmark owns its database).
+pub async fn create_postgres_database(server_url: &str, name: &str) -> EngineResult<()> {
+    let mut admin = sqlx::PgConnection::connect(server_url).await?;
+    let quoted = quote_identifier(name);
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {quoted} WITH (FORCE)"))
+        .execute(&mut admin)
+        .await?;
+    sqlx::query(&format!("CREATE DATABASE {quoted}"))
+        .execute(&mut admin)
+        .await?;
+    Ok(())
+}
+
+/// Drops the Postgres database `name` on the server `server_url` points at (ending its
+/// sessions).
+pub async fn drop_postgres_database(server_url: &str, name: &str) -> EngineResult<()> {
+    let mut admin = sqlx::PgConnection::connect(server_url).await?;
+    let quoted = quote_identifier(name);
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {quoted} WITH (FORCE)"))
+        .execute(&mut admin)
+        .await?;
+    Ok(())
+}
+
+/// `name` as a quoted SQL identifier (DDL takes no bind parameters).
+fn quote_identifier(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
 }

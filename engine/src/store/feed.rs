@@ -165,9 +165,10 @@ pub trait FeedStore: Send + Sync + 'static {
     /// returns how many.
     async fn prune_feed(&self, before: DateTime<Utc>) -> EngineResult<u64>;
 
-    /// Starts a task that signals `changed` whenever another process may have appended
-    /// to the feed, and once after every (re)connection. `None` when the backend has no
-    /// cross-process notifications (SQLite): readers then poll.
+    /// Starts a task that signals `changed` whenever the feed may have grown, and once
+    /// after every (re)connection. Postgres hears every process (LISTEN/NOTIFY); SQLite
+    /// has no notifications and hears only writes made through this same world, so
+    /// readers still poll for other processes' writes. `None`: readers only poll.
     fn spawn_feed_listener(&self, changed: Arc<Notify>) -> Option<JoinHandle<()>> {
         let _ = changed;
         None

@@ -31,6 +31,7 @@ use uuid::Uuid;
 
 use crate::error::{EngineResult, UnknownName};
 use crate::ids::RunId;
+use crate::schedule::stored_names;
 
 /// How the run a ping reports on ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -53,35 +54,6 @@ pub enum PingState {
     Delivered,
     /// Every attempt failed; the sender gave up (and logged it). Final.
     Abandoned,
-}
-
-macro_rules! stored_names {
-    ($type:ty, $($variant:ident => $name:literal),+) => {
-        impl $type {
-            /// The stored name.
-            pub fn as_str(self) -> &'static str {
-                match self { $(Self::$variant => $name),+ }
-            }
-        }
-
-        impl FromStr for $type {
-            type Err = UnknownName;
-
-            fn from_str(text: &str) -> Result<Self, UnknownName> {
-                match text {
-                    $($name => Ok(Self::$variant),)+
-                    other => Err(UnknownName::new("value", other)
-                        .expected(format!("one of: {}", [$($name),+].join(", ")))),
-                }
-            }
-        }
-
-        impl fmt::Display for $type {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-    };
 }
 
 stored_names!(HeartbeatOutcome, Completed => "completed", Failed => "failed");

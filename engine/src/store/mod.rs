@@ -48,7 +48,7 @@ pub mod runs;
 pub mod schedules;
 pub mod sqlite;
 
-pub use bench::{connect_bench, BenchSupport};
+pub use bench::{connect_bench, create_postgres_database, drop_postgres_database, BenchSupport};
 pub use budgets::BudgetStore;
 pub use documents::DocumentStore;
 pub use events::EventStore;

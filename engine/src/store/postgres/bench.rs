@@ -1,11 +1,12 @@
-//! [`BenchSupport`] on Postgres: synthetic history generated in SQL, 50,000 runs per
-//! statement, then `VACUUM ANALYZE`.
+//! [`BenchSupport`] on Postgres: synthetic history generated in SQL (`generate_series`
+//! feeding one `INSERT … SELECT`), one statement per call, then `VACUUM ANALYZE`.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::PostgresWorld;
 use crate::error::EngineResult;
+use crate::ids::RunId;
 use crate::store::BenchSupport;
 
 #[async_trait]
@@ -41,9 +42,65 @@ impl BenchSupport for PostgresWorld {
             .await?;
             left -= chunk;
         }
+        self.settle().await
+    }
+
+    async fn seed_runs(
+        &self,
+        workflow: &str,
+        count: u64,
+        newest_at: DateTime<Utc>,
+    ) -> EngineResult<()> {
+        sqlx::query(
+            "INSERT INTO workflow_runs (id, workflow, input, output, error, status, created_at,
+                 updated_at, completed_at)
+             SELECT gen_random_uuid(), $1, '{}',
+                    CASE WHEN x % 20 = 0 THEN NULL ELSE '0'::jsonb END,
+                    CASE WHEN x % 20 = 0 THEN 'seeded failure' END,
+                    CASE x % 20 WHEN 0 THEN 'failed' WHEN 1 THEN 'cancelled' ELSE 'completed' END,
+                    at, at, at
+             FROM (SELECT x, $3::timestamptz - x * interval '1 millisecond' AS at
+                   FROM generate_series(1, $2) AS x) AS s",
+        )
+        .bind(workflow)
+        .bind(count as i64)
+        .bind(newest_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn seed_log_lines(
+        &self,
+        runs: &[RunId],
+        first_line: u64,
+        count: u64,
+        at: DateTime<Utc>,
+    ) -> EngineResult<()> {
+        if runs.is_empty() || count == 0 {
+            return Ok(());
+        }
+        let run_ids: Vec<uuid::Uuid> = runs.iter().map(|run| run.0).collect();
+        sqlx::query(
+            "INSERT INTO workflow_logs (run_id, step_key, attempt, level, message, ts)
+             SELECT $1[1 + x % cardinality($1)], 'work', 1, 3,
+                    'bench line ' || ($3 + x) || ': processed a batch', $4
+             FROM generate_series(0, $2 - 1) AS x
+             ORDER BY x",
+        )
+        .bind(&run_ids)
+        .bind(count as i64)
+        .bind(first_line as i64)
+        .bind(at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn settle(&self) -> EngineResult<()> {
         // Settle the bulk load (visibility map, statistics) now, so the measurement that
         // follows does not race autovacuum over it.
-        sqlx::query("VACUUM ANALYZE workflow_runs, workflow_steps, workflow_logs")
+        sqlx::query("VACUUM ANALYZE workflow_runs, workflow_steps, workflow_logs, workflow_feed")
             .execute(&self.pool)
             .await?;
         Ok(())

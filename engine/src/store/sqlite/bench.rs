@@ -1,5 +1,6 @@
-//! [`BenchSupport`] on SQLite: synthetic history generated in SQL, 50,000 runs per
-//! transaction, then a WAL checkpoint.
+//! [`BenchSupport`] on SQLite: synthetic history generated in SQL (a recursive counter
+//! feeding one `INSERT … SELECT` per table), one transaction per call, then a WAL
+//! checkpoint.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -8,6 +9,7 @@ use sqlx::Connection;
 use super::SqliteWorld;
 use crate::batch::format_ts;
 use crate::error::EngineResult;
+use crate::ids::RunId;
 use crate::store::BenchSupport;
 
 #[async_trait]
@@ -68,8 +70,90 @@ impl BenchSupport for SqliteWorld {
             tx.commit().await?;
             left -= chunk;
         }
-        // Fold the bulk load into the main file now, so the measurement that follows does
-        // not pay for checkpointing it.
+        self.checkpoint().await
+    }
+
+    async fn seed_runs(
+        &self,
+        workflow: &str,
+        count: u64,
+        newest_at: DateTime<Utc>,
+    ) -> EngineResult<()> {
+        let mut writer = self.writer().await?;
+        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+        // Timestamps in `format_ts`'s layout, one millisecond apart, computed exactly
+        // from integer milliseconds.
+        sqlx::query(
+            "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < ?1),
+             h AS (SELECT x, lower(hex(randomblob(16))) AS hex, ?3 - x AS ms FROM n),
+             s AS (SELECT x,
+                     substr(hex, 1, 8) || '-' || substr(hex, 9, 4) || '-4' || substr(hex, 14, 3)
+                       || '-a' || substr(hex, 18, 3) || '-' || substr(hex, 21, 12) AS id,
+                     strftime('%Y-%m-%dT%H:%M:%S', ms / 1000, 'unixepoch') || '.'
+                       || printf('%03d', ms % 1000) || '000Z' AS at
+                   FROM h)
+             INSERT INTO workflow_runs (id, workflow, input, output, error, status, created_at,
+                 updated_at, completed_at)
+             SELECT id, ?2, '{}', CASE WHEN x % 20 = 0 THEN NULL ELSE '0' END,
+                    CASE WHEN x % 20 = 0 THEN 'seeded failure' END,
+                    CASE x % 20 WHEN 0 THEN 'failed' WHEN 1 THEN 'cancelled' ELSE 'completed' END,
+                    at, at, at
+             FROM s",
+        )
+        .bind(count as i64)
+        .bind(workflow)
+        .bind(newest_at.timestamp_millis())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn seed_log_lines(
+        &self,
+        runs: &[RunId],
+        first_line: u64,
+        count: u64,
+        at: DateTime<Utc>,
+    ) -> EngineResult<()> {
+        if runs.is_empty() || count == 0 {
+            return Ok(());
+        }
+        let run_ids =
+            serde_json::to_string(&runs.iter().map(|run| run.to_string()).collect::<Vec<_>>())?;
+        let mut writer = self.writer().await?;
+        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query(
+            "WITH RECURSIVE n(x) AS (SELECT 0 UNION ALL SELECT x + 1 FROM n WHERE x + 1 < ?2),
+             r(k, id) AS (SELECT key, value FROM json_each(?1))
+             INSERT INTO workflow_logs (run_id, step_key, attempt, level, message, ts)
+             SELECT r.id, 'work', 1, 3, 'bench line ' || (?3 + x) || ': processed a batch', ?4
+             FROM n JOIN r ON r.k = n.x % ?5
+             ORDER BY n.x",
+        )
+        .bind(run_ids)
+        .bind(count as i64)
+        .bind(first_line as i64)
+        .bind(format_ts(at))
+        .bind(runs.len() as i64)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn settle(&self) -> EngineResult<()> {
+        let mut writer = self.writer().await?;
+        sqlx::query("ANALYZE").execute(&mut *writer).await?;
+        drop(writer);
+        self.checkpoint().await
+    }
+}
+
+impl SqliteWorld {
+    /// Folds a bulk load into the main file now, so the measurement that follows does
+    /// not pay for checkpointing it.
+    async fn checkpoint(&self) -> EngineResult<()> {
         let mut writer = self.writer().await?;
         sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
             .execute(&mut *writer)

@@ -1,8 +1,14 @@
 //! [`FeedStore`] on SQLite: the single writer assigns `seq` in commit order, so the
-//! cursor is `seq` alone (`txid` is always 0) and readers poll (no notifications).
+//! cursor is `seq` alone (`txid` is always 0). SQLite has no notifications: readers in
+//! the writing process are woken each time its writer is released, and readers in
+//! other processes poll.
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 
 use super::SqliteWorld;
 use crate::batch::format_ts;
@@ -57,5 +63,17 @@ impl FeedStore for SqliteWorld {
         .execute(&mut *writer)
         .await?;
         Ok(done.rows_affected())
+    }
+
+    fn spawn_feed_listener(&self, changed: Arc<Notify>) -> Option<JoinHandle<()>> {
+        // Writes by this process only: another process on the same file is found by
+        // the reader's poll.
+        let mut written = self.written.subscribe();
+        Some(tokio::spawn(async move {
+            changed.notify_one();
+            while written.changed().await.is_ok() {
+                changed.notify_one();
+            }
+        }))
     }
 }

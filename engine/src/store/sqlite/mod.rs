@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection, SqliteConnection, SqlitePool};
-use tokio::sync::Mutex;
+use tokio::sync::{watch, Mutex, MutexGuard};
 
 use crate::error::{EngineError, EngineResult};
 use crate::store::{refuse_newer_schema, Backend, World};
@@ -38,6 +38,10 @@ pub struct SqliteWorld {
     writer: Mutex<SqliteConnection>,
     readers: SqlitePool,
     options: SqliteConnectOptions,
+    /// Bumped each time the writer is released: SQLite has no notifications, so this
+    /// is how readers in this process (the live-event pump beside the workers) learn at
+    /// once that the feed may have grown, instead of at their next poll.
+    written: watch::Sender<u64>,
 }
 
 impl SqliteWorld {
@@ -92,6 +96,7 @@ impl SqliteWorld {
             writer: Mutex::new(writer),
             readers,
             options: options.clone(),
+            written: watch::Sender::new(0),
         })
     }
 
@@ -99,7 +104,7 @@ impl SqliteWorld {
     /// released, so a connection still "in a transaction" here is one whose rollback
     /// failed (SQLite rolls back by itself on SQLITE_FULL, and the driver's ROLLBACK then
     /// errors): it is replaced by a fresh connection instead of failing forever.
-    async fn writer(&self) -> EngineResult<tokio::sync::MutexGuard<'_, SqliteConnection>> {
+    async fn writer(&self) -> EngineResult<WriterGuard<'_>> {
         let mut writer = self.writer.lock().await;
         if writer.is_in_transaction() {
             tracing::warn!(
@@ -107,7 +112,38 @@ impl SqliteWorld {
             );
             *writer = SqliteConnection::connect_with(&self.options).await?;
         }
-        Ok(writer)
+        Ok(WriterGuard {
+            connection: writer,
+            written: &self.written,
+        })
+    }
+}
+
+/// The writer connection while held; releasing it tells this process's feed readers
+/// that something may have been committed (a spurious wake-up only costs a read).
+struct WriterGuard<'w> {
+    connection: MutexGuard<'w, SqliteConnection>,
+    written: &'w watch::Sender<u64>,
+}
+
+impl std::ops::Deref for WriterGuard<'_> {
+    type Target = SqliteConnection;
+
+    fn deref(&self) -> &SqliteConnection {
+        &self.connection
+    }
+}
+
+impl std::ops::DerefMut for WriterGuard<'_> {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        &mut self.connection
+    }
+}
+
+impl Drop for WriterGuard<'_> {
+    fn drop(&mut self) {
+        self.written
+            .send_modify(|count| *count = count.wrapping_add(1));
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::Connection;
+use sqlx::{Connection, QueryBuilder, Sqlite};
 
 use super::rows::{parse_opt_ts, parse_run_id, workflow_keys_json};
 use super::{SqliteWorld, WriteTx};
@@ -295,45 +295,25 @@ impl RunStore for SqliteWorld {
     }
 
     async fn list_runs(&self, filter: &RunFilter) -> EngineResult<Vec<RunRecord>> {
-        let (cursor_at, cursor_id) = filter
-            .older_than
-            .map(|(at, id)| (format_ts(at), id.to_string()))
-            .unzip();
-        let rows = sqlx::query(
-            "SELECT * FROM workflow_runs
-             WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR workflow = ?2)
-               AND (?3 IS NULL OR queue = ?3) AND (?4 IS NULL OR created_at >= ?4)
-               AND (?5 IS NULL OR created_at < ?5)
-               AND (?6 IS NULL OR (created_at, id) < (?6, ?7))
-             ORDER BY created_at DESC, id DESC LIMIT ?8",
-        )
-        .bind(filter.status.map(|s| s.as_str()))
-        .bind(&filter.workflow)
-        .bind(&filter.queue)
-        .bind(filter.created_after.map(format_ts))
-        .bind(filter.created_before.map(format_ts))
-        .bind(cursor_at)
-        .bind(cursor_id)
-        .bind(filter.limit.unwrap_or(50) as i64)
-        .fetch_all(&self.readers)
-        .await?;
+        let mut sql = QueryBuilder::<Sqlite>::new("SELECT * FROM workflow_runs WHERE 1 = 1");
+        push_run_filter(&mut sql, filter);
+        if let Some((at, id)) = filter.older_than {
+            sql.push(" AND (created_at, id) < (")
+                .push_bind(format_ts(at))
+                .push(", ")
+                .push_bind(id.to_string())
+                .push(")");
+        }
+        sql.push(" ORDER BY created_at DESC, id DESC LIMIT ")
+            .push_bind(filter.limit.unwrap_or(50) as i64);
+        let rows = sql.build().fetch_all(&self.readers).await?;
         rows.iter().map(run_from_row).collect()
     }
 
     async fn count_runs(&self, filter: &RunFilter) -> EngineResult<u64> {
-        let count: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM workflow_runs
-             WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR workflow = ?2)
-               AND (?3 IS NULL OR queue = ?3) AND (?4 IS NULL OR created_at >= ?4)
-               AND (?5 IS NULL OR created_at < ?5)",
-        )
-        .bind(filter.status.map(|s| s.as_str()))
-        .bind(&filter.workflow)
-        .bind(&filter.queue)
-        .bind(filter.created_after.map(format_ts))
-        .bind(filter.created_before.map(format_ts))
-        .fetch_one(&self.readers)
-        .await?;
+        let mut sql = QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM workflow_runs WHERE 1 = 1");
+        push_run_filter(&mut sql, filter);
+        let count: i64 = sql.build_query_scalar().fetch_one(&self.readers).await?;
         Ok(count as u64)
     }
 
@@ -449,5 +429,25 @@ impl PruneTx for WriteTx<'_> {
         .execute(&mut *self.conn)
         .await?
         .rows_affected())
+    }
+}
+
+/// The filter's conditions, only those given: SQLite plans `(?1 IS NULL OR status = ?1)`
+/// as a scan, which a deep page into a large history would pay for every page before it.
+fn push_run_filter(sql: &mut QueryBuilder<'_, Sqlite>, filter: &RunFilter) {
+    if let Some(status) = filter.status {
+        sql.push(" AND status = ").push_bind(status.as_str());
+    }
+    if let Some(workflow) = &filter.workflow {
+        sql.push(" AND workflow = ").push_bind(workflow.clone());
+    }
+    if let Some(queue) = &filter.queue {
+        sql.push(" AND queue = ").push_bind(queue.clone());
+    }
+    if let Some(after) = filter.created_after {
+        sql.push(" AND created_at >= ").push_bind(format_ts(after));
+    }
+    if let Some(before) = filter.created_before {
+        sql.push(" AND created_at < ").push_bind(format_ts(before));
     }
 }
