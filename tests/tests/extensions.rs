@@ -282,3 +282,71 @@ fn a_bad_extension_entry_stops_up_with_one_line() {
         assert!(!last.contains('\n'));
     }
 }
+
+fn wasm_fixture() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../executors/tests/fixtures/wasm/echo.wat")
+        .canonicalize()
+        .expect("the WASM fixture exists")
+}
+
+/// One failing step, tried at most twice.
+fn failing_pipeline(executor: &str, method: &str, params: Value) -> Value {
+    json!({"steps": [{"name": "limit", "executor": executor, "method": method,
+                      "params": params,
+                      "retry": {"max_attempts": 2, "initial_delay_ms": 100}}]})
+}
+
+#[test]
+fn limits_fail_their_steps_and_the_worker_keeps_serving_other_runs() {
+    let env = TestEnv::sqlite();
+    let config = format!(
+        "[[extensions]]\nname = \"plugin\"\nprotocol = \"extism\"\n\
+         source = {{ type = \"wasm\", path = \"{}\" }}\n\
+         permissions = {{ max_execution_time = \"1s\", max_memory = \"8MB\" }}\n\
+         restart = {{ strategy = \"immediate\", max_retries = 20 }}\n\
+         [[extensions]]\nname = \"proc\"\nprotocol = \"stdio\"\n\
+         source = {{ type = \"process\", command = \"python3\", args = [\"{}\"] }}\n\
+         permissions = {{ max_memory = \"200MB\" }}\n\
+         restart = {{ strategy = \"immediate\", max_retries = 20 }}\n",
+        wasm_fixture().display(),
+        fixture_script().display()
+    );
+    let config = write_config(&env, &config);
+    let mut worker = spawn(&env, "w1", &config);
+    let spin = start_pipeline(&env, &failing_pipeline("plugin", "spin", json!({})));
+    let hog = start_pipeline(&env, &failing_pipeline("plugin", "hog", json!({})));
+    let allocate = start_pipeline(
+        &env,
+        &failing_pipeline("proc", "allocate", json!({"mb": 400})),
+    );
+    // An ordinary run beside them completes while they fail.
+    let shell = env.start_shell(&json!({"steps": [
+        morpheus_tests::ledger_step(&env.ledger_path(), "tick", "true")
+    ]}));
+    env.wait_for_status(&shell, "completed", Duration::from_secs(60));
+
+    let spun = env.wait_for_status(&spin, "failed", Duration::from_secs(60));
+    let error = spun["run"]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("did not answer spin within"), "{error}");
+    let hogged = env.wait_for_status(&hog, "failed", Duration::from_secs(60));
+    let error = hogged["run"]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("memory limit"), "{error}");
+    let allocated = env.wait_for_status(&allocate, "failed", Duration::from_secs(60));
+    let error = allocated["run"]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("out of memory"), "{error}");
+
+    // Both extensions still answer, through the same worker.
+    let echo = start_pipeline(
+        &env,
+        &json!({"steps": [
+            {"name": "a", "executor": "plugin", "method": "echo", "params": {"n": 1}},
+            {"name": "b", "executor": "proc", "method": "echo", "params": {"n": 2}}
+        ]}),
+    );
+    let shown = env.wait_for_status(&echo, "completed", Duration::from_secs(60));
+    let steps = &shown["run"]["output"]["steps"];
+    assert_eq!(steps[0]["output"]["params"]["n"], 1, "{shown}");
+    assert_eq!(steps[1]["output"]["params"]["n"], 2, "{shown}");
+    assert!(worker.try_exit().is_none(), "the worker is still running");
+}

@@ -494,7 +494,7 @@ fn start_and_time_pickup(
             .block_on(
                 sqlx::query_scalar::<_, i64>(
                     "SELECT COUNT(*) FROM pg_stat_activity
-                     WHERE pid <> pg_backend_pid() AND query ILIKE 'LISTEN %'",
+                     WHERE pid <> pg_backend_pid() AND query ILIKE 'LISTEN %morpheus_runs%'",
                 )
                 .fetch_one(&mut admin),
             )
@@ -575,10 +575,12 @@ fn postgres_wakeup_sent_while_listener_reconnects_is_not_lost() {
     );
 
     proxy.set_accepting(false);
+    // `up` listens twice: for wake-ups (`morpheus_runs`) and for the change feed that
+    // drives heartbeat pings (`morpheus_feed`). Both are cut; the wake-up one matters here.
     assert_eq!(
         proxy.cut_listener_sessions(),
-        1,
-        "expected one LISTEN session"
+        2,
+        "expected the wake-up and the change-feed LISTEN sessions"
     );
     std::thread::sleep(Duration::from_millis(500));
     let (_, pickup) = start_and_time_pickup(&env, &db, &steps, 1, || {
