@@ -5,63 +5,14 @@
 //! concurrency, timeouts, schemas); the rest exercise what only one protocol has (log
 //! notifications, crashes and garbage on stdio, a service that goes away over HTTP).
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use morpheus_engine::{ExecRequest, Executor, LeaseCheck, LogLevel, LogSink, StepError};
 use morpheus_executors::extensions::{Extension, ExtensionConfig, ExtensionManager, Phase};
+use morpheus_tests::extensions::{conformance_script, wasm_plugin, ConformanceService};
 use serde_json::{json, Value};
-
-fn fixture_script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/conformance.py")
-}
-
-/// The WASM twin of [`fixture_script`], compiled by the host on load.
-fn fixture_plugin() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/wasm/conformance.wat")
-}
-
-/// An HTTP JSON-RPC service process, killed when dropped.
-struct Service {
-    child: Child,
-    port: u16,
-}
-
-impl Service {
-    fn start(port: Option<u16>) -> Self {
-        let port = port.unwrap_or_else(|| {
-            let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-            listener.local_addr().unwrap().port()
-        });
-        let mut child = Command::new("python3")
-            .arg(fixture_script())
-            .args(["--http", &port.to_string()])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3 runs");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .expect("service announces itself");
-        assert!(line.starts_with("listening"), "service said {line:?}");
-        Self { child, port }
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/rpc", self.port)
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[derive(Clone, Copy, Debug)]
 enum Kind {
@@ -85,15 +36,15 @@ impl Kind {
 /// One extension under test (and the service behind it, for JSON-RPC).
 struct Fixture {
     extension: Extension,
-    _service: Option<Service>,
+    _service: Option<ConformanceService>,
 }
 
-fn config(kind: Kind, service: Option<&Service>, extra: Value) -> ExtensionConfig {
+fn config(kind: Kind, service: Option<&ConformanceService>, extra: Value) -> ExtensionConfig {
     let mut entry = match kind {
         Kind::Stdio => json!({
             "name": "conformance",
             "protocol": "stdio",
-            "source": {"type": "process", "command": "python3", "args": [fixture_script()]},
+            "source": {"type": "process", "command": "python3", "args": [conformance_script()]},
         }),
         Kind::JsonRpc => json!({
             "name": "conformance",
@@ -103,7 +54,7 @@ fn config(kind: Kind, service: Option<&Service>, extra: Value) -> ExtensionConfi
         Kind::Wasm => json!({
             "name": "conformance",
             "protocol": "extism",
-            "source": {"type": "wasm", "path": fixture_plugin()},
+            "source": {"type": "wasm", "path": wasm_plugin("conformance.wat")},
         }),
     };
     for (key, value) in extra.as_object().unwrap() {
@@ -113,7 +64,7 @@ fn config(kind: Kind, service: Option<&Service>, extra: Value) -> ExtensionConfi
 }
 
 async fn load(kind: Kind, extra: Value) -> Fixture {
-    let service = matches!(kind, Kind::JsonRpc).then(|| Service::start(None));
+    let service = matches!(kind, Kind::JsonRpc).then(|| ConformanceService::start(None));
     let extension = Extension::load(config(kind, service.as_ref(), extra))
         .await
         .expect("loads");
@@ -479,7 +430,7 @@ async fn processes_see_only_allowed_variables_and_their_directory() {
     let granted = load(
         Kind::Stdio,
         json!({"permissions": {"env": ["PATH", "MORPHEUS_TEST_SECRET"], "filesystem": [directory.path()]},
-               "source": {"type": "process", "command": "python3", "args": [fixture_script()],
+               "source": {"type": "process", "command": "python3", "args": [conformance_script()],
                           "env": {"EXTRA": "1"}}}),
     )
     .await;
@@ -573,8 +524,8 @@ async fn bad_entries_and_programs_are_one_line_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_that_goes_away_is_reconnected_when_it_returns() {
-    let service = Service::start(None);
-    let port = service.port;
+    let service = ConformanceService::start(None);
+    let port = service.port();
     let extension = Extension::load(config(
         Kind::JsonRpc,
         Some(&service),
@@ -592,7 +543,7 @@ async fn a_service_that_goes_away_is_reconnected_when_it_returns() {
         "{}",
         error.message()
     );
-    let _back = Service::start(Some(port));
+    let _back = ConformanceService::start(Some(port));
     wait_until("reconnected", || extension.is_healthy()).await;
     assert!(call(&extension, "echo", json!({})).await.is_ok());
     assert!(extension.status().restarts >= 1);

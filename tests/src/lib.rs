@@ -23,6 +23,7 @@
 pub mod api;
 pub mod devnet;
 pub mod docker;
+pub mod extensions;
 pub mod pg_cluster;
 pub mod torture;
 

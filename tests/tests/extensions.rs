@@ -4,30 +4,21 @@
 //! idempotency key); SIGKILLing the extension mid-call, or the worker itself, never
 //! applies it twice, and the run completes.
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::Duration;
 
+use morpheus_tests::extensions::{conformance_script, wasm_plugin, ConformanceService};
 use morpheus_tests::{wait_for, Backend, TestEnv, WorkerProcess, FAST_LEASES};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::{json, Value};
-
-fn fixture_script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../executors/tests/fixtures/conformance.py")
-        .canonicalize()
-        .expect("the conformance fixture exists")
-}
 
 fn stdio_entry(name: &str) -> String {
     format!(
         "[[extensions]]\nname = \"{name}\"\nprotocol = \"stdio\"\n\
          source = {{ type = \"process\", command = \"python3\", args = [\"{}\"] }}\n\
          restart = {{ strategy = \"immediate\", max_retries = 5 }}\n",
-        fixture_script().display()
+        conformance_script().display()
     )
 }
 
@@ -193,49 +184,17 @@ fn a_worker_killed_mid_call_reruns_the_step_with_the_same_key() {
     );
 }
 
-/// The conformance fixture serving JSON-RPC over HTTP, killed when dropped.
-struct Service(Child, u16);
-
-impl Service {
-    fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut child = Command::new("python3")
-            .arg(fixture_script())
-            .args(["--http", &port.to_string()])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3 runs");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert!(line.starts_with("listening"), "{line}");
-        Self(child, port)
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn a_json_rpc_service_is_usable_from_the_pipeline_workflow() {
     let env = TestEnv::sqlite();
-    let service = Service::start();
+    let service = ConformanceService::start(None);
     let config = write_config(
         &env,
         &format!(
             "[[extensions]]\nname = \"remote\"\nprotocol = \"jsonrpc\"\n\
-             source = {{ type = \"http\", url = \"http://127.0.0.1:{}/rpc\" }}\n\
+             source = {{ type = \"http\", url = \"{}\" }}\n\
              config = {{ concurrency = 4 }}\n",
-            service.1
+            service.url()
         ),
     );
     let _worker = spawn(&env, "w1", &config);
@@ -283,13 +242,6 @@ fn a_bad_extension_entry_stops_up_with_one_line() {
     }
 }
 
-fn wasm_fixture() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../executors/tests/fixtures/wasm/echo.wat")
-        .canonicalize()
-        .expect("the WASM fixture exists")
-}
-
 /// One failing step, tried at most twice.
 fn failing_pipeline(executor: &str, method: &str, params: Value) -> Value {
     json!({"steps": [{"name": "limit", "executor": executor, "method": method,
@@ -309,8 +261,8 @@ fn limits_fail_their_steps_and_the_worker_keeps_serving_other_runs() {
          source = {{ type = \"process\", command = \"python3\", args = [\"{}\"] }}\n\
          permissions = {{ max_memory = \"200MB\" }}\n\
          restart = {{ strategy = \"immediate\", max_retries = 20 }}\n",
-        wasm_fixture().display(),
-        fixture_script().display()
+        wasm_plugin("echo.wat").display(),
+        conformance_script().display()
     );
     let config = write_config(&env, &config);
     let mut worker = spawn(&env, "w1", &config);
