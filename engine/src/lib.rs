@@ -179,7 +179,8 @@ pub use store::{postgres, sqlite};
 pub use store::{
     Backend, BudgetStore, ClaimRequest, DocumentStore, EventStore, FeedCursor, FeedEntry, FeedKind,
     FeedRun, FeedStore, HeartbeatClaim, HeartbeatOutcome, HeartbeatPing, HeartbeatStore,
-    InvalidFeedCursor, LogStore, PingState, QueueStore, RunStore, ScheduleStore, World,
+    InvalidFeedCursor, LogStore, NonceReservation, NonceStore, PingState, QueueStore, RunStore,
+    ScheduleStore, World,
 };
 pub use worker::{Worker, WorkerConfig};
 pub use workflow::InvalidInput;

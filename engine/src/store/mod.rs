@@ -7,6 +7,7 @@
 //! - [`ScheduleStore`]: cron and interval schedules and their ticks;
 //! - [`LogStore`]: step log lines;
 //! - [`BudgetStore`]: budget reservations;
+//! - [`NonceStore`]: nonce reservations per account (exactly-once transactions);
 //! - [`DocumentStore`]: workflows' own JSON documents;
 //! - [`FeedStore`]: the change feed live views follow (written by triggers);
 //! - [`HeartbeatStore`]: the outbox of heartbeat pings after scheduled runs.
@@ -41,6 +42,7 @@ pub mod events;
 pub mod feed;
 pub mod heartbeats;
 pub mod logs;
+pub mod nonces;
 pub mod postgres;
 pub mod queues;
 mod rows;
@@ -55,6 +57,7 @@ pub use events::EventStore;
 pub use feed::{FeedCursor, FeedEntry, FeedKind, FeedRun, FeedStore, InvalidFeedCursor};
 pub use heartbeats::{HeartbeatClaim, HeartbeatOutcome, HeartbeatPing, HeartbeatStore, PingState};
 pub use logs::LogStore;
+pub use nonces::{NonceReservation, NonceStore};
 pub use queues::QueueStore;
 pub use runs::RunStore;
 pub use schedules::ScheduleStore;
@@ -115,6 +118,7 @@ pub trait World:
     + ScheduleStore
     + LogStore
     + BudgetStore
+    + NonceStore
     + DocumentStore
     + FeedStore
     + HeartbeatStore

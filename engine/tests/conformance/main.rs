@@ -15,6 +15,7 @@
 //! - [`schedules`]: schedules and their firing (time passed explicitly, so exact).
 //! - [`logs`]: run logs and their query.
 //! - [`budgets`]: cross-run budget reservations.
+//! - [`nonces`]: nonce reservations per account.
 //! - [`documents`]: the document store.
 //! - [`feed`]: the change feed live views follow.
 //! - [`schema`]: migrations and a schema newer than the binary.
@@ -32,6 +33,7 @@ mod documents;
 mod events;
 mod feed;
 mod logs;
+mod nonces;
 mod queues;
 mod runs;
 mod schedules;

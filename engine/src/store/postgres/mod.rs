@@ -26,6 +26,7 @@ mod feed;
 mod heartbeats;
 mod listen;
 mod logs;
+mod nonces;
 mod queues;
 mod rows;
 mod runs;

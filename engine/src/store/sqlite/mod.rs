@@ -26,6 +26,7 @@ mod events;
 mod feed;
 mod heartbeats;
 mod logs;
+mod nonces;
 mod queues;
 mod rows;
 mod runs;
