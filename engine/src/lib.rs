@@ -133,6 +133,7 @@
 
 mod batch;
 pub mod committer;
+pub mod crash;
 pub mod ctx;
 pub mod documents;
 pub mod engine;

@@ -2,13 +2,13 @@
 //! variable or a file), never the key itself, so it can live in `morpheus.toml`, in
 //! the database or in logs without leaking anything.
 
-use std::fmt;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::amount::{validate_denom, Coin, DecCoin};
+use crate::duration_text as humantime_text;
+pub use crate::key_source::KeySource;
 
 /// Configuration of a [`CosmosExecutor`](super::CosmosExecutor).
 ///
@@ -93,39 +93,6 @@ fn default_denom() -> String {
 
 fn default_gas_adjustment() -> f64 {
     1.5
-}
-
-/// Where the signing key comes from. Only the *name* of a variable or the *path* of a
-/// file is configured; the secret itself is read when the executor starts.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub enum KeySource {
-    /// A BIP-39 mnemonic in this environment variable.
-    MnemonicEnv(String),
-    /// A BIP-39 mnemonic in this file.
-    MnemonicFile(PathBuf),
-    /// A hex secp256k1 private key (64 hex digits, optional `0x`) in this variable.
-    HexKeyEnv(String),
-    /// A hex secp256k1 private key in this file.
-    HexKeyFile(PathBuf),
-}
-
-impl fmt::Debug for KeySource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{self}")
-    }
-}
-
-impl fmt::Display for KeySource {
-    /// Where the key is, for error messages: `mnemonic in $AKASH_MNEMONIC`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::MnemonicEnv(name) => write!(f, "mnemonic in ${name}"),
-            Self::MnemonicFile(path) => write!(f, "mnemonic in {}", path.display()),
-            Self::HexKeyEnv(name) => write!(f, "hex key in ${name}"),
-            Self::HexKeyFile(path) => write!(f, "hex key in {}", path.display()),
-        }
-    }
 }
 
 /// How the gas limit is chosen.
@@ -274,23 +241,6 @@ fn default_confirm_poll() -> Duration {
 
 fn default_http_attempts() -> u32 {
     4
-}
-
-/// Durations written like `10s`, `1m 30s`, `250ms`.
-mod humantime_text {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(&humantime::format_duration(*value))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        humantime::parse_duration(&text)
-            .map_err(|error| serde::de::Error::custom(format!("'{text}': {error}")))
-    }
 }
 
 /// A configuration that cannot work, with a message naming the key.

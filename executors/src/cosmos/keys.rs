@@ -114,28 +114,7 @@ impl Signer {
 }
 
 fn read_secret(source: &KeySource) -> Result<Zeroizing<String>, KeyError> {
-    let text = match source {
-        KeySource::MnemonicEnv(name) | KeySource::HexKeyEnv(name) => {
-            std::env::var(name).map_err(|error| match error {
-                std::env::VarError::NotPresent => {
-                    KeyError(format!("environment variable {name} is not set"))
-                }
-                std::env::VarError::NotUnicode(_) => {
-                    KeyError(format!("environment variable {name} is not UTF-8"))
-                }
-            })?
-        }
-        KeySource::MnemonicFile(path) | KeySource::HexKeyFile(path) => {
-            std::fs::read_to_string(path).map_err(|error| {
-                KeyError(format!("cannot read {}: {}", path.display(), error.kind()))
-            })?
-        }
-    };
-    let text = Zeroizing::new(text);
-    if text.trim().is_empty() {
-        return Err(KeyError(format!("{source} is empty")));
-    }
-    Ok(text)
+    crate::key_source::read_secret(source).map_err(KeyError)
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
+use morpheus_engine::crash::crash_point;
 use morpheus_engine::{ErrorCode, LeaseCheck, LogLevel, LogSink, StepError};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{json, Value};
@@ -999,6 +1000,7 @@ impl Client {
                 "the run's lease lapsed before broadcasting tx {hash}; nothing was sent"
             )));
         }
+        crash_point("cosmos.broadcast.before_send", call.idempotency_key);
         let body = json!({"tx_bytes": tx_bytes_b64.trim(), "mode": "BROADCAST_MODE_SYNC"});
         let answer = self
             .rest
@@ -1055,7 +1057,9 @@ impl Client {
             ),
             Some(json!({"tx_hash": hash})),
         );
+        crash_point("cosmos.broadcast.after_send", call.idempotency_key);
         let found = self.confirm(&hash, call).await?;
+        crash_point("cosmos.broadcast.after_confirm", call.idempotency_key);
         finish(&hash, found, already_known)
     }
 
