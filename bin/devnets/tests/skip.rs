@@ -284,7 +284,9 @@ async fn staking_vault_records_stakes_emits_staked_and_reverts_with_its_reason_w
     );
 
     // Only the owner pauses; paused, a stake reverts with the reason and moves nothing.
-    let not_owner = vault.pause().send().await.unwrap_err().to_string();
+    // Expected reverts are checked with eth_call: a failed `send` would leave the
+    // provider's cached nonce ahead of the chain and stall the next transaction.
+    let not_owner = vault.pause().call().await.unwrap_err().to_string();
     assert!(not_owner.contains("caller is not the owner"), "{not_owner}");
     let owner = signing_provider(&world.url(), signer_from_hex(ANVIL_DEV_KEY).unwrap());
     MorStakingVault::new(world.contracts.staking_vault, &owner)
@@ -302,7 +304,7 @@ async fn staking_vault_records_stakes_emits_staked_and_reverts_with_its_reason_w
         .get_receipt()
         .await
         .unwrap();
-    let paused = vault.stake(U256::from(1u64)).send().await.unwrap_err().to_string();
+    let paused = vault.stake(U256::from(1u64)).call().await.unwrap_err().to_string();
     assert!(paused.contains("staking paused"), "{paused}");
     assert_eq!(vault.totalStaked().call().await.unwrap(), U256::from(60_000_000u64));
     // Without an allowance the token's own reason comes back.
@@ -316,7 +318,7 @@ async fn staking_vault_records_stakes_emits_staked_and_reverts_with_its_reason_w
         .unwrap();
     let no_allowance = vault
         .stake(U256::from(5u64))
-        .send()
+        .call()
         .await
         .unwrap_err()
         .to_string();
