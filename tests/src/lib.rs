@@ -14,12 +14,14 @@
 //!   `start <run>/<step> <worker pid>` before its body and `done <run>/<step> <worker pid>`
 //!   after it, so the ledger counts real body executions and who did them.
 //! - [`wait_for`]: poll a condition until a deadline, failing with a description.
+//! - [`anvil`]: a real anvil (EVM dev node) on a free loopback port, killed on drop.
 //! - [`docker`]: a locally built busybox test image, containers by label, guards that
 //!   remove a test's containers, an HTTP GET (for the deploy tests).
 //!
 //! The binary is `$MORPHEUS_BIN` if set, else `morpheus` next to the test executable's
 //! `deps/` directory (`cargo build -p morpheus` puts it there).
 
+pub mod anvil;
 pub mod api;
 pub mod devnet;
 pub mod docker;

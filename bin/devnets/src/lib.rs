@@ -25,3 +25,5 @@
 #![warn(missing_docs)]
 
 pub mod akash;
+pub mod evm;
+pub mod skip;

@@ -297,9 +297,27 @@ pub struct Chain {
     /// Broadcasts of a transaction already in the mempool or a block (answered "tx
     /// already exists in cache"): what a client re-sending the same bytes causes.
     pub duplicate_broadcasts: u64,
+    /// Admin credits made with a reference (`POST /simulator/accounts` with
+    /// `"reference"`), by reference: a second credit with the same reference is
+    /// answered from here and moves nothing (how the route simulator delivers each
+    /// swap exactly once, even across its own restarts).
+    pub referenced_credits: BTreeMap<String, ReferencedCredit>,
     next_account_number: u64,
     mempool: Vec<DecodedTx>,
     txs: HashMap<String, TxRecord>,
+}
+
+/// One admin credit made with a reference (see [`Chain::fund_once`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReferencedCredit {
+    /// Credited address.
+    pub address: String,
+    /// Amount credited.
+    pub amount: u128,
+    /// Its denomination.
+    pub denom: String,
+    /// Height at which it was credited.
+    pub height: u64,
 }
 
 /// A transaction's hash as Cosmos nodes name it: SHA-256 of the broadcast bytes, in
@@ -330,6 +348,7 @@ impl Chain {
             deployments: BTreeMap::new(),
             deposits: Vec::new(),
             duplicate_broadcasts: 0,
+            referenced_credits: BTreeMap::new(),
             next_account_number: 1,
             mempool: Vec::new(),
             txs: HashMap::new(),
@@ -341,6 +360,31 @@ impl Chain {
         let account = self.account_entry(address);
         *account.balances.entry(denom.to_owned()).or_insert(0) += amount;
         account
+    }
+
+    /// Credits `amount` of `denom` to `address` once per `reference`: the first call
+    /// funds and records it; a later call with the same reference funds nothing and
+    /// returns the first credit with `false` (whatever amount it asks for now).
+    pub fn fund_once(
+        &mut self,
+        reference: &str,
+        address: &str,
+        amount: u128,
+        denom: &str,
+    ) -> (ReferencedCredit, bool) {
+        if let Some(earlier) = self.referenced_credits.get(reference) {
+            return (earlier.clone(), false);
+        }
+        self.fund(address, amount, denom);
+        let credit = ReferencedCredit {
+            address: address.to_owned(),
+            amount,
+            denom: denom.to_owned(),
+            height: self.height,
+        };
+        self.referenced_credits
+            .insert(reference.to_owned(), credit.clone());
+        (credit, true)
     }
 
     fn account_entry(&mut self, address: &str) -> &mut Account {

@@ -17,8 +17,8 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::chain::{
-    Account, Chain, DecodedTx, Deployment, DeploymentState, NewDeployment, TxRecord,
-    SECP256K1_PUBKEY_TYPE_URL,
+    Account, Chain, DecodedTx, Deployment, DeploymentState, NewDeployment, ReferencedCredit,
+    TxRecord, SECP256K1_PUBKEY_TYPE_URL,
 };
 use super::messages::{valid_denom, DepositMessage};
 use super::{Shared, SIMULATOR_HEADER_VALUE};
@@ -77,6 +77,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         )
         .route("/akash/market/{version}/leases/list", get(leases_list))
         .route("/simulator/accounts", post(admin_fund))
+        .route("/simulator/credits/{reference}", get(admin_credit))
         .route("/simulator/deployments", post(admin_deployment))
         .route("/simulator/blocks", post(admin_blocks))
         .route("/simulator/ledger", get(admin_ledger))
@@ -690,6 +691,20 @@ struct FundRequest {
     amount: Value,
     #[serde(default)]
     denom: Option<String>,
+    /// Makes the credit happen once: a later request with the same reference credits
+    /// nothing and answers the first credit (`"credited": false`).
+    #[serde(default)]
+    reference: Option<String>,
+}
+
+fn credit_json(reference: &str, credit: &ReferencedCredit) -> Value {
+    json!({
+        "reference": reference,
+        "address": credit.address,
+        "amount": credit.amount.to_string(),
+        "denom": credit.denom,
+        "height": credit.height,
+    })
 }
 
 async fn admin_fund(State(shared): State<Arc<Shared>>, Json(body): Json<FundRequest>) -> ApiResult {
@@ -701,13 +716,47 @@ async fn admin_fund(State(shared): State<Arc<Shared>>, Json(body): Json<FundRequ
             "'{denom}' is not a valid denomination"
         )));
     }
+    if body
+        .reference
+        .as_deref()
+        .is_some_and(|r| r.trim().is_empty())
+    {
+        return Err(ApiError::invalid("reference must not be empty"));
+    }
     shared.with_chain(|chain| {
-        let account = chain.fund(&body.address, amount, &denom);
+        let (credit, credited) = match &body.reference {
+            Some(reference) => {
+                let (credit, credited) = chain.fund_once(reference, &body.address, amount, &denom);
+                (Some(credit_json(reference, &credit)), credited)
+            }
+            None => {
+                chain.fund(&body.address, amount, &denom);
+                (None, true)
+            }
+        };
+        let account = &chain.accounts[&body.address];
         Ok(Json(json!({
             "simulator": SIMULATOR_HEADER_VALUE,
+            "credited": credited,
+            "credit": credit,
             "account": account_json(account),
             "balances": account.balances.iter().map(|(d, a)| coin(d, *a)).collect::<Vec<_>>(),
         })))
+    })
+}
+
+async fn admin_credit(
+    State(shared): State<Arc<Shared>>,
+    Path(reference): Path<String>,
+) -> ApiResult {
+    shared.with_chain(|chain| match chain.referenced_credits.get(&reference) {
+        Some(credit) => Ok(Json(json!({
+            "simulator": SIMULATOR_HEADER_VALUE,
+            "credit": credit_json(&reference, credit),
+        }))),
+        None => Err(ApiError::not_found(format!(
+            "no credit with reference '{reference}'"
+        ))),
     })
 }
 

@@ -33,7 +33,8 @@
 //!
 //! | method and path | body | effect |
 //! |---|---|---|
-//! | `POST /simulator/accounts` | `{"address", "amount": "1000000", "denom"?}` | funds an address (creating its account) |
+//! | `POST /simulator/accounts` | `{"address", "amount": "1000000", "denom"?, "reference"?}` | funds an address (creating its account); with a `reference`, once: a repeat credits nothing and answers the first credit (`"credited": false`) |
+//! | `GET /simulator/credits/{reference}` | | the credit made with that reference; 404 when none |
 //! | `POST /simulator/deployments` | `{"owner", "dseq"?, "escrow": "500000", "lease_prices"?: ["60", "40"], "closed"?: false}` | creates a deployment with one lease per price (uakt per block) |
 //! | `POST /simulator/blocks` | `{"count": 100}` | produces blocks at once (time acceleration) |
 //! | `GET /simulator/ledger` | | height, `mempool` size, committed `txs`, `duplicate_broadcasts` (same bytes sent again), every deposit applied (`deposits`), every deployment with escrow, rate and deposit totals, every account |
