@@ -331,7 +331,7 @@ fn describe(error: &RpcFailure) -> String {
 fn step_error(what: &str, error: &RpcFailure) -> StepError {
     let message = format!("{what}: {}", describe(error));
     match error {
-        RpcError::ErrorResp(payload) if matches!(payload.code, -32602 | -32601 | -32600) => {
+        RpcError::ErrorResp(payload) if matches!(payload.code, -32602..=-32600) => {
             StepError::permanent(message)
         }
         _ => StepError::retryable(message),
