@@ -10,6 +10,7 @@ use morpheus_engine::{
     Runtime, StepLogLayer, WorkerConfig, WorkflowRegistry, World,
 };
 use morpheus_executors::cosmos::CosmosExecutor;
+use morpheus_executors::evm::EvmExecutor;
 use morpheus_executors::extensions::ExtensionManager;
 use morpheus_executors::{DockerExecutor, ProcessExecutor};
 use morpheus_workflows::deploy::snapshot::SnapshotLimits;
@@ -226,6 +227,13 @@ async fn up(url: &str, args: UpArgs, config: &Config) -> Result<()> {
     ExtensionManager::check(&config.extensions, &executors.kinds())
         .map_err(|error| anyhow!("config: {error}"))?;
     let world = open(url).await?;
+    // The evm executor reserves nonces in the database, so it is built once it is open.
+    if let Some(evm) = &config.evm {
+        executors.register(
+            EvmExecutor::new(evm, world.clone())
+                .map_err(|error| anyhow!("config [evm]: {error}"))?,
+        );
+    }
     tracing::info!(
         data_dir = %deploy_summary.0.display(),
         allowed_roots = ?deploy_summary.1,

@@ -53,6 +53,10 @@ pub struct Config {
     /// without that executor. The key is referenced (`key = { mnemonic_env = "…" }`),
     /// never written here.
     pub cosmos: Option<morpheus_executors::cosmos::CosmosConfig>,
+    /// The `evm` executor (contract calls and exactly-once transactions on an EVM
+    /// chain); without it `up` runs without that executor. The key is referenced
+    /// (`key = { hex_key_env = "…" }`), never written here.
+    pub evm: Option<morpheus_executors::evm::EvmConfig>,
     /// The HTTP API (`[api]`).
     #[serde(default)]
     pub api: ApiConfig,
