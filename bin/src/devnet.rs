@@ -6,9 +6,9 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use morpheus_devnets::akash;
 use morpheus_devnets::evm::{self, PrivateKeySigner};
 use morpheus_devnets::skip::{self, quote};
-use morpheus_devnets::akash;
 use tokio::net::TcpListener;
 
 use crate::cli::{

@@ -13,8 +13,8 @@ use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::SolEvent;
 use morpheus_devnets::akash;
 use morpheus_devnets::evm::{
-    deploy, mint, signer_from_hex, signing_provider, DeployedContracts, MockUSDC,
-    MorStakingVault, SkipBridge, ANVIL_CHAIN_ID, ANVIL_DEV_KEY,
+    deploy, mint, signer_from_hex, signing_provider, DeployedContracts, MockUSDC, MorStakingVault,
+    SkipBridge, ANVIL_CHAIN_ID, ANVIL_DEV_KEY,
 };
 use morpheus_devnets::skip::{self, quote::Decimal, quote::Pricing, SkipHandle, SkipOptions};
 use morpheus_tests::anvil::{Anvil, Mining};
@@ -42,9 +42,14 @@ impl World {
         let contracts = deploy(&url, deployer.clone()).await.unwrap();
         let user_signer: PrivateKeySigner = USER_KEY.parse().unwrap();
         let user_address = user_signer.address();
-        mint(&url, deployer, contracts.usdc, &[(user_address, 1_000_000_000)])
-            .await
-            .unwrap();
+        mint(
+            &url,
+            deployer,
+            contracts.usdc,
+            &[(user_address, 1_000_000_000)],
+        )
+        .await
+        .unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let akash = akash::serve(
             listener,
@@ -154,7 +159,11 @@ impl World {
         slippage: &str,
     ) -> (String, String) {
         let (status, route) = self
-            .post(&skip.url(), "/v2/fungible/route", self.route_body(skip, amount_in))
+            .post(
+                &skip.url(),
+                "/v2/fungible/route",
+                self.route_body(skip, amount_in),
+            )
             .await;
         assert_eq!(status, 200, "{route}");
         let mut msgs_body = self.route_body(skip, amount_in);
@@ -167,7 +176,11 @@ impl World {
         let evm_tx = &msgs["txs"][0]["evm_tx"];
         assert_eq!(evm_tx["chain_id"], ANVIL_CHAIN_ID.to_string());
         for approval in evm_tx["required_erc20_approvals"].as_array().unwrap() {
-            let token: Address = approval["token_contract"].as_str().unwrap().parse().unwrap();
+            let token: Address = approval["token_contract"]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap();
             let spender: Address = approval["spender"].as_str().unwrap().parse().unwrap();
             let amount: U256 = approval["amount"].as_str().unwrap().parse().unwrap();
             let receipt = MockUSDC::new(token, &self.user)
@@ -277,7 +290,10 @@ async fn staking_vault_records_stakes_emits_staked_and_reverts_with_its_reason_w
         vault.stakedOf(world.user_address).call().await.unwrap(),
         U256::from(60_000_000u64)
     );
-    assert_eq!(vault.totalStaked().call().await.unwrap(), U256::from(60_000_000u64));
+    assert_eq!(
+        vault.totalStaked().call().await.unwrap(),
+        U256::from(60_000_000u64)
+    );
     assert_eq!(
         world.usdc_balance(world.contracts.staking_vault).await,
         U256::from(60_000_000u64)
@@ -304,9 +320,17 @@ async fn staking_vault_records_stakes_emits_staked_and_reverts_with_its_reason_w
         .get_receipt()
         .await
         .unwrap();
-    let paused = vault.stake(U256::from(1u64)).call().await.unwrap_err().to_string();
+    let paused = vault
+        .stake(U256::from(1u64))
+        .call()
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(paused.contains("staking paused"), "{paused}");
-    assert_eq!(vault.totalStaked().call().await.unwrap(), U256::from(60_000_000u64));
+    assert_eq!(
+        vault.totalStaked().call().await.unwrap(),
+        U256::from(60_000_000u64)
+    );
     // Without an allowance the token's own reason comes back.
     MorStakingVault::new(world.contracts.staking_vault, &owner)
         .unpause()
@@ -322,7 +346,10 @@ async fn staking_vault_records_stakes_emits_staked_and_reverts_with_its_reason_w
         .await
         .unwrap_err()
         .to_string();
-    assert!(no_allowance.contains("ERC20: insufficient allowance"), "{no_allowance}");
+    assert!(
+        no_allowance.contains("ERC20: insufficient allowance"),
+        "{no_allowance}"
+    );
 }
 
 #[tokio::test]
@@ -333,9 +360,13 @@ async fn a_swap_through_the_route_credits_exactly_the_computed_akt_once_and_comp
     let dest = akash::demo_address();
     let before = world.usdc_balance(world.user_address).await;
     // 40 USDC at 2.5 AKT/USDC = 100 AKT, minus 0.3 % = 99.7 AKT.
-    let (hash, quoted) = world.swap_through_route(&skip, "40000000", &dest, "1").await;
+    let (hash, quoted) = world
+        .swap_through_route(&skip, "40000000", &dest, "1")
+        .await;
     assert_eq!(quoted, "99700000");
-    let status = world.wait_for_state(&skip, &hash, "STATE_COMPLETED_SUCCESS").await;
+    let status = world
+        .wait_for_state(&skip, &hash, "STATE_COMPLETED_SUCCESS")
+        .await;
     assert_eq!(status["simulator"], "skip-go");
     assert_eq!(status["transfer_asset_release"]["amount"], "99700000");
     assert_eq!(status["transfer_asset_release"]["released"], true);
@@ -353,8 +384,18 @@ async fn a_swap_through_the_route_credits_exactly_the_computed_akt_once_and_comp
     // Polling longer changes nothing: one credit, one settlement.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(world.uakt_balance(&dest).await, 99_700_000);
-    assert_eq!(world.bridge_events(SkipBridge::SwapSettled::SIGNATURE_HASH).await, 1);
-    assert_eq!(world.bridge_events(SkipBridge::SwapRequested::SIGNATURE_HASH).await, 1);
+    assert_eq!(
+        world
+            .bridge_events(SkipBridge::SwapSettled::SIGNATURE_HASH)
+            .await,
+        1
+    );
+    assert_eq!(
+        world
+            .bridge_events(SkipBridge::SwapRequested::SIGNATURE_HASH)
+            .await,
+        1
+    );
 }
 
 #[tokio::test]
@@ -364,10 +405,16 @@ async fn a_restart_between_credit_and_settle_settles_with_the_first_credit_and_n
     let skip = world.start_skip("2.5").await;
     let dest = akash::demo_address();
     let (status, _) = world
-        .post(&skip.url(), "/simulator/faults", json!({"kind": "stop_before_settle"}))
+        .post(
+            &skip.url(),
+            "/simulator/faults",
+            json!({"kind": "stop_before_settle"}),
+        )
         .await;
     assert_eq!(status, 200);
-    let (hash, _) = world.swap_through_route(&skip, "40000000", &dest, "1").await;
+    let (hash, _) = world
+        .swap_through_route(&skip, "40000000", &dest, "1")
+        .await;
     // The credit lands, the settlement does not: the swap stays pending on chain.
     let deadline = Instant::now() + Duration::from_secs(30);
     while world.uakt_balance(&dest).await == 0 {
@@ -386,16 +433,34 @@ async fn a_restart_between_credit_and_settle_settles_with_the_first_credit_and_n
         .await;
     assert_eq!(status["transfer_asset_release"]["amount"], "99700000");
     assert_eq!(world.uakt_balance(&dest).await, 99_700_000);
-    assert_eq!(world.bridge_events(SkipBridge::SwapSettled::SIGNATURE_HASH).await, 1);
-    assert_eq!(world.bridge_events(SkipBridge::SwapRefunded::SIGNATURE_HASH).await, 0);
+    assert_eq!(
+        world
+            .bridge_events(SkipBridge::SwapSettled::SIGNATURE_HASH)
+            .await,
+        1
+    );
+    assert_eq!(
+        world
+            .bridge_events(SkipBridge::SwapRefunded::SIGNATURE_HASH)
+            .await,
+        0
+    );
     restarted.shutdown().await;
 
     // A third start finds everything finished and does nothing more.
     let again = world.start_skip("2.5").await;
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert_eq!(world.uakt_balance(&dest).await, 99_700_000);
-    assert_eq!(world.bridge_events(SkipBridge::SwapSettled::SIGNATURE_HASH).await, 1);
-    assert_eq!(world.status(&again, &hash).await["state"], "STATE_COMPLETED_SUCCESS");
+    assert_eq!(
+        world
+            .bridge_events(SkipBridge::SwapSettled::SIGNATURE_HASH)
+            .await,
+        1
+    );
+    assert_eq!(
+        world.status(&again, &hash).await["state"],
+        "STATE_COMPLETED_SUCCESS"
+    );
 }
 
 #[tokio::test]
@@ -403,7 +468,9 @@ async fn a_swap_made_while_the_simulator_is_down_is_delivered_once_it_starts() {
     let world = World::start(Mining::BlockTime(1)).await;
     let skip = world.start_skip("2").await;
     let dest = akash::demo_address();
-    let (hash, quoted) = world.swap_through_route(&skip, "10000000", &dest, "1").await;
+    let (hash, quoted) = world
+        .swap_through_route(&skip, "10000000", &dest, "1")
+        .await;
     assert_eq!(quoted, "19940000");
     skip.shutdown().await;
     // Stopped before its next poll, or after: either way the new one finishes it once.
@@ -413,7 +480,12 @@ async fn a_swap_made_while_the_simulator_is_down_is_delivered_once_it_starts() {
         .await;
     assert_eq!(status["transfer_asset_release"]["amount"], "19940000");
     assert_eq!(world.uakt_balance(&dest).await, 19_940_000);
-    assert_eq!(world.bridge_events(SkipBridge::SwapSettled::SIGNATURE_HASH).await, 1);
+    assert_eq!(
+        world
+            .bridge_events(SkipBridge::SwapSettled::SIGNATURE_HASH)
+            .await,
+        1
+    );
 }
 
 #[tokio::test]
@@ -425,14 +497,20 @@ async fn a_price_move_beyond_the_slippage_bound_refunds_the_usdc_and_abandons_th
     // Quote at 2.5 (99.7 AKT, min 98.703 AKT at 1 %), then move the price to 2.4
     // before the swap is sent: 95.712 AKT is below the bound.
     let (status, route) = world
-        .post(&skip.url(), "/v2/fungible/route", world.route_body(&skip, "40000000"))
+        .post(
+            &skip.url(),
+            "/v2/fungible/route",
+            world.route_body(&skip, "40000000"),
+        )
         .await;
     assert_eq!(status, 200, "{route}");
     let mut msgs_body = world.route_body(&skip, "40000000");
     msgs_body["amount_out"] = route["amount_out"].clone();
     msgs_body["address_list"] = json!([world.user_address.to_string(), dest]);
     msgs_body["slippage_tolerance_percent"] = json!("1");
-    let (status, msgs) = world.post(&skip.url(), "/v2/fungible/msgs", msgs_body).await;
+    let (status, msgs) = world
+        .post(&skip.url(), "/v2/fungible/msgs", msgs_body)
+        .await;
     assert_eq!(status, 200, "{msgs}");
     assert_eq!(msgs["min_amount_out"], "98703000");
     let (status, price) = world
@@ -448,7 +526,9 @@ async fn a_price_move_beyond_the_slippage_bound_refunds_the_usdc_and_abandons_th
         .get_receipt()
         .await
         .unwrap();
-    let data: Bytes = alloy::hex::decode(evm_tx["data"].as_str().unwrap()).unwrap().into();
+    let data: Bytes = alloy::hex::decode(evm_tx["data"].as_str().unwrap())
+        .unwrap()
+        .into();
     let receipt = world
         .user
         .send_transaction(
@@ -464,13 +544,29 @@ async fn a_price_move_beyond_the_slippage_bound_refunds_the_usdc_and_abandons_th
     let hash = format!("{}", receipt.transaction_hash);
     let status = world.wait_for_state(&skip, &hash, "STATE_ABANDONED").await;
     let message = status["error"]["message"].as_str().unwrap();
-    assert!(message.contains("refunded 40000000 USDC base units"), "{message}");
-    assert!(message.contains("below the minimum 98703000uakt"), "{message}");
+    assert!(
+        message.contains("refunded 40000000 USDC base units"),
+        "{message}"
+    );
+    assert!(
+        message.contains("below the minimum 98703000uakt"),
+        "{message}"
+    );
     assert_eq!(world.uakt_balance(&dest).await, 0);
     assert_eq!(world.usdc_balance(world.user_address).await, before);
     assert_eq!(world.usdc_balance(world.contracts.bridge).await, U256::ZERO);
-    assert_eq!(world.bridge_events(SkipBridge::SwapRefunded::SIGNATURE_HASH).await, 1);
-    assert_eq!(world.bridge_events(SkipBridge::SwapSettled::SIGNATURE_HASH).await, 0);
+    assert_eq!(
+        world
+            .bridge_events(SkipBridge::SwapRefunded::SIGNATURE_HASH)
+            .await,
+        1
+    );
+    assert_eq!(
+        world
+            .bridge_events(SkipBridge::SwapSettled::SIGNATURE_HASH)
+            .await,
+        0
+    );
 }
 
 #[tokio::test]
@@ -483,7 +579,9 @@ async fn the_route_refuses_an_impact_above_the_tolerance_and_malformed_requests_
     msgs_body["amount_out"] = json!("99700000");
     msgs_body["address_list"] = json!([world.user_address.to_string(), dest]);
     msgs_body["slippage_tolerance_percent"] = json!("0.25");
-    let (status, refused) = world.post(&url, "/v2/fungible/msgs", msgs_body.clone()).await;
+    let (status, refused) = world
+        .post(&url, "/v2/fungible/msgs", msgs_body.clone())
+        .await;
     assert_eq!(status, 400, "{refused}");
     assert_eq!(
         refused["message"],
@@ -492,7 +590,11 @@ async fn the_route_refuses_an_impact_above_the_tolerance_and_malformed_requests_
     assert_eq!(refused["simulator"], "skip-go");
 
     let cases: Vec<(&str, Value, &str)> = vec![
-        ("/v2/fungible/route", json!({"amount_in": "1"}), "invalid request body"),
+        (
+            "/v2/fungible/route",
+            json!({"amount_in": "1"}),
+            "invalid request body",
+        ),
         (
             "/v2/fungible/route",
             {
@@ -573,10 +675,15 @@ async fn the_route_refuses_an_impact_above_the_tolerance_and_malformed_requests_
     // An unknown transaction, and a bad query.
     let unknown = format!("0x{}", "ab".repeat(32));
     let (status, answer) = world
-        .get(&url, &format!("/v2/tx/status?tx_hash={unknown}&chain_id=31337"))
+        .get(
+            &url,
+            &format!("/v2/tx/status?tx_hash={unknown}&chain_id=31337"),
+        )
         .await;
     assert_eq!(status, 404, "{answer}");
-    let (status, _) = world.get(&url, "/v2/tx/status?tx_hash=zz&chain_id=31337").await;
+    let (status, _) = world
+        .get(&url, "/v2/tx/status?tx_hash=zz&chain_id=31337")
+        .await;
     assert_eq!(status, 400);
     // Nothing was moved by any of it.
     assert_eq!(world.uakt_balance(&dest).await, 0);
@@ -606,5 +713,8 @@ async fn the_simulator_refuses_to_start_with_a_key_that_does_not_own_the_bridge(
     .await
     .err()
     .expect("refused");
-    assert!(error.to_string().contains("the bridge's owner is"), "{error}");
+    assert!(
+        error.to_string().contains("the bridge's owner is"),
+        "{error}"
+    );
 }
