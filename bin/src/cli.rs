@@ -759,10 +759,10 @@ pub enum DevnetCommand {
     Akash(DevnetAkashArgs),
     /// A Skip Go route SIMULATOR (API v2 subset: route, msgs, tx track/status) that swaps
     /// devnet USDC on an EVM node (anvil) into uakt on the Akash devnet simulator.
-    Skip(DevnetSkipArgs),
+    Skip(Box<DevnetSkipArgs>),
     /// Deploy the devnet EVM contracts (MockUSDC, MorStakingVault, SkipBridge) to an EVM
     /// node, optionally mint USDC, and print their addresses as JSON.
-    Contracts(DevnetContractsArgs),
+    Contracts(Box<DevnetContractsArgs>),
 }
 
 /// Environment variable holding the hex private key that deploys the devnet contracts

@@ -20,8 +20,8 @@ use crate::cli::{
 pub async fn run(command: DevnetCommand) -> Result<()> {
     match command {
         DevnetCommand::Akash(args) => run_akash(args).await,
-        DevnetCommand::Skip(args) => run_skip(args).await,
-        DevnetCommand::Contracts(args) => run_contracts(args).await,
+        DevnetCommand::Skip(args) => run_skip(*args).await,
+        DevnetCommand::Contracts(args) => run_contracts(*args).await,
     }
 }
 
