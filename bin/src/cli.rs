@@ -757,6 +757,80 @@ pub enum DevnetCommand {
     /// An Akash devnet SIMULATOR: the REST subset the flows use over an in-memory
     /// ledger that verifies signatures and sequences and drains escrow by lease rate.
     Akash(DevnetAkashArgs),
+    /// A Skip Go route SIMULATOR (API v2 subset: route, msgs, tx track/status) that swaps
+    /// devnet USDC on an EVM node (anvil) into uakt on the Akash devnet simulator.
+    Skip(Box<DevnetSkipArgs>),
+    /// Deploy the devnet EVM contracts (MockUSDC, MorStakingVault, SkipBridge) to an EVM
+    /// node, optionally mint USDC, and print their addresses as JSON.
+    Contracts(Box<DevnetContractsArgs>),
+}
+
+/// Environment variable holding the hex private key that deploys the devnet contracts
+/// and that the route simulator settles and refunds with (the bridge owner).
+pub const DEVNET_EVM_KEY_ENV: &str = "MORPHEUS_DEVNET_EVM_KEY";
+
+/// Where the devnet EVM key comes from: never on the command line (it would show in
+/// `ps`), only by reference.
+#[derive(Debug, Args)]
+pub struct DevnetEvmKeyArgs {
+    /// File holding the hex private key of the deployer / bridge owner. Without it, the
+    /// key is read from $MORPHEUS_DEVNET_EVM_KEY; without either, anvil's well-known
+    /// account 0 key is used, but only when the node reports chain id 31337 (anvil).
+    #[arg(long, value_name = "PATH")]
+    pub key_file: Option<PathBuf>,
+}
+
+/// `morpheus devnet skip`.
+#[derive(Debug, Args)]
+pub struct DevnetSkipArgs {
+    /// Address to serve on (port 0 picks a free port; the banner shows it).
+    #[arg(long, default_value = "127.0.0.1:26680")]
+    pub listen: std::net::SocketAddr,
+    /// JSON-RPC URL of the EVM devnet (anvil) holding the contracts.
+    #[arg(long, value_name = "URL")]
+    pub evm_rpc: url::Url,
+    /// REST URL of the Akash devnet simulator (`morpheus devnet akash`) credited with
+    /// the swapped uakt.
+    #[arg(long, value_name = "URL")]
+    pub akash_rest: url::Url,
+    /// The SkipBridge contract (see `morpheus devnet contracts`).
+    #[arg(long, value_name = "ADDR")]
+    pub bridge: String,
+    /// The USDC token (default: the one the bridge was deployed with).
+    #[arg(long, value_name = "ADDR")]
+    pub usdc: Option<String>,
+    /// uakt per USDC base unit, as a decimal (e.g. 2.5: 1 USDC = 2.5 AKT, both 6
+    /// decimals).
+    #[arg(long, default_value = "2.5")]
+    pub price: String,
+    /// Route fee in basis points of the gross output.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    pub fee_bps: u32,
+    /// Price impact reported by routes, in percent; /v2/fungible/msgs refuses when it
+    /// exceeds the caller's slippage tolerance.
+    #[arg(long, default_value = "0.5")]
+    pub price_impact_pct: String,
+    /// Milliseconds between polls of the bridge's SwapRequested logs.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub poll_interval_ms: u64,
+    /// The bridge owner's key.
+    #[command(flatten)]
+    pub key: DevnetEvmKeyArgs,
+}
+
+/// `morpheus devnet contracts`.
+#[derive(Debug, Args)]
+pub struct DevnetContractsArgs {
+    /// JSON-RPC URL of the EVM node to deploy to.
+    #[arg(long, value_name = "URL")]
+    pub evm_rpc: url::Url,
+    /// Mint USDC to an account after deploying: ADDR=AMOUNT, AMOUNT in base units (6
+    /// decimals: 1000000 = 1 USDC). Repeatable.
+    #[arg(long, value_name = "ADDR=AMOUNT")]
+    pub mint: Vec<String>,
+    /// The deployer's key (it becomes the USDC minter, vault pauser and bridge owner).
+    #[command(flatten)]
+    pub key: DevnetEvmKeyArgs,
 }
 
 /// `morpheus devnet akash`.

@@ -723,6 +723,10 @@ async fn admin_fund(State(shared): State<Arc<Shared>>, Json(body): Json<FundRequ
     {
         return Err(ApiError::invalid("reference must not be empty"));
     }
+    // GET /simulator/credits/{reference} looks it up as one path segment.
+    if body.reference.as_deref().is_some_and(|r| r.contains('/')) {
+        return Err(ApiError::invalid("reference must not contain '/'"));
+    }
     shared.with_chain(|chain| {
         let (credit, credited) = match &body.reference {
             Some(reference) => {

@@ -26,10 +26,14 @@ use alloy::network::{EthereumWallet, TransactionBuilder};
 use alloy::primitives::{Address, Bytes, U256};
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy::rpc::types::TransactionRequest;
-use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::SolValue;
 use serde::{Deserialize, Serialize};
 use url::Url;
+
+/// Re-exported so callers (the CLI, tests) name addresses and keys without depending
+/// on alloy themselves.
+pub use alloy::primitives::Address as EvmAddress;
+pub use alloy::signers::local::PrivateKeySigner;
 
 alloy::sol! {
     /// `MockUSDC` (`bin/devnets/contracts/MockUSDC.sol`): the calls and events used here.
@@ -169,6 +173,16 @@ pub fn signing_provider(url: &Url, signer: PrivateKeySigner) -> DynProvider {
         .wallet(EthereumWallet::from(signer))
         .connect_http(url.clone())
         .erased()
+}
+
+/// The chain id the node at `url` reports (the CLI checks it before defaulting to
+/// [`ANVIL_DEV_KEY`], which is only safe on anvil's chain [`ANVIL_CHAIN_ID`]).
+pub async fn chain_id(url: &Url) -> Result<u64, EvmError> {
+    ProviderBuilder::new()
+        .connect_http(url.clone())
+        .get_chain_id()
+        .await
+        .map_err(|e| evm_error(&format!("the EVM node at {url} does not answer"))(&e))
 }
 
 /// Addresses of the three deployed contracts.

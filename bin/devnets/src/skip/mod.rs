@@ -18,7 +18,7 @@
 //!    request still pending on chain it prices the swap *now* (the price may have moved
 //!    since the quote): if it yields at least `minAmountOut`, it credits the AKT to the
 //!    destination through the Akash simulator's admin API with the reference
-//!    `skip-simulator/{evm chain id}/{bridge}/{swap id}` (the Akash simulator credits a
+//!    `skip-simulator.{evm chain id}.{bridge}.{swap id}` (the Akash simulator credits a
 //!    reference once) and then calls `settle(id, amountOut)` on the bridge; otherwise it
 //!    calls `refund(id, reason)`, which returns the USDC.
 //! 5. `GET /v2/tx/status` reads the outcome from the chain: the receipt, the request's

@@ -21,10 +21,12 @@ pub(crate) const STATUS_PENDING: u8 = 1;
 pub(crate) const STATUS_SETTLED: u8 = 2;
 pub(crate) const STATUS_REFUNDED: u8 = 3;
 
-/// The Akash credit reference of swap `id`: unique per chain, bridge and request.
+/// The Akash credit reference of swap `id`: unique per chain, bridge and request. One
+/// path segment (no `/`), since a restarted simulator looks it up with
+/// `GET /simulator/credits/{reference}`.
 pub(crate) fn credit_reference(shared: &Shared, id: U256) -> String {
     format!(
-        "skip-simulator/{}/{}/{id}",
+        "skip-simulator.{}.{}.{id}",
         shared.route.evm_chain_id, shared.route.bridge
     )
 }
