@@ -54,8 +54,10 @@
 //!   against the URL's host alone — the port is not checked, and a name is not an
 //!   address (`["127.0.0.1"]` does not allow `http://localhost/`). A request gets the
 //!   call's remaining time as its timeout, and a response body over 50 MiB (Extism's
-//!   default) fails the call. A refused or failed request is the call's error; it does
-//!   not break the instance. Other WASI sockets are never granted.
+//!   default) fails the call. A refused or failed request is a host-function error,
+//!   so today it counts as a broken instance (the call fails retryably and the
+//!   instance is restarted), not as a permanent plugin error. WASI sockets are never
+//!   granted.
 //! - `filesystem`: each listed directory is preopened read-write at the same path inside
 //!   the plugin. WASI preview 1 is always linked, since most PDKs' toolchains import it
 //!   even for plugins that touch no file; the WASI context has no arguments, no
