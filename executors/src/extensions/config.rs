@@ -78,14 +78,44 @@ pub enum Source {
     },
 }
 
-/// Network access granted to an extension.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Network access granted to an extension (for WASM, the hosts Extism's `http_request`
+/// may reach).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum NetworkGrant {
     /// `false`: none (the default); `true`: any host.
     All(bool),
-    /// Only these hosts (WASM host HTTP).
+    /// Only these hosts: names or IP addresses, without scheme, port or path; `*` and
+    /// `?` are globs (`"*.example.com"`). The port of a request is not checked.
     Hosts(Vec<String>),
+}
+
+/// By hand rather than `untagged`, whose error ("did not match any variant") would not
+/// say what is expected.
+impl<'de> Deserialize<'de> for NetworkGrant {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct GrantVisitor;
+        impl<'de> serde::de::Visitor<'de> for GrantVisitor {
+            type Value = NetworkGrant;
+            fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                formatter.write_str("false, true or a list of host names")
+            }
+            fn visit_bool<E: serde::de::Error>(self, all: bool) -> Result<Self::Value, E> {
+                Ok(NetworkGrant::All(all))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut hosts: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut list = Vec::new();
+                while let Some(host) = hosts.next_element::<String>()? {
+                    list.push(host);
+                }
+                Ok(NetworkGrant::Hosts(list))
+            }
+        }
+        deserializer.deserialize_any(GrantVisitor)
+    }
 }
 
 impl Default for NetworkGrant {
@@ -120,6 +150,22 @@ pub struct Permissions {
     /// `PATH`, `HOME`, `LANG`, `TZ`); everything else is withheld.
     #[serde(default)]
     pub env: Option<Vec<String>>,
+}
+
+/// Whether `host` can be an entry of a network grant: a host name, IPv4 address or
+/// bracketed IPv6 address (`[::1]`, as a URL spells it), with globs, but no scheme,
+/// port, path or whitespace (Extism compares the pattern with the URL's host alone, so
+/// an entry with a port would silently match nothing).
+fn is_host_pattern(host: &str) -> bool {
+    if let Some(address) = host.strip_prefix('[') {
+        return address
+            .strip_suffix(']')
+            .is_some_and(|address| address.parse::<std::net::Ipv6Addr>().is_ok());
+    }
+    !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '.' | '-' | '_' | '*' | '?'))
 }
 
 /// The environment variables a process sees when its entry names none.
@@ -385,13 +431,12 @@ impl ExtensionConfig {
             ));
         }
         if let NetworkGrant::Hosts(hosts) = &permissions.network {
-            if let Some(bad) = hosts
-                .iter()
-                .find(|host| host.trim().is_empty() || host.contains('/'))
-            {
+            if let Some(bad) = hosts.iter().find(|host| !is_host_pattern(host)) {
                 return Err(field(
                     "permissions.network",
-                    format!("{bad:?} is not a host name (no scheme or path)"),
+                    format!(
+                        "{bad:?} is not a host name or address (give it without scheme, port or path; `*` and `?` are globs)"
+                    ),
                 ));
             }
         }
@@ -572,6 +617,53 @@ mod tests {
                permissions = { max_execution_time = "soon" }"#,
         );
         assert!(duration.unwrap_err().to_string().contains("not a duration"));
+    }
+
+    #[test]
+    fn network_grants_parse_and_bad_ones_name_the_field() {
+        let wasm = |grant: &str| {
+            toml::from_str::<ExtensionConfig>(&format!(
+                "name = \"n\"\nprotocol = \"extism\"\nsource = {{ type = \"wasm\", path = \"a.wasm\" }}\npermissions = {{ network = {grant} }}"
+            ))
+        };
+        assert_eq!(
+            wasm("true").unwrap().permissions.network,
+            NetworkGrant::All(true)
+        );
+        let listed = wasm(r#"["127.0.0.1", "*.example.com", "[::1]"]"#).unwrap();
+        assert_eq!(listed.validate(), Ok(()));
+        assert_eq!(
+            listed.permissions.network,
+            NetworkGrant::Hosts(vec![
+                "127.0.0.1".into(),
+                "*.example.com".into(),
+                "[::1]".into()
+            ])
+        );
+        for bad in ["\"yes\"", "3", "[1, 2]"] {
+            let error = wasm(bad).unwrap_err().to_string();
+            assert!(error.contains("network"), "{bad}: {error}");
+            assert!(
+                error.contains("false, true or a list of host names") || error.contains("string"),
+                "{bad}: {error}"
+            );
+        }
+        for bad in [
+            "http://api.example.com",
+            "api.example.com/v1",
+            "127.0.0.1:8080",
+            "",
+            "a b",
+            "[::1",
+            "[nonsense]",
+        ] {
+            let error = wasm(&format!("[{bad:?}]")).unwrap().validate().unwrap_err();
+            assert!(
+                error.starts_with("extension 'n': permissions.network: "),
+                "{bad}: {error}"
+            );
+            assert!(!error.contains('\n'), "{bad}: {error}");
+        }
     }
 
     #[test]

@@ -47,8 +47,17 @@
 //!   64 KiB pages, rounded down (at least one). Growing past it fails the call
 //!   permanently ("exceeded its memory limit of N bytes") and replaces the instance.
 //!   Without it, wasmtime's own limit (4 GiB per 32-bit memory) applies.
-//! - `network`: none. This build has no Extism HTTP client, so `http_request` always
-//!   fails, and a grant (`true` or a host list) is refused at start rather than ignored.
+//! - `network`: the hosts the plugin may reach with the Extism kernel's `http_request`
+//!   (Extism's `allowed_hosts`, on ureq). `false` or absent: none, every request fails
+//!   with "HTTP request to <url> is not allowed" and nothing leaves the worker; `true`:
+//!   any host (`*`); a list: only those. Extism matches each entry, a glob (`*`, `?`),
+//!   against the URL's host alone — the port is not checked, and a name is not an
+//!   address (`["127.0.0.1"]` does not allow `http://localhost/`). A request gets the
+//!   call's remaining time as its timeout, and a response body over 50 MiB (Extism's
+//!   default) fails the call. A refused or failed request is a host-function error,
+//!   so today it counts as a broken instance (the call fails retryably and the
+//!   instance is restarted), not as a permanent plugin error. WASI sockets are never
+//!   granted.
 //! - `filesystem`: each listed directory is preopened read-write at the same path inside
 //!   the plugin. WASI preview 1 is always linked, since most PDKs' toolchains import it
 //!   even for plugins that touch no file; the WASI context has no arguments, no
@@ -118,21 +127,16 @@ impl Host for WasmHost {
         let Source::Wasm { path } = &config.source else {
             return Err("the extism protocol needs a source of type \"wasm\"".to_owned());
         };
-        if config.permissions.network != NetworkGrant::All(false) {
-            return Err(
-                "permissions.network: this build's WASM host has no HTTP client, so a plugin cannot be granted network access; remove the grant"
-                    .to_owned(),
-            );
-        }
         let limits = Limits {
             timeout: config.max_execution_time(),
             memory_pages: config.max_memory_bytes()?.map(memory_pages),
         };
         let path = path.clone();
         let directories = config.permissions.filesystem.clone();
+        let hosts = allowed_hosts(&config.permissions.network);
         let name = config.name.clone();
         let pool = tokio::task::spawn_blocking(move || {
-            let compiled = compile(&path, &limits, &directories)?;
+            let compiled = compile(&path, &limits, &directories, &hosts)?;
             Pool::new(name, compiled, limits)
         })
         .await
@@ -164,6 +168,7 @@ fn compile(
     path: &Path,
     limits: &Limits,
     directories: &[PathBuf],
+    hosts: &[String],
 ) -> Result<CompiledPlugin, String> {
     let bytes =
         std::fs::read(path).map_err(|error| format!("cannot read {}: {error}", path.display()))?;
@@ -176,6 +181,10 @@ fn compile(
     let mut manifest = Manifest::new([Wasm::data(bytes)]).with_timeout(limits.timeout);
     if let Some(pages) = limits.memory_pages {
         manifest = manifest.with_memory_max(pages);
+    }
+    // No `allowed_hosts` at all is Extism's "no host": every request is refused.
+    for host in hosts {
+        manifest = manifest.with_allowed_host(host);
     }
     for directory in directories {
         if !directory.is_dir() {
@@ -199,6 +208,33 @@ fn compile(
         .with_cache_disabled()
         .compile()
         .map_err(|error| format!("cannot compile {}: {}", path.display(), one_line(&error)))
+}
+
+/// The manifest's `allowed_hosts` patterns for a grant: none for `false`, every host
+/// for `true`, else the listed ones. Extism matches each pattern (a glob) against the
+/// request URL's host alone, port ignored. An IPv6 literal's brackets (`[::1]`, as the
+/// URL spells the host) would be a glob character class, so they are escaped.
+fn allowed_hosts(grant: &NetworkGrant) -> Vec<String> {
+    match grant {
+        NetworkGrant::All(false) => Vec::new(),
+        NetworkGrant::All(true) => vec!["*".to_owned()],
+        NetworkGrant::Hosts(hosts) => hosts
+            .iter()
+            .map(|host| {
+                if host.starts_with('[') {
+                    host.chars()
+                        .map(|c| match c {
+                            '[' => "[[]".to_owned(),
+                            ']' => "[]]".to_owned(),
+                            other => other.to_string(),
+                        })
+                        .collect()
+                } else {
+                    host.clone()
+                }
+            })
+            .collect(),
+    }
 }
 
 /// Whether `bytes` can be WebAssembly text: UTF-8 opening with a form or a comment.
