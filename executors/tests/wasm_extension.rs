@@ -583,9 +583,10 @@ async fn without_a_grant_or_for_another_host_the_request_never_leaves() {
             "{name}: {error:?}"
         );
         assert!(!message.contains('\n'), "{name}: not one line: {message}");
-        // Extism reports the refusal as a host-function error, which the host treats as
-        // a broken instance today (retryable, restarted); see the module doc.
-        assert!(error.is_retryable(), "{name}: {error:?}");
+        // The grant's verdict: permanent, and the instance stays up.
+        assert!(!error.is_retryable(), "{name}: {error:?}");
+        let status = extension.status();
+        assert_eq!((status.state, status.restarts), (Phase::Ready, 0), "{name}");
         extension.stop().await;
     }
     assert!(server.seen().is_empty(), "{:?}", server.seen());

@@ -54,10 +54,10 @@
 //!   against the URL's host alone — the port is not checked, and a name is not an
 //!   address (`["127.0.0.1"]` does not allow `http://localhost/`). A request gets the
 //!   call's remaining time as its timeout, and a response body over 50 MiB (Extism's
-//!   default) fails the call. A refused or failed request is a host-function error,
-//!   so today it counts as a broken instance (the call fails retryably and the
-//!   instance is restarted), not as a permanent plugin error. WASI sockets are never
-//!   granted.
+//!   default) fails the call. A refused request is a permanent plugin error (the
+//!   instance stays up); a request that fails on the way (connection refused, timeout)
+//!   is a host-function error, counted as a broken instance (the call fails retryably
+//!   and the instance is restarted). WASI sockets are never granted.
 //! - `filesystem`: each listed directory is preopened read-write at the same path inside
 //!   the plugin. WASI preview 1 is always linked, since most PDKs' toolchains import it
 //!   even for plugins that touch no file; the WASI context has no arguments, no
@@ -378,6 +378,18 @@ impl Pool {
             return Err(TransportError::Broken(format!(
                 "trapped in {method}: {trap}"
             )));
+        }
+        // A request to a host the grant does not name: the permission's verdict, which
+        // no retry or restart changes, so a permanent plugin error (the instance is fine).
+        let refusal = error.chain().map(ToString::to_string).find(|cause| {
+            cause.starts_with("HTTP request to ") && cause.ends_with(" is not allowed")
+        });
+        if let Some(refusal) = refusal {
+            return Ok(Err(RemoteError {
+                code: PLUGIN_ERROR_CODE,
+                message: format!("{refusal} (permissions.network)"),
+                data: Some(serde_json::json!({"retryable": false})),
+            }));
         }
         // Extism reports its own verdicts as bare messages, and the plugin's error text
         // the same way; anything with a chain of causes comes from the host.
