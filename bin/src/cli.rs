@@ -66,6 +66,45 @@ pub enum Command {
     /// Run a local chain simulator (for demos and tests; not a real chain).
     #[command(subcommand)]
     Devnet(DevnetCommand),
+    /// Fund a deployment from USDC: stake a share on MOR, swap the rest to AKT and
+    /// deposit it into the deployment's escrow (the `fund` workflow; needs [evm],
+    /// [cosmos] and [fund] in morpheus.toml for the `morpheus up` that runs it).
+    Fund(FundArgs),
+}
+
+/// `morpheus fund`.
+#[derive(Debug, Args)]
+pub struct FundArgs {
+    /// USDC to spend, in whole USDC with up to 6 decimals (100, 12.5).
+    #[arg(long, value_name = "USDC")]
+    pub usdc: String,
+    /// The deployment whose escrow receives the AKT.
+    #[arg(long)]
+    pub dseq: String,
+    /// The deployment's owner (default: the address of the [cosmos] key).
+    #[arg(long, value_name = "AKASH_ADDRESS")]
+    pub owner: Option<String>,
+    /// Percent of the USDC staked on MOR (0–100); the rest is swapped to AKT.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub stake_share: u8,
+    /// Most the swap may deliver below its quote, in percent.
+    #[arg(long, default_value_t = 1.0)]
+    pub slippage: f64,
+    /// Check balances and quote the route, but send nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Wait for the run to end, showing its logs, and print the report per leg.
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: stop waiting (the run goes on) after this long.
+    #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
+    /// Start at most one run for this key (a retried command finds the first run).
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+    /// Print JSON (the run id, or with --wait the report).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `morpheus up`.

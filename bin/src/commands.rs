@@ -173,6 +173,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Bench(args) => crate::bench::run(&url, args).await,
         Command::Deploy(args) => crate::deploy::run(&url, args).await,
         Command::Devnet(command) => crate::devnet::run(command).await,
+        Command::Fund(args) => crate::fund::run(&url, args, &config).await,
     }
 }
 
@@ -203,7 +204,12 @@ async fn up(url: &str, args: UpArgs, config: &Config) -> Result<()> {
             crate::serve::server_config(listen, &config.api, deploy.allowed_roots.clone())
         })
         .transpose()?;
-    let (workflows, mut executors) = registries(deploy);
+    let (mut workflows, mut executors) = registries(deploy);
+    if let Some(fund) = &config.fund {
+        fund.check()
+            .map_err(|error| anyhow!("config [fund] {error}"))?;
+        workflows.register(morpheus_workflows::fund::Fund::new(fund.clone()));
+    }
     // Check the configured schedules before touching the database.
     let mut declared = crate::schedules::from_config(&config.schedules, &workflows)?;
     let demo = if args.demo {

@@ -57,6 +57,10 @@ pub struct Config {
     /// chain); without it `up` runs without that executor. The key is referenced
     /// (`key = { hex_key_env = "…" }`), never written here.
     pub evm: Option<morpheus_executors::evm::EvmConfig>,
+    /// `[fund]`: the USDC token, the MOR staking vault and the route API the `fund`
+    /// workflow uses.
+    #[serde(default)]
+    pub fund: Option<morpheus_workflows::fund::FundConfig>,
     /// The HTTP API (`[api]`).
     #[serde(default)]
     pub api: ApiConfig,

@@ -11,6 +11,7 @@ mod demo;
 mod deploy;
 mod devnet;
 mod extensions;
+mod fund;
 mod heartbeats;
 mod output;
 mod schedules;

@@ -1,4 +1,4 @@
-//! Harness for `morpheus devnet akash`: the simulator as a child process on a free
+//! Harness for `morpheus devnet akash` and `morpheus devnet skip`: a simulator as a child process on a free
 //! port, its banner, and a minimal HTTP/1.1 client (the tests crate stays free of an
 //! HTTP stack; plain requests to 127.0.0.1 are all it needs).
 
@@ -30,9 +30,10 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// `morpheus devnet akash` running as a child process. Dropping it SIGKILLs it
+/// A `morpheus devnet …` simulator running as a child process. Dropping it SIGKILLs it
 /// (printing its stderr if the test is panicking).
 pub struct DevnetProcess {
+    simulator: String,
     child: Child,
     /// Where it listens.
     pub addr: SocketAddr,
@@ -50,18 +51,37 @@ impl DevnetProcess {
     /// # Panics
     /// If it exits or prints no banner in time.
     pub fn spawn_akash(args: &[&str]) -> Self {
+        Self::spawn("akash", args)
+    }
+
+    /// Starts `morpheus devnet <simulator> --listen 127.0.0.1:<free port> <args>` (the
+    /// Akash or the Skip Go simulator: both print a `listening on http://…` banner
+    /// line) and waits up to 30 s for that line.
+    ///
+    /// # Panics
+    /// If it exits or prints no banner in time.
+    pub fn spawn(simulator: &str, args: &[&str]) -> Self {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        Self::spawn_on(simulator, addr, args)
+    }
+
+    /// Like [`DevnetProcess::spawn`], listening on `addr` (a test that needs the
+    /// address before the simulator runs: a dependency that comes up late).
+    ///
+    /// # Panics
+    /// If it exits or prints no banner in time.
+    pub fn spawn_on(simulator: &str, addr: SocketAddr, args: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let stderr_path = dir.path().join("devnet.stderr");
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let mut child = Command::new(morpheus_bin())
-            .args(["devnet", "akash", "--listen", &addr.to_string()])
+            .args(["devnet", simulator, "--listen", &addr.to_string()])
             .args(args)
             .env("MORPHEUS_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(File::create(&stderr_path).expect("stderr file"))
             .spawn()
-            .expect("spawn morpheus devnet akash");
+            .unwrap_or_else(|error| panic!("spawn morpheus devnet {simulator}: {error}"));
         let stdout = child.stdout.take().expect("piped stdout");
         let (send, lines) = mpsc::channel();
         std::thread::spawn(move || {
@@ -73,6 +93,7 @@ impl DevnetProcess {
             }
         });
         let mut devnet = Self {
+            simulator: simulator.to_owned(),
             child,
             addr,
             banner: Vec::new(),
@@ -105,7 +126,8 @@ impl DevnetProcess {
                     }
                 }
                 Err(_) => panic!(
-                    "no {what} from morpheus devnet akash; stdout so far: {:?}; stderr: {}",
+                    "no {what} from morpheus devnet {}; stdout so far: {:?}; stderr: {}",
+                    self.simulator,
                     self.banner,
                     self.stderr()
                 ),
@@ -160,11 +182,10 @@ impl DevnetProcess {
     /// If it does not exit in time.
     pub fn terminate(&mut self) -> ExitStatus {
         kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM).expect("SIGTERM");
-        crate::wait_for(
-            "morpheus devnet akash to exit",
-            Duration::from_secs(10),
-            || self.child.try_wait().expect("try_wait"),
-        )
+        let what = format!("morpheus devnet {} to exit", self.simulator);
+        crate::wait_for(&what, Duration::from_secs(10), || {
+            self.child.try_wait().expect("try_wait")
+        })
     }
 }
 
@@ -175,7 +196,11 @@ impl Drop for DevnetProcess {
             let _ = self.child.wait();
         }
         if std::thread::panicking() {
-            eprintln!("--- stderr of morpheus devnet akash ---\n{}", self.stderr());
+            eprintln!(
+                "--- stderr of morpheus devnet {} ---\n{}",
+                self.simulator,
+                self.stderr()
+            );
         }
     }
 }

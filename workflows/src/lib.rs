@@ -6,12 +6,16 @@
 //! - [`pipeline::Pipeline`] (`pipeline`): steps defined in JSON, each a call to any
 //!   executor (extensions included), later steps using earlier outputs.
 //! - [`topup::TopUpEscrow`] (`topup.escrow`): scheduled Akash escrow top-ups.
+//! - [`fund::Fund`] (`fund`): USDC split between MOR staking and an Akash escrow
+//!   (needs a [`fund::FundConfig`]; registered unconfigured, a run fails saying so).
 //! - [`deploy::DeployStart`] (`deploy.start`) and [`deploy::DeployStop`]
 //!   (`deploy.stop`): a directory deployed into a fresh Docker sandbox per run.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod deploy;
+mod escrow;
+pub mod fund;
 pub mod pipeline;
 pub mod shell;
 pub mod topup;
@@ -24,4 +28,5 @@ pub fn register_builtin(registry: &mut WorkflowRegistry) {
     registry.register(shell::Shell);
     registry.register(pipeline::Pipeline);
     registry.register(topup::TopUpEscrow);
+    registry.register(fund::Fund::default());
 }

@@ -11,15 +11,16 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use morpheus_engine::{
-    async_trait, Ctx, DocumentQuery, InvalidInput, LogLevel, ResultExt, RetryPolicy, StepBuilder,
-    Versioned, Workflow, WorkflowError, WorkflowResult,
+    async_trait, Ctx, DocumentQuery, InvalidInput, LogLevel, ResultExt, Versioned, Workflow,
+    WorkflowError, WorkflowResult,
 };
 use morpheus_executors::cosmos::{
-    can_resign, AccountInfo, BalanceInfo, BroadcastResult, CosmosRequest, Decimal, DeploymentsInfo,
-    LatestHeight, LeaseRates, SignedDeposit, TxStatus, SEQUENCE_MISMATCH,
+    BalanceInfo, CosmosRequest, Decimal, DeploymentsInfo, LatestHeight, LeaseRates,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+
+use crate::escrow::{chain_step, deposit, dseq_number, EscrowDeposit};
 
 use super::decide::{
     hours_to_blocks, parse_coin, plan_topups, Dec, Decided, Decision, DeploymentView, Policy,
@@ -159,31 +160,6 @@ pub fn daily_budget(owner: &str, day: DateTime<Utc>) -> String {
 /// A chain amount as the planner's decimal (both count in 10⁻¹⁸ units).
 fn dec(amount: Decimal) -> Dec {
     Dec::from_atto(amount.atto())
-}
-
-/// A deployment sequence number as the `cosmos` executor takes it.
-fn dseq_number(dseq: &str) -> WorkflowResult<u64> {
-    dseq.parse().map_err(|_| {
-        WorkflowError::failed(format!(
-            "dseqs: '{dseq}' is not a deployment sequence number"
-        ))
-    })
-}
-
-/// Retries for chain reads and broadcasts: transient node trouble, persisted times.
-fn chain_retry() -> RetryPolicy {
-    RetryPolicy {
-        max_attempts: 5,
-        initial_delay_ms: 1_000,
-        multiplier: 2.0,
-        max_delay_ms: 30_000,
-        jitter: 0.2,
-    }
-}
-
-/// A step of the `cosmos` executor with the chain retry policy.
-fn chain_step(ctx: &Ctx, name: impl AsRef<str>) -> StepBuilder<'_> {
-    ctx.step(name).executor("cosmos").retry(chain_retry())
 }
 
 #[async_trait]
@@ -377,7 +353,20 @@ impl Workflow for TopUpEscrow {
                 reports.push(report);
                 continue;
             }
-            match deposit(ctx, &input, &dseq, amount).await? {
+            match deposit(
+                ctx,
+                &EscrowDeposit {
+                    owner: &input.owner,
+                    dseq: &dseq,
+                    amount,
+                    denom: &input.denom,
+                    seconds_per_block: input.seconds_per_block,
+                    steps: &format!("deposit/{dseq}"),
+                    subject: &format!("dseq={dseq}"),
+                },
+            )
+            .await?
+            {
                 Ok((tx_hash, landed_at)) => {
                     deposited += amount;
                     let confirmed_at = ctx.now().await?;
@@ -444,105 +433,6 @@ impl Workflow for TopUpEscrow {
             deployments: reports,
         })
     }
-}
-
-/// Signs (journaled before anything is sent), broadcasts and confirms one deposit.
-/// `Ok(Err(reason))`: the chain refused it for good (nothing was deposited).
-///
-/// A sequence mismatch means another transaction of the wallet took the sequence (a
-/// concurrent sweep of another owner funded by the same wallet, say). The signed bytes
-/// are only abandoned once they provably never landed ([`can_resign`]); while the other
-/// transaction still sits in the mempool that is not provable yet, so the sweep waits a
-/// block (durably) and broadcasts the same bytes again.
-async fn deposit(
-    ctx: &Ctx,
-    input: &TopUpInput,
-    dseq: &str,
-    amount: u128,
-) -> WorkflowResult<Result<(String, u64), String>> {
-    const MAX_SIGNATURES: u32 = 3;
-    const MAX_BROADCASTS_PER_SIGNATURE: u32 = 10;
-    // About one block: the time a competing transaction needs to settle.
-    let settle_pause = Duration::from_secs_f64(input.seconds_per_block.clamp(0.2, 30.0));
-    let dseq_number = dseq_number(dseq)?;
-    for signature in 1..=MAX_SIGNATURES {
-        let signed: SignedDeposit = chain_step(ctx, format!("deposit/{dseq}/sign"))
-            .call_as(&CosmosRequest::SignDeposit {
-                owner: Some(input.owner.clone()),
-                dseq: dseq_number,
-                amount: format!("{amount}{}", input.denom),
-                memo: None,
-            })
-            .await?;
-        let tx_hash = signed.tx_hash;
-        let tx_sequence = signed.sequence;
-        let mut broadcasts = 0;
-        let account_sequence = loop {
-            broadcasts += 1;
-            let broadcast: WorkflowResult<BroadcastResult> =
-                chain_step(ctx, format!("deposit/{dseq}/broadcast"))
-                    .timeout(Duration::from_secs(180))
-                    .call_as(&CosmosRequest::Broadcast {
-                        tx_bytes_b64: signed.tx_bytes_b64.clone(),
-                    })
-                    .await;
-            let message = match broadcast {
-                Ok(result) => return Ok(Ok((tx_hash, result.height))),
-                Err(WorkflowError::StepFailed {
-                    code: Some(code),
-                    message,
-                    ..
-                }) if code == SEQUENCE_MISMATCH => message,
-                Err(WorkflowError::StepFailed { message, .. }) => return Ok(Err(message)),
-                Err(other) => return Err(other),
-            };
-            let status: TxStatus = chain_step(ctx, format!("deposit/{dseq}/tx-status"))
-                .call_as(&CosmosRequest::TxStatus {
-                    tx_hash: tx_hash.clone(),
-                })
-                .await?;
-            let found = status.found;
-            if found {
-                if status.code == Some(0) {
-                    let height = status.height.ok_or_else(|| {
-                        WorkflowError::failed(format!(
-                            "tx_status: transaction {tx_hash} is on chain but has no height"
-                        ))
-                    })?;
-                    return Ok(Ok((tx_hash, height)));
-                }
-                // The log as JSON (quoted, or null), as this message has always shown it.
-                return Ok(Err(format!(
-                    "transaction {tx_hash} failed on chain: {}",
-                    json!(status.raw_log)
-                )));
-            }
-            let account: AccountInfo = chain_step(ctx, format!("deposit/{dseq}/account"))
-                .call_as(&CosmosRequest::Account { address: None })
-                .await?;
-            let account_sequence = account.sequence;
-            if can_resign(found, account_sequence, tx_sequence) {
-                break account_sequence;
-            }
-            if broadcasts == MAX_BROADCASTS_PER_SIGNATURE {
-                return Ok(Err(format!(
-                    "sequence mismatch for {broadcasts} broadcasts but transaction {tx_hash} (sequence {tx_sequence}) may still land (account at {account_sequence}); not re-signing: {message}"
-                )));
-            }
-            ctx.log(
-                LogLevel::Warn,
-                format!("dseq={dseq} sequence mismatch: sequence {tx_sequence} is taken by another transaction of the wallet not yet in a block (account at {account_sequence}); broadcasting the same bytes again in {settle_pause:?}"),
-            );
-            ctx.sleep(settle_pause).await?;
-        };
-        ctx.log(
-            LogLevel::Warn,
-            format!("dseq={dseq} transaction {tx_hash} never landed (account sequence {account_sequence} > {tx_sequence}); signing again ({signature}/{MAX_SIGNATURES})"),
-        );
-    }
-    Ok(Err(format!(
-        "gave up after {MAX_SIGNATURES} signatures lost to sequence races"
-    )))
 }
 
 #[cfg(test)]
