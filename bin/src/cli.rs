@@ -698,6 +698,36 @@ pub enum BenchMode {
     /// 0.5 ms, JSON-RPC ≤ 1 ms: PASS or OVER) and calls/s at --concurrency. Progress
     /// goes to stderr, the table to stdout.
     Extensions(BenchExtensionsArgs),
+    /// Wall time of `fund` runs split by leg (checks, swap, deposit, stake), and the
+    /// engine's own time per leg beyond the chains' and the route's latency (budget ≤ 5
+    /// ms). Starts anvil (instant mining) as a child process unless --evm-rpc is given,
+    /// deploys the devnet contracts, and runs the Akash devnet and Skip Go route
+    /// SIMULATORS and the engine (a temporary SQLite file) in process.
+    Fund(BenchFundArgs),
+}
+
+/// `morpheus bench fund`.
+#[derive(Debug, Args)]
+pub struct BenchFundArgs {
+    /// Measured runs (after one warm-up run); medians are reported.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub runs: u64,
+    /// The anvil binary to start (`npm ci` in bin/devnets/contracts installs one under
+    /// node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil).
+    #[arg(long, env = "MORPHEUS_TEST_ANVIL", default_value = "anvil")]
+    pub anvil: PathBuf,
+    /// Use this EVM node (anvil with instant mining, chain 31337) instead of starting one.
+    #[arg(long, value_name = "URL")]
+    pub evm_rpc: Option<url::Url>,
+    /// Block time of the in-process Akash devnet simulator.
+    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    pub akash_block_time: std::time::Duration,
+    /// How often the route simulator settles swaps and the workflow asks for delivery.
+    #[arg(long, default_value = "20ms", value_parser = humantime::parse_duration)]
+    pub route_poll: std::time::Duration,
+    /// Print one JSON document instead of the table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `morpheus bench extensions`.

@@ -167,6 +167,10 @@ pub async fn run(cli: Cli) -> Result<()> {
             ..
         }) => crate::bench_extensions::run(args).await,
         Command::Bench(BenchArgs {
+            mode: Some(BenchMode::Fund(args)),
+            ..
+        }) => crate::bench_fund::run(args).await,
+        Command::Bench(BenchArgs {
             mode: Some(BenchMode::Api(args)),
             ..
         }) => crate::bench_api::run(&url, args).await,

@@ -4,6 +4,7 @@
 mod bench;
 mod bench_api;
 mod bench_extensions;
+mod bench_fund;
 mod cli;
 mod commands;
 mod config;

@@ -22,9 +22,11 @@
 //!   persisted times until it is back.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use morpheus_tests::anvil::{Anvil, Mining};
@@ -88,6 +90,8 @@ struct Setup {
     route_api: Option<String>,
     /// Start the route simulator.
     start_skip: bool,
+    /// `[evm] rpc_url` (default: anvil itself).
+    evm_rpc: Option<String>,
 }
 
 impl Default for Setup {
@@ -97,6 +101,7 @@ impl Default for Setup {
             evm_chain_id: 31337,
             route_api: None,
             start_skip: true,
+            evm_rpc: None,
         }
     }
 }
@@ -169,7 +174,7 @@ impl FundWorld {
                  [fund]\nusdc = \"{usdc}\"\nstaking_vault = \"{vault}\"\nroute_api = \"{route_api}\"\n\
                  status_poll = \"100ms\"\nakash_seconds_per_block = 0.2\n",
                 akash = akash.addr,
-                rpc = anvil.url,
+                rpc = setup.evm_rpc.as_deref().unwrap_or(&anvil.url),
                 chain = setup.evm_chain_id,
             ),
         )
@@ -885,6 +890,103 @@ fn a_route_api_that_is_down_is_retried_until_it_is_back() {
         .env
         .wait_for_status(&run, "completed", Duration::from_secs(120));
     world.assert_landed_once_each(0, 1, 0, "after the route API came back");
+}
+
+/// A TCP forwarder to another address that can be taken down (connections refused,
+/// open ones cut) and brought back on the same port: an RPC node going away.
+struct Forwarder {
+    addr: SocketAddr,
+    target: String,
+    running: Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
+}
+
+impl Forwarder {
+    fn new(target: &str) -> Self {
+        Self {
+            addr: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+            target: target.to_owned(),
+            running: None,
+        }
+    }
+
+    fn up(&mut self) {
+        let listener = TcpListener::bind(self.addr).expect("bind the forwarder's port again");
+        listener.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (flag, target) = (stop.clone(), self.target.clone());
+        let handle = std::thread::spawn(move || {
+            let mut open = Vec::new();
+            while !flag.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((client, _)) => {
+                        client.set_nonblocking(false).unwrap();
+                        let Ok(server) = TcpStream::connect(&target) else {
+                            continue;
+                        };
+                        for (mut from, mut to) in [
+                            (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                            (server.try_clone().unwrap(), client.try_clone().unwrap()),
+                        ] {
+                            std::thread::spawn(move || {
+                                let _ = std::io::copy(&mut from, &mut to);
+                                let _ = to.shutdown(Shutdown::Write);
+                            });
+                        }
+                        open.push((client, server));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+            for (client, server) in open {
+                let _ = client.shutdown(Shutdown::Both);
+                let _ = server.shutdown(Shutdown::Both);
+            }
+        });
+        self.running = Some((stop, handle));
+    }
+
+    fn down(&mut self) {
+        if let Some((stop, handle)) = self.running.take() {
+            stop.store(true, Ordering::SeqCst);
+            handle.join().unwrap();
+        }
+    }
+}
+
+#[test]
+fn an_evm_node_that_goes_away_is_retried_at_persisted_times_until_it_is_back() {
+    // The configuration names the forwarder, which is down until the run has failed an
+    // attempt; it forwards to anvil once the world (and anvil) exists.
+    let mut forwarder = Forwarder::new("127.0.0.1:1");
+    let world = FundWorld::with(
+        Backend::Sqlite,
+        Setup {
+            evm_rpc: Some(format!("http://{}", forwarder.addr)),
+            ..Setup::default()
+        },
+    );
+    forwarder.target = world.anvil.url.trim_start_matches("http://").to_owned();
+    let _worker = world.worker("w1", None);
+    let run = world.start("100", &[]);
+    let failed_attempt = wait_for(
+        "a failed attempt at the EVM node",
+        Duration::from_secs(60),
+        || {
+            let shown = world.env.show(&run);
+            shown["steps"]
+                .as_array()?
+                .iter()
+                .find(|step| step["step_key"] == "evm-chain" && !step["error"].is_null())
+                .cloned()
+        },
+    );
+    assert_eq!(failed_attempt["status"], "retrying", "{failed_attempt:#}");
+    forwarder.up();
+    world
+        .env
+        .wait_for_status(&run, "completed", Duration::from_secs(120));
+    world.assert_landed_once_each(0, 1, 0, "after the EVM node came back");
+    forwarder.down();
 }
 
 /// What a fake route API answers: `(path prefix, JSON body)` pairs, HTTP 200 each.
