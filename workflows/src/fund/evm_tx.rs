@@ -285,13 +285,25 @@ pub(crate) async fn approve_and_send(
                 Err(failure) => return Ok(Err(failure)),
             }
         }
+        // A mined revert whose reason could not be decoded (the replay on the parent
+        // block succeeds when several transactions share a block) is retried only when
+        // the allowance was indeed gone: otherwise it reverted for its own reasons.
+        if let Some(failure) = last.take() {
+            let reapproved = outcomes.iter().any(|outcome| outcome.approve_tx.is_some());
+            if !reapproved && !TxFailure::lacks_allowance(&failure) {
+                return Ok(Err(failure));
+            }
+        }
         match send_once(ctx, &format!("{steps}/{spend_name}"), spend).await? {
             Ok(landed) => return Ok(Ok((outcomes, landed))),
-            Err(failure) if failure.lacks_allowance() && round < MAX_ROUNDS => {
+            Err(failure)
+                if round < MAX_ROUNDS
+                    && (failure.lacks_allowance() || matches!(failure, TxFailure::Reverted(_))) =>
+            {
                 ctx.log(
                     LogLevel::Warn,
                     format!(
-                        "{steps}: the allowance was spent or replaced by another transaction of the wallet ({}); approving again ({round}/{MAX_ROUNDS})",
+                        "{steps}: {spend_name} failed, perhaps because another transaction of the wallet spent or replaced the allowance ({}); checking the allowance again ({round}/{MAX_ROUNDS})",
                         failure.message()
                     ),
                 );

@@ -404,27 +404,33 @@ impl Workflow for Fund {
         )
         .map_err(WorkflowError::failed)?;
 
-        // Everything is checked before anything is sent.
-        let evm: ChainInfo = evm_step(ctx, "evm-chain")
-            .call_as(&EvmRequest::ChainInfo)
-            .await?;
+        // Everything is checked before anything is sent. The five reads are independent:
+        // they run at once (their journal entries commit together), in fixed positions.
+        let dseq = dseq_number(&input.dseq)?;
+        let deployment_query = CosmosRequest::Deployments {
+            owner: Some(input.owner.clone()),
+            dseqs: Some(vec![dseq]),
+            include_closed: true,
+        };
+        let balance_query = EvmRequest::Erc20Balance {
+            token: settings.usdc.clone(),
+            owner: None,
+        };
+        let own_account = CosmosRequest::Account { address: None };
+        let (evm, akash, akash_account, deployments, balance) = futures::join!(
+            evm_step(ctx, "evm-chain").call_as::<ChainInfo>(&EvmRequest::ChainInfo),
+            chain_step(ctx, "akash-chain").call_as::<LatestHeight>(&CosmosRequest::LatestHeight),
+            chain_step(ctx, "akash-account").call_as::<AccountInfo>(&own_account),
+            chain_step(ctx, "deployment").call_as::<DeploymentsInfo>(&deployment_query),
+            evm_step(ctx, "usdc-balance").call_as::<TokenAmount>(&balance_query),
+        );
+        // Every branch ran to its end (none is cut off mid-call); the first error wins.
+        let (evm, akash, akash_account, deployments, balance) =
+            (evm?, akash?, akash_account?, deployments?, balance?);
         let evm_address = evm.address.clone().ok_or_else(|| {
             WorkflowError::failed("the evm executor has no key: set [evm] key in morpheus.toml")
         })?;
-        let akash: LatestHeight = chain_step(ctx, "akash-chain")
-            .call_as(&CosmosRequest::LatestHeight)
-            .await?;
-        let akash_account: AccountInfo = chain_step(ctx, "akash-account")
-            .call_as(&CosmosRequest::Account { address: None })
-            .await?;
         let akash_address = akash_account.address.clone();
-        let deployments: DeploymentsInfo = chain_step(ctx, "deployment")
-            .call_as(&CosmosRequest::Deployments {
-                owner: Some(input.owner.clone()),
-                dseqs: Some(vec![dseq_number(&input.dseq)?]),
-                include_closed: true,
-            })
-            .await?;
         let open = deployments.deployments.iter().any(|deployment| {
             deployment.dseq == input.dseq
                 && deployment.state == "active"
@@ -438,12 +444,6 @@ impl Workflow for Fund {
             ctx.log(LogLevel::Error, &message);
             return Err(WorkflowError::failed(message));
         }
-        let balance: TokenAmount = evm_step(ctx, "usdc-balance")
-            .call_as(&EvmRequest::Erc20Balance {
-                token: settings.usdc.clone(),
-                owner: None,
-            })
-            .await?;
         let held = parse_base_units(&balance.amount)
             .map_err(|error| WorkflowError::failed(format!("usdc balance: {error}")))?;
         if held < amount {
