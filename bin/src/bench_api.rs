@@ -12,7 +12,8 @@
 //!    to receipt (the event travels through the database's change feed, as in
 //!    production);
 //! 4. steps/s of `morpheus bench`'s workload (plus a log line per step) without the API,
-//!    then with it serving and clients following every event, alternating rounds.
+//!    then with it serving while clients follow logs live (each one run's events, as an
+//!    operator watching a run does; `--follow-all`: every event), alternating rounds.
 //!
 //! It prints a table of each figure beside its budget, or with `--json` one JSON line
 //! per backend. Progress goes to stderr.
@@ -137,6 +138,8 @@ struct BackendReport {
     fanout_deliveries: Timings,
     workload: String,
     followers: u64,
+    /// `run` (each follower follows one run's events) or `all` (every event).
+    follows: &'static str,
     follower_events_min: u64,
     steps_per_s_without_api: Vec<f64>,
     steps_per_s_with_api: Vec<f64>,
@@ -266,11 +269,26 @@ async fn measure(url: &str, args: &BenchApiArgs) -> Result<BackendReport> {
     let mut with_api = Vec::new();
     let mut follower_events_min = u64::MAX;
     for round in 1..=args.rounds {
-        let plain = workload_round(&engine, &workflows, args).await?;
+        let plain = Round::prepare(&engine, &workflows, args)
+            .await?
+            .execute(&engine, args)
+            .await?;
         without_api.push(plain.round());
         let server = ApiServer::start(&engine).await?;
-        let followers = Followers::connect(&server, args.followers).await?;
-        let served = workload_round(&engine, &workflows, args).await?;
+        let served_round = Round::prepare(&engine, &workflows, args).await?;
+        // As operators do: each follower watches one run's logs live (`--follow-all`:
+        // every follower gets every event of every run).
+        let followed = if args.follow_all {
+            vec![None; args.followers as usize]
+        } else {
+            served_round
+                .spread(args.followers)
+                .into_iter()
+                .map(Some)
+                .collect()
+        };
+        let followers = Followers::connect(&server, &followed).await?;
+        let served = served_round.execute(&engine, args).await?;
         let received = followers.stop().await?;
         server.stop().await?;
         with_api.push(served.round());
@@ -303,6 +321,7 @@ async fn measure(url: &str, args: &BenchApiArgs) -> Result<BackendReport> {
         fanout_deliveries: fanout,
         workload,
         followers: args.followers,
+        follows: if args.follow_all { "all" } else { "run" },
         follower_events_min,
         steps_per_s_without_api: without_api,
         steps_per_s_with_api: with_api,
@@ -594,18 +613,23 @@ async fn fan_out(
     Ok(Timings::of(latencies))
 }
 
-/// WebSocket clients following every live event while the workload runs.
+/// WebSocket clients following live events while the workload runs: one run's each,
+/// or every event.
 struct Followers {
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<u64>>,
 }
 
 impl Followers {
-    async fn connect(server: &ApiServer, count: u64) -> Result<Self> {
+    async fn connect(server: &ApiServer, runs: &[Option<RunId>]) -> Result<Self> {
         let (stop, stopped) = watch::channel(false);
         let mut tasks = Vec::new();
-        for _ in 0..count {
-            let (mut socket, _) = tokio_tungstenite::connect_async(server.events_url())
+        for run in runs {
+            let url = match run {
+                Some(run) => format!("{}?run={run}", server.events_url()),
+                None => server.events_url(),
+            };
+            let (mut socket, _) = tokio_tungstenite::connect_async(url)
                 .await
                 .context("cannot open a WebSocket to /api/v1/events")?;
             let mut stopped = stopped.clone();
@@ -648,56 +672,77 @@ fn worker_config(engine: &Engine, args: &BenchApiArgs, queue: &str) -> WorkerCon
 }
 
 /// One round of `morpheus bench`'s workload (each step also logging a line) on a queue
-/// of its own; returns its steps/s.
-async fn workload_round(
-    engine: &Engine,
-    workflows: &WorkflowRegistry,
-    args: &BenchApiArgs,
-) -> Result<f64> {
-    let queue = format!(
-        "bench-api-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    );
-    let mut run_ids = Vec::with_capacity(args.workload_runs as usize);
-    for _ in 0..args.workload_runs {
-        let new_run = workflows
-            .prepare(
-                BenchNoop::NAME,
-                json!({"steps": args.workload_steps, "log_each_step": true}),
-                None,
-            )?
-            .queue(queue.clone());
-        run_ids.push(engine.start_prepared(new_run).await?.run_id);
-    }
-    let check_ids = run_ids.clone();
-    BODIES_DONE.store(0, Ordering::SeqCst);
-    let started = Instant::now();
-    let worker = start_worker(engine, &worker_config(engine, args, &queue));
-    let deadline = started + Duration::from_secs(3600);
-    while BODIES_DONE.load(Ordering::SeqCst) < args.workload_runs {
-        if Instant::now() > deadline {
-            bail!("the workload did not finish within an hour");
+/// of its own, created but not yet started.
+struct Round {
+    queue: String,
+    run_ids: Vec<RunId>,
+}
+
+impl Round {
+    async fn prepare(
+        engine: &Engine,
+        workflows: &WorkflowRegistry,
+        args: &BenchApiArgs,
+    ) -> Result<Self> {
+        let queue = format!(
+            "bench-api-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        let mut run_ids = Vec::with_capacity(args.workload_runs as usize);
+        for _ in 0..args.workload_runs {
+            let new_run = workflows
+                .prepare(
+                    BenchNoop::NAME,
+                    json!({"steps": args.workload_steps, "log_each_step": true}),
+                    None,
+                )?
+                .queue(queue.clone());
+            run_ids.push(engine.start_prepared(new_run).await?.run_id);
         }
-        tokio::time::sleep(Duration::from_millis(1)).await;
+        Ok(Self { queue, run_ids })
     }
-    let world: Arc<dyn World> = engine.world();
-    wait_until_finished(&*world, run_ids).await?;
-    let seconds = started.elapsed().as_secs_f64();
-    worker.shutdown().await?;
-    for run_id in check_ids.iter().take(1) {
-        let run = world
-            .get_run(*run_id)
-            .await?
-            .context("bench run vanished")?;
-        if run.status != RunStatus::Completed {
-            bail!(
-                "bench run {run_id} ended {}: {}",
-                run.status,
-                run.error.unwrap_or_default()
-            );
+
+    /// `count` of its runs, spread evenly over the round (the first, the last, and
+    /// between), for followers to follow.
+    fn spread(&self, count: u64) -> Vec<RunId> {
+        let total = self.run_ids.len() as u64;
+        (0..count)
+            .map(|index| self.run_ids[(index * total / count.max(1)) as usize % total as usize])
+            .collect()
+    }
+
+    /// Runs the round; returns its steps/s.
+    async fn execute(self, engine: &Engine, args: &BenchApiArgs) -> Result<f64> {
+        let check_ids = self.run_ids.clone();
+        BODIES_DONE.store(0, Ordering::SeqCst);
+        let started = Instant::now();
+        let worker = start_worker(engine, &worker_config(engine, args, &self.queue));
+        let deadline = started + Duration::from_secs(3600);
+        while BODIES_DONE.load(Ordering::SeqCst) < args.workload_runs {
+            if Instant::now() > deadline {
+                bail!("the workload did not finish within an hour");
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
+        let world: Arc<dyn World> = engine.world();
+        wait_until_finished(&*world, self.run_ids).await?;
+        let seconds = started.elapsed().as_secs_f64();
+        worker.shutdown().await?;
+        for run_id in check_ids.iter().take(1) {
+            let run = world
+                .get_run(*run_id)
+                .await?
+                .context("bench run vanished")?;
+            if run.status != RunStatus::Completed {
+                bail!(
+                    "bench run {run_id} ended {}: {}",
+                    run.status,
+                    run.error.unwrap_or_default()
+                );
+            }
+        }
+        Ok((args.workload_runs * args.workload_steps) as f64 / seconds)
     }
-    Ok((args.workload_runs * args.workload_steps) as f64 / seconds)
 }
 
 fn median(values: &[f64]) -> f64 {
@@ -807,8 +852,13 @@ fn print_table(reports: &[BackendReport], args: &BenchApiArgs) {
             "{:<10} {:<58} {:>9} {:>9} {:>9} {:>7}",
             report.backend,
             format!(
-                "steps/s without API → with API + {} WS followers",
-                report.followers
+                "steps/s without API → with API + {} WS followers ({})",
+                report.followers,
+                if report.follows == "all" {
+                    "every event"
+                } else {
+                    "a run each"
+                }
             ),
             report.median_steps_per_s_without_api,
             report.median_steps_per_s_with_api,

@@ -796,9 +796,14 @@ pub struct BenchApiArgs {
     /// Pause between two of those lines.
     #[arg(long, default_value = "10ms", value_parser = humantime::parse_duration)]
     pub event_interval: std::time::Duration,
-    /// WebSocket clients following every event while the workload runs with the API.
+    /// WebSocket clients following logs live while the workload runs with the API: each
+    /// follows one run of the workload (`/api/v1/events?run=…`), spread over the round.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub followers: u64,
+    /// Each follower gets every event of every run instead (the harshest case: 20
+    /// clients × every step's log line, decoded in this same process).
+    #[arg(long)]
+    pub follow_all: bool,
     /// Runs of the steps/s workload (`morpheus bench`'s, plus a log line per step).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     pub workload_runs: u64,

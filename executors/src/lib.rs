@@ -58,7 +58,7 @@
 
 pub mod cosmos;
 pub mod docker;
-mod duration_text;
+pub mod duration_text;
 pub mod evm;
 pub mod extensions;
 pub mod key_source;

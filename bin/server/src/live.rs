@@ -12,7 +12,7 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
@@ -93,9 +93,11 @@ pub struct LiveEvent {
     agent_id: Option<String>,
     #[serde(skip)]
     workflow: Option<String>,
-    /// The event as sent, serialized once by the pump however many clients follow it.
+    /// The event as sent, serialized once, by the first client that sends it, however
+    /// many clients follow it (an event no client's filter accepts is never
+    /// serialized).
     #[serde(skip)]
-    wire: Utf8Bytes,
+    wire: OnceLock<Utf8Bytes>,
 }
 
 impl LiveEvent {
@@ -107,7 +109,12 @@ impl LiveEvent {
     /// The JSON text a client receives (`{"cursor","event","data"}`); cloning it shares
     /// the bytes.
     pub fn wire(&self) -> Utf8Bytes {
-        self.wire.clone()
+        self.wire
+            .get_or_init(|| {
+                // Serializing a `Value` with string keys cannot fail.
+                serde_json::to_string(self).unwrap_or_default().into()
+            })
+            .clone()
     }
 }
 
@@ -151,7 +158,7 @@ pub fn events_of(entry: &FeedEntry) -> Vec<LiveEvent> {
             feed: entry.cursor,
             sub,
         };
-        let mut live = LiveEvent {
+        LiveEvent {
             cursor: position.to_string(),
             event: name,
             data,
@@ -159,11 +166,8 @@ pub fn events_of(entry: &FeedEntry) -> Vec<LiveEvent> {
             run_id: entry.run_id,
             agent_id: agent,
             workflow: workflow.clone(),
-            wire: Utf8Bytes::default(),
-        };
-        // Serializing a `Value` with string keys cannot fail.
-        live.wire = serde_json::to_string(&live).unwrap_or_default().into();
-        live
+            wire: OnceLock::new(),
+        }
     };
     match entry.kind {
         FeedKind::RunNew | FeedKind::RunUpdate => {

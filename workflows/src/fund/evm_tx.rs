@@ -16,7 +16,8 @@ use morpheus_executors::evm::{
 };
 use serde::{Deserialize, Serialize};
 
-/// Retries for EVM reads and broadcasts: node trouble, at persisted times.
+/// Retries for EVM reads and broadcasts and for route API calls: transient trouble,
+/// at persisted times.
 pub(crate) fn evm_retry() -> RetryPolicy {
     RetryPolicy {
         max_attempts: 6,

@@ -148,7 +148,8 @@ fn amount_field(value: &Value, endpoint: &str, name: &str) -> Result<u128, StepE
     parse_base_units(&amount).map_err(|error| malformed(endpoint, format!("'{name}': {error}")))
 }
 
-fn is_hex_address(text: &str) -> bool {
+/// Whether `text` is a `0x…` address (20 bytes of hex).
+pub(crate) fn is_hex_address(text: &str) -> bool {
     text.len() == 42 && text.starts_with("0x") && text[2..].bytes().all(|b| b.is_ascii_hexdigit())
 }
 

@@ -34,8 +34,10 @@ use morpheus_executors::cosmos::{
 use morpheus_executors::evm::{ChainInfo, EvmRequest, TokenAmount};
 use serde::{Deserialize, Serialize};
 
-use super::evm_tx::{approve_and_send, evm_step, ApprovalOutcome, LandedTx, TxFailure};
-use super::route::{RouteApi, RouteAsk, RouteMsgs, TransferStatus, STATE_COMPLETED_SUCCESS};
+use super::evm_tx::{approve_and_send, evm_retry, evm_step, ApprovalOutcome, LandedTx, TxFailure};
+use super::route::{
+    is_hex_address, RouteApi, RouteAsk, RouteMsgs, TransferStatus, STATE_COMPLETED_SUCCESS,
+};
 use super::split::{deposit_amount, parse_base_units, split, Split};
 use crate::escrow::{chain_step, deposit, dseq_number, EscrowDeposit};
 
@@ -60,13 +62,22 @@ pub struct FundConfig {
     #[serde(default = "default_fee_reserve")]
     pub fee_reserve_uakt: u64,
     /// How often to ask the route API whether the transfer was delivered.
-    #[serde(default = "default_status_poll", with = "humantime_serde_text")]
+    #[serde(
+        default = "default_status_poll",
+        with = "morpheus_executors::duration_text"
+    )]
     pub status_poll: Duration,
     /// How long one wait for delivery lasts before the step is retried.
-    #[serde(default = "default_delivery_timeout", with = "humantime_serde_text")]
+    #[serde(
+        default = "default_delivery_timeout",
+        with = "morpheus_executors::duration_text"
+    )]
     pub delivery_timeout: Duration,
     /// Timeout of one request to the route API.
-    #[serde(default = "default_request_timeout", with = "humantime_serde_text")]
+    #[serde(
+        default = "default_request_timeout",
+        with = "morpheus_executors::duration_text"
+    )]
     pub request_timeout: Duration,
     /// Seconds per Akash block (how long a competing deposit needs to settle).
     #[serde(default = "default_seconds_per_block")]
@@ -102,27 +113,6 @@ fn default_request_timeout() -> Duration {
 }
 fn default_seconds_per_block() -> f64 {
     crate::topup::workflow::DEFAULT_SECONDS_PER_BLOCK
-}
-
-/// Durations written like `1s`, `250ms`, `10m` (serde `with` module).
-mod humantime_serde_text {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(&humantime::format_duration(*value))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        humantime::parse_duration(&text)
-            .map_err(|error| serde::de::Error::custom(format!("'{text}': {error}")))
-    }
-}
-
-fn is_hex_address(text: &str) -> bool {
-    text.len() == 42 && text.starts_with("0x") && text[2..].bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 impl FundConfig {
@@ -538,17 +528,6 @@ struct LegContext<'a> {
     akash_address: &'a str,
 }
 
-/// Route API reads: transient trouble retried at persisted times.
-fn route_retry() -> RetryPolicy {
-    RetryPolicy {
-        max_attempts: 6,
-        initial_delay_ms: 500,
-        multiplier: 2.0,
-        max_delay_ms: 30_000,
-        jitter: 0.2,
-    }
-}
-
 impl LegContext<'_> {
     async fn swap(&self, ask: &RouteAsk) -> WorkflowResult<SwapReport> {
         let ctx = self.ctx;
@@ -569,7 +548,7 @@ impl LegContext<'_> {
         let quote_ask = ask.clone();
         let quote = ctx
             .step("swap/route")
-            .retry(route_retry())
+            .retry(evm_retry())
             .run(move |_| async move { api.route(&quote_ask).await })
             .await?;
         report.estimated_uakt_out = Some(quote.estimated_amount_out.to_string());
@@ -580,7 +559,7 @@ impl LegContext<'_> {
         let msgs_slippage = slippage.clone();
         let msgs: RouteMsgs = ctx
             .step("swap/msgs")
-            .retry(route_retry())
+            .retry(evm_retry())
             .run(move |_| async move {
                 api.msgs(&msgs_ask, &msgs_quote, &sender, &receiver, &msgs_slippage)
                     .await
@@ -650,7 +629,7 @@ impl LegContext<'_> {
         let api = self.route_api.clone();
         let (track_hash, track_chain) = (tracked.clone(), chain_id.clone());
         ctx.step("swap/track")
-            .retry(route_retry())
+            .retry(evm_retry())
             .run(move |_| async move { api.track(&track_hash, &track_chain).await })
             .await?;
         let api = self.route_api.clone();
@@ -660,7 +639,7 @@ impl LegContext<'_> {
             .step("swap/delivery")
             .retry(RetryPolicy {
                 max_attempts: 3,
-                ..route_retry()
+                ..evm_retry()
             })
             .timeout(patience + Duration::from_secs(60))
             .run(move |_| async move {
