@@ -4,8 +4,8 @@
 //! 1. Check: the EVM chain and wallet, the Akash wallet, the deployment (open), the
 //!    USDC balance (below the amount: a logged refusal, nothing sent).
 //! 2. Split with the pure [`split`]: stake = floor(amount × share / 100), swap = rest.
-//! 3. **Swap leg first**: route → msgs → each returned EVM transaction with its
-//!    approvals, exactly once → track → wait for delivery → check the AKT arrived →
+//! 3. **Swap leg first**: route and msgs (one journaled answer) → each returned EVM transaction with its
+//!    approvals, exactly once → track and wait for delivery → check the AKT arrived →
 //!    deposit it (minus the fee reserve) into the escrow through the `cosmos` executor.
 //! 4. **Stake leg**: approve the vault (skipped when the allowance covers it) → stake.
 //!
@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 
 use super::evm_tx::{approve_and_send, evm_retry, evm_step, ApprovalOutcome, LandedTx, TxFailure};
 use super::route::{
-    is_hex_address, RouteApi, RouteAsk, RouteMsgs, TransferStatus, STATE_COMPLETED_SUCCESS,
+    is_hex_address, Quote, RouteApi, RouteAsk, RouteMsgs, TransferStatus, STATE_COMPLETED_SUCCESS,
 };
 use super::split::{deposit_amount, parse_base_units, split, Split};
 use crate::escrow::{chain_step, deposit, dseq_number, EscrowDeposit};
@@ -544,27 +544,25 @@ impl LegContext<'_> {
             ctx.log(LogLevel::Info, "swap skipped: swap amount is 0");
             return Ok(report);
         }
-        let api = self.route_api.clone();
-        let quote_ask = ask.clone();
-        let quote = ctx
-            .step("swap/route")
-            .retry(evm_retry())
-            .run(move |_| async move { api.route(&quote_ask).await })
-            .await?;
-        report.estimated_uakt_out = Some(quote.estimated_amount_out.to_string());
+        // The quote and the transactions that execute it are one journaled answer: a
+        // resumed run sends exactly the transactions it was given, never a re-quote.
         let slippage = slippage_text(self.input.slippage_pct);
         let api = self.route_api.clone();
-        let (msgs_ask, msgs_quote) = (ask.clone(), quote.clone());
+        let quote_ask = ask.clone();
         let (sender, receiver) = (self.evm_address.to_owned(), self.akash_address.to_owned());
         let msgs_slippage = slippage.clone();
-        let msgs: RouteMsgs = ctx
-            .step("swap/msgs")
+        let (quote, msgs): (Quote, RouteMsgs) = ctx
+            .step("swap/route")
             .retry(evm_retry())
             .run(move |_| async move {
-                api.msgs(&msgs_ask, &msgs_quote, &sender, &receiver, &msgs_slippage)
-                    .await
+                let quote = api.route(&quote_ask).await?;
+                let msgs = api
+                    .msgs(&quote_ask, &quote, &sender, &receiver, &msgs_slippage)
+                    .await?;
+                Ok((quote, msgs))
             })
             .await?;
+        report.estimated_uakt_out = Some(quote.estimated_amount_out.to_string());
         report.min_uakt_out = msgs.min_amount_out.map(|amount| amount.to_string());
         ctx.log(
             LogLevel::Info,
@@ -627,12 +625,6 @@ impl LegContext<'_> {
             first_tx.ok_or_else(|| WorkflowError::failed("the route had no transaction"))?;
         let chain_id = ask.source_asset_chain_id.clone();
         let api = self.route_api.clone();
-        let (track_hash, track_chain) = (tracked.clone(), chain_id.clone());
-        ctx.step("swap/track")
-            .retry(evm_retry())
-            .run(move |_| async move { api.track(&track_hash, &track_chain).await })
-            .await?;
-        let api = self.route_api.clone();
         let poll = Duration::from_millis(self.settings.status_poll_ms);
         let patience = Duration::from_millis(self.settings.delivery_timeout_ms);
         let status: TransferStatus = ctx
@@ -643,6 +635,8 @@ impl LegContext<'_> {
             })
             .timeout(patience + Duration::from_secs(60))
             .run(move |_| async move {
+                // Tracking is idempotent: a retried or resumed wait asks again.
+                api.track(&tracked, &chain_id).await?;
                 let started = tokio::time::Instant::now();
                 loop {
                     let status = api.status(&tracked, &chain_id).await?;
