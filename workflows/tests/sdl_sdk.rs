@@ -472,6 +472,92 @@ deployment:
       count: 1
 "#,
     ),
+    (
+        "one service in two placements listed out of name order",
+        r#"
+version: "2.0"
+services:
+  web:
+    image: nginx
+    expose: []
+profiles:
+  compute:
+    web:
+      resources: {cpu: {units: 0.5}, memory: {size: 512Mi}, storage: {size: 1Gi}}
+  placement:
+    zeta:
+      pricing:
+        web: {denom: uakt, amount: 1000}
+    alpha:
+      pricing:
+        web: {denom: uakt, amount: 10}
+deployment:
+  web:
+    zeta: {profile: web, count: 1}
+    alpha: {profile: web, count: 2}
+"#,
+    ),
+    (
+        "two services sharing the first profile of a placement",
+        "version: '2.0'\nservices:\n  a: {image: x, expose: []}\n  b: {image: y, expose: [{port: 80, to: [{global: true}]}]}\nprofiles:\n  compute:\n    p: {resources: {cpu: {units: 1}, memory: {size: 1Gi}, storage: {size: 1Gi}}}\n  placement:\n    dc: {pricing: {p: {denom: uakt, amount: 1}}}\ndeployment:\n  a: {dc: {profile: p, count: 1}}\n  b: {dc: {profile: p, count: 3}}\n",
+    ),
+];
+
+/// SDLs Akash's SDK refuses (or throws on): Rust must refuse them too.
+const REFUSED: &[(&str, &str)] = &[
+    (
+        "a service without expose",
+        "version: '2.0'\nservices:\n  web: {image: nginx}\nprofiles:\n  compute:\n    web: {resources: {cpu: {units: 1}, memory: {size: 1Gi}, storage: {size: 1Gi}}}\n  placement:\n    dc: {pricing: {web: {denom: uakt, amount: 1}}}\ndeployment:\n  web: {dc: {profile: web, count: 1}}\n",
+    ),
+    (
+        "three services sharing a profile in one placement",
+        "version: '2.0'\nservices:\n  a: {image: x, expose: []}\n  b: {image: x, expose: []}\n  c: {image: x, expose: []}\nprofiles:\n  compute:\n    p: {resources: {cpu: {units: 1}, memory: {size: 1Gi}, storage: {size: 1Gi}}}\n  placement:\n    dc: {pricing: {p: {denom: uakt, amount: 1}}}\ndeployment:\n  a: {dc: {profile: p, count: 1}}\n  b: {dc: {profile: p, count: 1}}\n  c: {dc: {profile: p, count: 1}}\n",
+    ),
+    (
+        "placements out of name order with more services than the first sorted group",
+        r#"
+version: "2.0"
+services:
+  web:
+    image: nginx
+    expose: []
+  cache:
+    image: redis:7
+    expose:
+      - port: 6379
+        to:
+          - service: web
+profiles:
+  compute:
+    web:
+      resources: {cpu: {units: 0.5}, memory: {size: 512Mi}, storage: {size: 1Gi}}
+    cache:
+      resources: {cpu: {units: 0.25}, memory: {size: 256Mi}, storage: {size: 1Gi}}
+  placement:
+    zeta:
+      pricing:
+        web: {denom: uakt, amount: 1000}
+        cache: {denom: uakt, amount: 1000}
+    alpha:
+      pricing:
+        web: {denom: uakt, amount: 10}
+deployment:
+  web:
+    zeta: {profile: web, count: 1}
+    alpha: {profile: web, count: 2}
+  cache:
+    zeta: {profile: cache, count: 1}
+"#,
+    ),
+
+    (
+        "an unknown protocol",
+        "version: '2.0'\nservices:\n  web: {image: nginx, expose: [{port: 80, proto: sctp, to: [{global: true}]}]}\nprofiles:\n  compute:\n    web: {resources: {cpu: {units: 1}, memory: {size: 1Gi}, storage: {size: 1Gi}}}\n  placement:\n    dc: {pricing: {web: {denom: uakt, amount: 1}}}\ndeployment:\n  web: {dc: {profile: web, count: 1}}\n",
+    ),
+    (
+        "a profile without a price",
+        "version: '2.0'\nservices:\n  web: {image: nginx, expose: []}\nprofiles:\n  compute:\n    web: {resources: {cpu: {units: 1}, memory: {size: 1Gi}, storage: {size: 1Gi}}}\n  placement:\n    dc: {pricing: {other: {denom: uakt, amount: 1}}}\ndeployment:\n  web: {dc: {profile: web, count: 1}}\n",
+    ),
 ];
 
 fn write(dir: &Path, index: usize, text: &str) -> PathBuf {
@@ -530,5 +616,28 @@ fn plain_sdls_parse_and_derive_as_akashs_sdk_does() {
     }
     for (rust, sdk) in answers.iter().zip(judge(&files)) {
         assert_same(rust, &sdk);
+    }
+}
+
+#[test]
+fn sdls_akashs_sdk_refuses_are_refused_here_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let files: Vec<PathBuf> = REFUSED
+        .iter()
+        .enumerate()
+        .map(|(index, (_, yaml))| write(dir.path(), index, yaml))
+        .collect();
+    for ((label, yaml), sdk) in REFUSED.iter().zip(judge(&files)) {
+        assert!(
+            sdk.get("error").is_some(),
+            "{label}: the SDK accepted it: {sdk}"
+        );
+        let rust = Sdl::from_yaml(yaml)
+            .map_err(|error| error.to_string())
+            .and_then(|sdl| derive(&sdl).map_err(|error| error.to_string()));
+        let error = rust
+            .err()
+            .unwrap_or_else(|| panic!("{label}: Rust accepted it"));
+        assert!(!error.contains('\n'), "{label}: {error}");
     }
 }

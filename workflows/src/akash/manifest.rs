@@ -15,8 +15,10 @@
 //!   last expose that names it;
 //! - a manifest group takes its services' resource ids from the group at the same
 //!   position among the groups sorted by name;
-//! - two services of one placement sharing a compute profile, or a service without
-//!   `expose`, make the SDK throw: here they are errors.
+//! - a service whose compute profile an earlier service of the placement already uses
+//!   gets a resource of its own when that earlier resource is the group's first, and
+//!   makes the SDK throw otherwise (here: an error); a service without `expose` makes
+//!   it throw too (here: it does not parse).
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
@@ -776,9 +778,10 @@ pub fn groups(sdl: &Sdl) -> Result<Vec<GroupSpec>, ManifestError> {
     let mut names: Vec<&String> = sdl.services.keys().collect();
     names.sort_by(|a, b| locale_compare(a, b));
     let mut groups: IndexMap<String, GroupSpec> = IndexMap::new();
-    // Which compute profiles a placement already holds (the SDK cannot add a second
-    // service to one).
-    let mut profiles_in_group: HashMap<(String, String), ()> = HashMap::new();
+    // Where each (placement, profile) sits in its group's resources, as the SDK
+    // remembers it: it merges a service into that resource only when the position is
+    // not 0 (a falsy index in JavaScript), and its merge throws.
+    let mut profile_positions: HashMap<(String, String), usize> = HashMap::new();
     for name in names {
         let service = &sdl.services[name.as_str()];
         let deployments = sdl
@@ -825,7 +828,10 @@ pub fn groups(sdl: &Sdl) -> Result<Vec<GroupSpec>, ManifestError> {
                 }
             });
             let key = (placement_name.clone(), deployment.profile.clone());
-            if profiles_in_group.insert(key, ()).is_some() {
+            if profile_positions
+                .get(&key)
+                .is_some_and(|position| *position != 0)
+            {
                 return Err(invalid(
                     field,
                     format!(
@@ -835,6 +841,7 @@ pub fn groups(sdl: &Sdl) -> Result<Vec<GroupSpec>, ManifestError> {
                     ),
                 ));
             }
+            profile_positions.insert(key, group.resources.len());
             let compute_field = format!("profiles.compute.{}.resources", deployment.profile);
             let resource = GroupResourceUnits {
                 id: group.resources.len() as u64 + 1,
@@ -1208,15 +1215,21 @@ mod tests {
     }
 
     #[test]
-    fn a_profile_shared_in_one_placement_is_refused() {
-        let sdl = Sdl::from_yaml(
-            "version: '2.0'\nservices:\n  a: {image: x, expose: []}\n  b: {image: x, expose: []}\nprofiles:\n  compute:\n    p: {resources: {cpu: {units: 1}, memory: {size: 1Gi}, storage: {size: 1Gi}}}\n  placement:\n    dc: {pricing: {p: {denom: uakt, amount: 1}}}\ndeployment:\n  a: {dc: {profile: p, count: 1}}\n  b: {dc: {profile: p, count: 1}}\n",
-        )
-        .unwrap();
-        let error = groups(&sdl).unwrap_err().to_string();
+    fn a_profile_shared_in_one_placement_follows_the_sdk() {
+        let sdl = |first_profile: &str| {
+            Sdl::from_yaml(&format!(
+                "version: '2.0'\nservices:\n  a: {{image: x, expose: []}}\n  b: {{image: x, expose: []}}\n  c: {{image: x, expose: []}}\nprofiles:\n  compute:\n    p: {{resources: {{cpu: {{units: 1}}, memory: {{size: 1Gi}}, storage: {{size: 1Gi}}}}}}\n    q: {{resources: {{cpu: {{units: 2}}, memory: {{size: 1Gi}}, storage: {{size: 1Gi}}}}}}\n  placement:\n    dc: {{pricing: {{p: {{denom: uakt, amount: 1}}, q: {{denom: uakt, amount: 1}}}}}}\ndeployment:\n  a: {{dc: {{profile: {first_profile}, count: 1}}}}\n  b: {{dc: {{profile: p, count: 1}}}}\n  c: {{dc: {{profile: p, count: 1}}}}\n"
+            ))
+            .unwrap()
+        };
+        // a, b and c share p: b finds p at position 0 and gets its own resource, c finds
+        // it at position 1 and the SDK throws.
+        let error = groups(&sdl("p")).unwrap_err().to_string();
         assert!(
-            error.starts_with("deployment.b.dc.profile: profile \"p\" is used by another service"),
+            error.starts_with("deployment.c.dc.profile: profile \"p\" is used by another service"),
             "{error}"
         );
+        // a has q: b takes p at position 1, and c cannot join it.
+        assert!(groups(&sdl("q")).is_err());
     }
 }

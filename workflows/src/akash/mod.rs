@@ -65,3 +65,22 @@ pub fn derive(document: &sdl::Sdl) -> Result<(String, String, Vec<GroupSpec>), M
     let version = hex::encode(manifest::manifest_version(&sorted_json));
     Ok((sorted_json, version, manifest::groups(document)?))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dry_run_with_three_sidecars_takes_at_most_50_ms() {
+        let text = "name: agent\ntemplate: ai-agent\nimage: ghcr.io/acme/agent:1\nsidecars:\n  postgres: {password: p}\n  vector: {}\n  custom:\n  - {name: redis, image: 'redis:7', port: 6379, resources: {cpu: 0.5, memory: 256Mi}}\n";
+        let started = std::time::Instant::now();
+        let project = Project::from_yaml(text).unwrap();
+        let synthesis = synthesize(&project).unwrap();
+        let elapsed = started.elapsed();
+        assert_eq!(synthesis.groups[0].resources.len(), 4);
+        assert!(
+            elapsed <= std::time::Duration::from_millis(50),
+            "synthesis took {elapsed:?}"
+        );
+    }
+}

@@ -49,8 +49,8 @@ pub struct Service {
     /// `KEY=value` entries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env: Option<Vec<String>>,
-    /// The ports the service offers, and to whom.
-    #[serde(default)]
+    /// The ports the service offers, and to whom. Required, if only as `[]`: Akash's
+    /// SDK cannot derive a manifest without it.
     pub expose: Vec<Expose>,
     /// Volume mounts and permissions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -819,6 +819,172 @@ pub fn synthesize_sdl(project: &Project) -> Sdl {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn synthesized(morpheus_yaml: &str) -> Sdl {
+        synthesize_sdl(&Project::from_yaml(morpheus_yaml).unwrap())
+    }
+
+    fn env_of(service: &Service) -> Vec<&str> {
+        service.env.iter().flatten().map(String::as_str).collect()
+    }
+
+    fn mount_of<'a>(sdl: &'a Sdl, service: &str) -> Option<&'a str> {
+        let storage = sdl.services[service].params.as_ref()?.storage.as_ref()?;
+        storage.get(DATA_VOLUME)?.as_ref()?.mount.as_deref()
+    }
+
+    const WITH_SIDECARS: &str = "name: agent\ntemplate: ai-agent\nimage: ghcr.io/acme/agent:1\nenv: {MODE: live}\nsidecars:\n  postgres: {password: 'sealed:v1:UEFTUw'}\n  vector: {}\n  custom:\n  - {name: redis-cache, image: 'redis:7', port: 6379, resources: {cpu: 0.5, memory: 256Mi}}\n";
+
+    #[test]
+    fn sidecars_join_the_app_in_one_placement() {
+        let sdl = synthesized(WITH_SIDECARS);
+        let names: Vec<&str> = sdl.services.keys().map(String::as_str).collect();
+        assert_eq!(names, ["app", "postgres", "vector", "redis-cache"]);
+        for name in names {
+            let placements: Vec<&String> = sdl.deployment[name].keys().collect();
+            assert_eq!(placements, [PLACEMENT], "{name}");
+            assert_eq!(sdl.deployment[name][PLACEMENT].profile, name);
+            assert!(sdl.profiles.placement[PLACEMENT].pricing.contains_key(name));
+        }
+    }
+
+    #[test]
+    fn sidecars_listen_on_their_ports_for_the_app_only() {
+        let sdl = synthesized(WITH_SIDECARS);
+        // (service, port)
+        let table = [("postgres", 5432), ("vector", 8686), ("redis-cache", 6379)];
+        for (service, port) in table {
+            let expose = &sdl.services[service].expose;
+            assert_eq!(expose.len(), 1, "{service}");
+            assert_eq!(expose[0].port, port, "{service}");
+            let to = expose[0].to.as_ref().unwrap();
+            assert_eq!(to.len(), 1, "{service}");
+            assert_eq!(to[0].service.as_deref(), Some(APP_SERVICE), "{service}");
+            assert_eq!(to[0].global, None, "{service}: not for the world");
+        }
+    }
+
+    #[test]
+    fn app_postgres_and_vector_mount_data() {
+        let sdl = synthesized(WITH_SIDECARS);
+        // (service, mounts /data)
+        let table = [
+            ("app", Some("/data")),
+            ("postgres", Some("/data")),
+            ("vector", Some("/data")),
+            ("redis-cache", None),
+        ];
+        for (service, mount) in table {
+            assert_eq!(mount_of(&sdl, service), mount, "{service}");
+            let volumes = sdl.profiles.compute[service].resources.storage.volumes();
+            let data = volumes
+                .iter()
+                .find(|volume| volume.name.as_deref() == Some(DATA_VOLUME));
+            assert_eq!(data.is_some(), mount.is_some(), "{service}");
+            if let Some(data) = data {
+                let attributes = data.attributes.as_ref().unwrap();
+                assert_eq!(attributes["persistent"], Value::Bool(true), "{service}");
+                assert_eq!(attributes["class"], Value::from("beta3"), "{service}");
+            }
+        }
+        assert!(env_of(&sdl.services["postgres"]).contains(&"PGDATA=/data/postgres"));
+    }
+
+    #[test]
+    fn the_app_gets_the_connection_env() {
+        let sdl = synthesized(WITH_SIDECARS);
+        let env = env_of(&sdl.services[APP_SERVICE]);
+        assert_eq!(
+            env,
+            [
+                "MODE=live",
+                "DATABASE_URL=postgres://morpheus@postgres:5432/morpheus",
+                "PGHOST=postgres",
+                "PGPORT=5432",
+                "PGUSER=morpheus",
+                "PGDATABASE=morpheus",
+                "PGPASSWORD=sealed:v1:UEFTUw",
+                "VECTOR_ADDR=http://vector:8686",
+                "REDIS_CACHE_HOST=redis-cache",
+                "REDIS_CACHE_PORT=6379",
+            ]
+        );
+        let postgres = env_of(&sdl.services["postgres"]);
+        assert!(postgres.contains(&"POSTGRES_PASSWORD=sealed:v1:UEFTUw"));
+        assert!(postgres.contains(&"POSTGRES_USER=morpheus"));
+    }
+
+    #[test]
+    fn without_postgres_or_vector_there_is_no_data_volume() {
+        let table = [
+            "name: site\ntemplate: website\nimage: nginx\n",
+            "name: site\ntemplate: website\nimage: nginx\nsidecars: {custom: [{name: worker, image: w, resources: {cpu: 1, memory: 1Gi}}]}\n",
+        ];
+        for text in table {
+            let sdl = synthesized(text);
+            assert_eq!(mount_of(&sdl, APP_SERVICE), None, "{text}");
+            let volumes = sdl.profiles.compute[APP_SERVICE]
+                .resources
+                .storage
+                .volumes();
+            assert_eq!(volumes.len(), 1, "{text}");
+            assert_eq!(volumes[0].size, "10Gi", "{text}");
+        }
+    }
+
+    #[test]
+    fn templates_shape_the_app_service() {
+        // (morpheus.yaml, cpu units, memory, GPU model, exposed port → as)
+        let table = [
+            (
+                "name: a\ntemplate: ai-agent\nimage: x\n",
+                Value::from(2),
+                "4Gi",
+                Some("rtx4090"),
+                Some((8000, 80)),
+            ),
+            (
+                "name: a\ntemplate: mcp-server\nimage: x\n",
+                Value::from(0.5),
+                "512Mi",
+                None,
+                Some((8080, 80)),
+            ),
+            (
+                "name: a\ntemplate: website\nimage: x\n",
+                Value::from(0.5),
+                "256Mi",
+                None,
+                Some((3000, 80)),
+            ),
+            (
+                "name: a\ntemplate: custom\nimage: x\nresources: {cpu: 3, memory: 3Gi}\n",
+                Value::from(3),
+                "3Gi",
+                None,
+                None,
+            ),
+        ];
+        for (text, cpu, memory, gpu, port) in table {
+            let sdl = synthesized(text);
+            let resources = &sdl.profiles.compute[APP_SERVICE].resources;
+            assert_eq!(resources.cpu.units, cpu, "{text}");
+            assert_eq!(resources.memory.size, memory, "{text}");
+            let model = resources.gpu.as_ref().map(|gpu| {
+                gpu.attributes.as_ref().unwrap().vendor["nvidia"]
+                    .as_ref()
+                    .unwrap()[0]
+                    .model
+                    .as_str()
+            });
+            assert_eq!(model, gpu, "{text}");
+            let expose = sdl.services[APP_SERVICE]
+                .expose
+                .first()
+                .map(|expose| (expose.port, expose.external_port.unwrap()));
+            assert_eq!(expose, port, "{text}");
+        }
+    }
 
     #[test]
     fn numbers_render_as_javascript_renders_them() {
