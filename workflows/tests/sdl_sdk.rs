@@ -115,7 +115,8 @@ const PROJECTS: &[(&str, &str)] = &[
 // that synthesis does not use: several placements and replicas, CPU text units and
 // attributes, storage classes (RAM, persistent) with read-only mounts, GPUs of any
 // model and with RAM/interface, HTTP options, host names, UDP, leased IPs, service
-// to service exposes, command/args, credentials and fractional prices.
+// to service exposes, command/args, credentials, read permissions and fractional
+// prices.
 const FIXTURES: &[(&str, &str)] = &[
     (
         "one web service",
@@ -275,6 +276,10 @@ services:
         assets:
           mount: /srv/assets
           readOnly: true
+      permissions:
+        read:
+          - deployment
+          - logs
 profiles:
   compute:
     db:
@@ -553,6 +558,14 @@ deployment:
     (
         "an unknown protocol",
         "version: '2.0'\nservices:\n  web: {image: nginx, expose: [{port: 80, proto: sctp, to: [{global: true}]}]}\nprofiles:\n  compute:\n    web: {resources: {cpu: {units: 1}, memory: {size: 1Gi}, storage: {size: 1Gi}}}\n  placement:\n    dc: {pricing: {web: {denom: uakt, amount: 1}}}\ndeployment:\n  web: {dc: {profile: web, count: 1}}\n",
+    ),
+    (
+        "a permission the SDK does not know",
+        "version: '2.0'\nservices:\n  web: {image: nginx, expose: [], params: {permissions: {read: [events]}}}\nprofiles:\n  compute:\n    web: {resources: {cpu: {units: 1}, memory: {size: 1Gi}, storage: {size: 1Gi}}}\n  placement:\n    dc: {pricing: {web: {denom: uakt, amount: 1}}}\ndeployment:\n  web: {dc: {profile: web, count: 1}}\n",
+    ),
+    (
+        "a size without a unit",
+        "version: '2.0'\nservices:\n  web: {image: nginx, expose: []}\nprofiles:\n  compute:\n    web: {resources: {cpu: {units: 1}, memory: {size: '134217728'}, storage: {size: 1Gi}}}\n  placement:\n    dc: {pricing: {web: {denom: uakt, amount: 1}}}\ndeployment:\n  web: {dc: {profile: web, count: 1}}\n",
     ),
     (
         "a profile without a price",

@@ -28,7 +28,10 @@ use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::sdl::{js_number, js_to_string, ComputeResources, Expose, HttpOptions, Sdl, Service};
+use super::sdl::{
+    js_number, js_to_string, ComputeResources, Expose, HttpOptions, Sdl, Service,
+    ServicePermissions,
+};
 
 /// What cannot be derived from an SDL (the SDK would reject or throw on it too).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -250,7 +253,7 @@ pub struct ManifestParams {
     pub storage: Option<Vec<ManifestStorageMount>>,
     /// Permissions, copied from the SDL.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub permissions: Option<Value>,
+    pub permissions: Option<ServicePermissions>,
 }
 
 /// One volume mount.

@@ -131,7 +131,26 @@ pub struct ServiceParams {
     pub storage: Option<IndexMap<String, Option<StorageMount>>>,
     /// What the service may read from the provider (`read: [deployment, logs]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub permissions: Option<Value>,
+    pub permissions: Option<ServicePermissions>,
+}
+
+/// `params.permissions` of a service.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServicePermissions {
+    /// What the service may read about its own lease.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read: Option<Vec<ReadPermission>>,
+}
+
+/// Something a service may read from the provider about its lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadPermission {
+    /// The deployment's status.
+    Deployment,
+    /// The lease's logs.
+    Logs,
 }
 
 /// Where a named volume is mounted.
@@ -348,7 +367,9 @@ pub struct SdlParseError {
 }
 
 impl Sdl {
-    /// Reads an SDL v2.0 document.
+    /// Reads an SDL v2.0 document: its shape (unknown fields are refused), not every
+    /// rule of the SDK's JSON schema (denom patterns, `next_cases` values, endpoint
+    /// names); [`super::derive`] refuses what it cannot compute.
     ///
     /// ```
     /// let sdl = morpheus_workflows::akash::sdl::Sdl::from_yaml(
