@@ -632,7 +632,9 @@ fn exposed_to_app(port: u32) -> Expose {
 /// With PostgreSQL or Vector, `app` and those two each mount a persistent volume
 /// `data` at `/data` (PostgreSQL keeps its cluster in `/data/postgres`): Akash gives
 /// every service its own volumes, so the services share the mount point and the
-/// lease, not the blocks. Sidecars are reachable from `app` only, by service name.
+/// lease, not the blocks. Such a service's `resources.storage` is then the size of its
+/// `/data`, and its root filesystem gets 1Gi. Sidecars are reachable from `app` only,
+/// by service name; every service is offered the same price.
 pub fn synthesize_sdl(project: &Project) -> Sdl {
     let config = &project.config;
     let sidecars = &config.sidecars;
