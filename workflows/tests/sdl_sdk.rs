@@ -506,6 +506,10 @@ deployment:
         "two services sharing the first profile of a placement",
         "version: '2.0'\nservices:\n  a: {image: x, expose: []}\n  b: {image: y, expose: [{port: 80, to: [{global: true}]}]}\nprofiles:\n  compute:\n    p: {resources: {cpu: {units: 1}, memory: {size: 1Gi}, storage: {size: 1Gi}}}\n  placement:\n    dc: {pricing: {p: {denom: uakt, amount: 1}}}\ndeployment:\n  a: {dc: {profile: p, count: 1}}\n  b: {dc: {profile: p, count: 3}}\n",
     ),
+    (
+        "placement attribute keys that localeCompare and code-unit order sort apart",
+        "version: '2.0'\nservices:\n  Web-B: {image: x, expose: []}\n  web-a: {image: y, expose: []}\n  web_c: {image: z, expose: []}\nprofiles:\n  compute:\n    B: {resources: {cpu: {units: 1}, memory: {size: 1Gi}, storage: {size: 1Gi}}}\n    a: {resources: {cpu: {units: 2}, memory: {size: 1Gi}, storage: {size: 1Gi}}}\n    c: {resources: {cpu: {units: 3}, memory: {size: 1Gi}, storage: {size: 1Gi}}}\n  placement:\n    dc:\n      attributes: {aB: '1', a_b: '2', a-b: '3', a.b: '4', a/b: '5', A1: '6', ab: '7', Zz: '8', 'b': '9'}\n      pricing: {B: {denom: uakt, amount: 1}, a: {denom: uakt, amount: 2}, c: {denom: uakt, amount: 3}}\ndeployment:\n  Web-B: {dc: {profile: B, count: 1}}\n  web-a: {dc: {profile: a, count: 1}}\n  web_c: {dc: {profile: c, count: 1}}\n",
+    ),
 ];
 
 /// SDLs Akash's SDK refuses (or throws on): Rust must refuse them too.
