@@ -10,9 +10,12 @@
 //!   (needs a [`fund::FundConfig`]; registered unconfigured, a run fails saying so).
 //! - [`deploy::DeployStart`] (`deploy.start`) and [`deploy::DeployStop`]
 //!   (`deploy.stop`): a directory deployed into a fresh Docker sandbox per run.
+//! - [`akash`]: `morpheus.yaml` → Akash SDL → manifest, version and deployment groups,
+//!   as pure functions (synthesis only; the Akash deploy workflow comes later).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod akash;
 pub mod deploy;
 mod escrow;
 pub mod fund;
