@@ -141,6 +141,58 @@ impl EventFilter {
     }
 }
 
+impl EventFilter {
+    /// Whether some event of `entry` may pass, judged from the entry alone (before its
+    /// events are built). Conservative: document entries name their run and agent in
+    /// their body, so they always may.
+    fn may_want(&self, entry: &FeedEntry) -> bool {
+        if matches!(entry.kind, FeedKind::DocumentNew | FeedKind::DocumentUpdate) {
+            return true;
+        }
+        let run = entry.run.as_ref();
+        (self.run_id.is_none() || self.run_id == entry.run_id)
+            && (self.workflow.is_none()
+                || self.workflow.as_deref() == run.map(|r| r.workflow.as_str()))
+            && (self.agent_id.is_none()
+                || self.agent_id == run.and_then(|r| agent_of_queue(&r.queue)))
+    }
+}
+
+/// What the connected clients follow, so the pump builds (and broadcasts) only the
+/// events some client may want: with clients that each follow one run, the rest of a
+/// busy feed costs the server a filter check per entry, not an event per client.
+#[derive(Default)]
+struct Interest {
+    filters: std::sync::Mutex<std::collections::HashMap<u64, EventFilter>>,
+    next_id: std::sync::atomic::AtomicU64,
+}
+
+impl Interest {
+    fn wants(&self, entry: &FeedEntry) -> bool {
+        self.filters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .any(|filter| filter.may_want(entry))
+    }
+}
+
+/// A client's registered filter; dropping it unregisters the filter.
+pub struct InterestGuard {
+    interest: Arc<Interest>,
+    id: u64,
+}
+
+impl Drop for InterestGuard {
+    fn drop(&mut self) {
+        self.interest
+            .filters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&self.id);
+    }
+}
+
 /// The agent whose deploy pipeline runs in `queue` (`deploy:<agent>`).
 fn agent_of_queue(queue: &str) -> Option<String> {
     queue.strip_prefix("deploy:").map(str::to_owned)
@@ -290,6 +342,7 @@ pub struct LiveFeed {
 
 struct Inner {
     world: Arc<dyn World>,
+    interest: Arc<Interest>,
     sender: broadcast::Sender<Arc<LiveEvent>>,
     /// The cursor of the newest event broadcast (clients join after it).
     position: watch::Receiver<EventCursor>,
@@ -326,12 +379,14 @@ impl LiveFeed {
         let (position_tx, position) = watch::channel(start);
         let (closed, _) = watch::channel(false);
         let changed = Arc::new(Notify::new());
+        let interest = Arc::new(Interest::default());
         let mut tasks = Vec::new();
         if let Some(listener) = world.spawn_feed_listener(changed.clone()) {
             tasks.push(listener);
         }
         tasks.push(tokio::spawn(pump(
             world.clone(),
+            interest.clone(),
             sender.clone(),
             position_tx,
             changed,
@@ -340,6 +395,7 @@ impl LiveFeed {
         Self {
             inner: Arc::new(Inner {
                 world,
+                interest,
                 sender,
                 position,
                 closed,
@@ -353,7 +409,24 @@ impl LiveFeed {
         &self.inner.world
     }
 
-    /// Joins the broadcast: the receiver gets every event after the returned cursor.
+    /// Registers what a client follows: until the guard is dropped, the pump builds the
+    /// events `filter` may want. Register before [`LiveFeed::subscribe`], so nothing
+    /// broadcast after the join is skipped for want of interest.
+    pub fn register(&self, filter: EventFilter) -> InterestGuard {
+        let interest = self.inner.interest.clone();
+        let id = interest
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        interest
+            .filters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(id, filter);
+        InterestGuard { interest, id }
+    }
+
+    /// Joins the broadcast: the receiver gets every event after the returned cursor
+    /// that some registered client may want.
     pub fn subscribe(&self) -> (broadcast::Receiver<Arc<LiveEvent>>, EventCursor) {
         // Subscribe first, then read the position: an event broadcast in between is
         // both received and after the position, so it is not lost (and a client
@@ -384,6 +457,7 @@ impl LiveFeed {
 
 async fn pump(
     world: Arc<dyn World>,
+    interest: Arc<Interest>,
     sender: broadcast::Sender<Arc<LiveEvent>>,
     position: watch::Sender<EventCursor>,
     changed: Arc<Notify>,
@@ -396,7 +470,12 @@ async fn pump(
             Ok(entries) if !entries.is_empty() => {
                 let full = entries.len() as u32 == FEED_PAGE;
                 for entry in &entries {
-                    for event in events_of(entry) {
+                    let events = if interest.wants(entry) {
+                        events_of(entry)
+                    } else {
+                        Vec::new()
+                    };
+                    for event in events {
                         let at = event.position;
                         // Publish the position before sending, so a client that
                         // subscribes now reads from here and misses nothing.

@@ -25,7 +25,7 @@ use tokio::sync::broadcast::error::RecvError;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::live::{read_after, EventCursor, EventFilter, LiveEvent, LiveFeed};
+use crate::live::{read_after, EventCursor, EventFilter, InterestGuard, LiveEvent, LiveFeed};
 use crate::AppState;
 
 /// `POST /api/v1/events`.
@@ -157,6 +157,8 @@ pub async fn stream(
 pub struct Follower {
     live: LiveFeed,
     filter: EventFilter,
+    /// Keeps this client's filter registered with the pump while it follows.
+    _interest: InterestGuard,
     /// The last event given (or skipped by the filter).
     last: Option<EventCursor>,
     receiver: Option<tokio::sync::broadcast::Receiver<Arc<LiveEvent>>>,
@@ -168,10 +170,12 @@ pub struct Follower {
 impl Follower {
     /// A client resuming after `after` (`None`: from now on).
     pub fn new(live: LiveFeed, after: Option<EventCursor>, filter: EventFilter) -> Self {
+        let interest = live.register(filter.clone());
         let (receiver, joined_at) = live.subscribe();
         Self {
             live,
             filter,
+            _interest: interest,
             last: Some(after.unwrap_or(joined_at)),
             receiver: Some(receiver),
             joined_at,
