@@ -147,44 +147,74 @@ pub async fn run(url: &str, args: BenchArgs) -> Result<()> {
         worker.shutdown().await?;
     }
 
+    // The ceiling first, on the same database, before the workload's rows exist.
+    let ceiling = if args.ceiling {
+        let took = morpheus_engine::store::connect_bench(&bench_url)
+            .await?
+            .raw_step_writes(args.runs, args.steps, u64::from(args.concurrency))
+            .await?;
+        Some((args.runs * args.steps) as f64 / took.as_secs_f64())
+    } else {
+        None
+    };
+
     let failed_before = count(&*world, RunStatus::Failed).await?;
-    let mut run_ids = Vec::with_capacity(args.runs as usize);
-    for _ in 0..args.runs {
-        run_ids.push(start_bench_run(json!({"steps": args.steps})).await?.run_id);
-    }
     STEP_LATENCIES_US.lock().expect("latencies").clear();
-    BODIES_DONE.store(0, Ordering::SeqCst);
-    let pruner = args.prune_during.then(|| {
-        let world = world.clone();
-        tokio::spawn(async move {
-            let started = Instant::now();
-            let cutoff = Utc::now() - chrono::Duration::days(7);
-            let report = world.prune_finished(cutoff, PRUNE_BATCH, false).await;
-            (report, started.elapsed().as_secs_f64())
-        })
-    });
-    // Claim latency over the history (and, with --prune-during, while pruning).
-    let claim_p50_ms = claim_latency_p50_ms(&*world, &workflows, &queue).await?;
-    let claims_overlapped_prune = pruner.as_ref().map(|task| !task.is_finished());
-    let started = Instant::now();
-    let worker = start_worker(&engine, &config);
-    // Cheap in-memory wait until every body returned, then confirm in the database.
-    let mut polls = 0u64;
-    while BODIES_DONE.load(Ordering::SeqCst) < args.runs {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-        polls += 1;
-        // A failed run never returns its body; failed runs are cheap to count (their
-        // own partial index).
-        if polls.is_multiple_of(500) && count(&*world, RunStatus::Failed).await? > failed_before {
-            break;
+    let mut rates = Vec::with_capacity(args.repeat as usize);
+    let mut seconds = 0.0;
+    let mut claim_p50_ms = 0.0;
+    let mut pruner = None;
+    let mut claims_overlapped_prune = None;
+    for round in 0..args.repeat {
+        let mut run_ids = Vec::with_capacity(args.runs as usize);
+        for _ in 0..args.runs {
+            run_ids.push(start_bench_run(json!({"steps": args.steps})).await?.run_id);
+        }
+        BODIES_DONE.store(0, Ordering::SeqCst);
+        if round == 0 {
+            pruner = args.prune_during.then(|| {
+                let world = world.clone();
+                tokio::spawn(async move {
+                    let started = Instant::now();
+                    let cutoff = Utc::now() - chrono::Duration::days(7);
+                    let report = world.prune_finished(cutoff, PRUNE_BATCH, false).await;
+                    (report, started.elapsed().as_secs_f64())
+                })
+            });
+            // Claim latency over the history (and, with --prune-during, while pruning).
+            claim_p50_ms = claim_latency_p50_ms(&*world, &workflows, &queue).await?;
+            claims_overlapped_prune = pruner.as_ref().map(|task| !task.is_finished());
+        }
+        let started = Instant::now();
+        let worker = start_worker(&engine, &config);
+        // Cheap in-memory wait until every body returned, then confirm in the database.
+        let mut polls = 0u64;
+        while BODIES_DONE.load(Ordering::SeqCst) < args.runs {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            polls += 1;
+            // A failed run never returns its body; failed runs are cheap to count (their
+            // own partial index).
+            if polls.is_multiple_of(500) && count(&*world, RunStatus::Failed).await? > failed_before
+            {
+                break;
+            }
+        }
+        // Then every completion must be committed: look the runs up by id (never a
+        // count over a table that may hold a million finished runs).
+        wait_until_finished(&*world, run_ids).await?;
+        let took = started.elapsed().as_secs_f64();
+        worker.shutdown().await?;
+        seconds += took;
+        rates.push((args.runs * args.steps) as f64 / took);
+        if args.repeat > 1 {
+            eprintln!(
+                "bench: round {}/{}: {:.0} steps/s",
+                round + 1,
+                args.repeat,
+                rates[rates.len() - 1]
+            );
         }
     }
-    // Then every completion must be committed: look the runs up by id (never a count
-    // over a table that may hold a million finished runs).
-    wait_until_finished(&*world, run_ids).await?;
-    let seconds = started.elapsed().as_secs_f64();
-    worker.shutdown().await?;
-
     let failed = world
         .list_runs(&RunFilter {
             status: Some(RunStatus::Failed),
@@ -203,7 +233,9 @@ pub async fn run(url: &str, args: BenchArgs) -> Result<()> {
     let mut latencies = STEP_LATENCIES_US.lock().expect("latencies").clone();
     latencies.sort_unstable();
     let steps = args.runs * args.steps;
-    let steps_per_s = steps as f64 / seconds;
+    let mut sorted_rates = rates.clone();
+    sorted_rates.sort_by(f64::total_cmp);
+    let steps_per_s = sorted_rates[sorted_rates.len() / 2];
     let mut report = json!({
         "backend": world.backend().as_str(),
         "database": redact(&bench_url),
@@ -214,11 +246,24 @@ pub async fn run(url: &str, args: BenchArgs) -> Result<()> {
         "history": args.history,
         "seconds": round3(seconds),
         "steps_per_s": steps_per_s.round(),
+        "repeat": args.repeat,
         "p50_step_ms": percentile_ms(&latencies, 0.50),
         "p99_step_ms": percentile_ms(&latencies, 0.99),
         "claim_p50_ms": claim_p50_ms,
         "peak_rss_mb": peak_rss_mb(),
     });
+    if args.repeat > 1 {
+        let (low, high) = (sorted_rates[0], sorted_rates[sorted_rates.len() - 1]);
+        report["steps_per_s_rounds"] =
+            json!(rates.iter().map(|rate| rate.round()).collect::<Vec<_>>());
+        report["steps_per_s_min"] = json!(low.round());
+        report["steps_per_s_max"] = json!(high.round());
+        report["spread_pct"] = json!(((high - low) / steps_per_s * 1000.0).round() / 10.0);
+    }
+    if let Some(ceiling) = ceiling {
+        report["ceiling_steps_per_s"] = json!(ceiling.round());
+        report["fraction_of_ceiling"] = json!((steps_per_s / ceiling * 1000.0).round() / 1000.0);
+    }
     if let Some(pruner) = pruner {
         let (pruned, prune_seconds) = pruner.await?;
         let pruned = pruned?;

@@ -678,6 +678,17 @@ pub struct BenchArgs {
     /// Where to put the temporary SQLite database (default: the system temp dir).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// First measure the raw write path on the same database: the same tables and rows
+    /// per step (the step row, the fenced update of its run), the same durability
+    /// settings, --concurrency steps per commit, from Rust with no engine logic; report
+    /// `ceiling_steps_per_s` and `fraction_of_ceiling`.
+    #[arg(long)]
+    pub ceiling: bool,
+    /// Repeat the workload this many times (fresh runs each time) and report the
+    /// median steps/s and the spread (the 200×10 workload lasts 0.1–0.3 s: one
+    /// measurement is noise on a shared machine).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100))]
+    pub repeat: u64,
 }
 
 /// The benchmarks besides the default one.

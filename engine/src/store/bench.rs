@@ -51,6 +51,18 @@ pub trait BenchSupport: Send + Sync {
     /// Settles a bulk load (Postgres: `VACUUM ANALYZE`; SQLite: `ANALYZE` and a WAL
     /// checkpoint), so the measurement that follows does not pay for it.
     async fn settle(&self) -> EngineResult<()>;
+
+    /// The raw write path's ceiling: `runs` running runs (created first, not timed),
+    /// then `steps_per_run` rounds in which every run gets one step: for each step the
+    /// rows the engine writes (the step row, and the fenced update of its run), with
+    /// the engine's durability settings, `per_commit` steps per transaction, no engine
+    /// logic around them. Returns how long the steps took; the runs are deleted after.
+    async fn raw_step_writes(
+        &self,
+        runs: u64,
+        steps_per_run: u64,
+        per_commit: u64,
+    ) -> EngineResult<std::time::Duration>;
 }
 
 /// Opens the database named by `url` (as [`crate::connect`] does, migrations included)

@@ -148,6 +148,15 @@ impl BenchSupport for SqliteWorld {
         drop(writer);
         self.checkpoint().await
     }
+
+    async fn raw_step_writes(
+        &self,
+        runs: u64,
+        steps_per_run: u64,
+        per_commit: u64,
+    ) -> EngineResult<std::time::Duration> {
+        self.ceiling_writes(runs, steps_per_run, per_commit).await
+    }
 }
 
 impl SqliteWorld {
@@ -159,5 +168,74 @@ impl SqliteWorld {
             .execute(&mut *writer)
             .await?;
         Ok(())
+    }
+
+    /// [`BenchSupport::raw_step_writes`] on the single writer connection.
+    async fn ceiling_writes(
+        &self,
+        runs: u64,
+        steps_per_run: u64,
+        per_commit: u64,
+    ) -> EngineResult<std::time::Duration> {
+        let now = format_ts(Utc::now());
+        let ids: Vec<String> = (0..runs).map(|_| RunId::new().to_string()).collect();
+        let mut writer = self.writer().await?;
+        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+        for id in &ids {
+            sqlx::query(
+                "INSERT INTO workflow_runs (id, workflow, input, status, queue, lease_owner,
+                     lease_expires_at, lease_epoch, created_at, updated_at)
+                 VALUES (?1, 'bench.ceiling', '{}', 'running', 'bench-ceiling', 'ceiling', ?2, 1, ?2, ?2)",
+            )
+            .bind(id)
+            .bind(&now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        let started = std::time::Instant::now();
+        for seq in 0..steps_per_run {
+            let step_key = format!("step-{seq}");
+            for chunk in ids.chunks(per_commit.max(1) as usize) {
+                let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+                for id in chunk {
+                    let at = format_ts(Utc::now());
+                    sqlx::query(
+                        "INSERT INTO workflow_steps (run_id, step_key, seq, status, output,
+                             attempts, started_at, completed_at)
+                         VALUES (?1, ?2, ?3, 'completed', '0', 1, ?4, ?4)",
+                    )
+                    .bind(id)
+                    .bind(&step_key)
+                    .bind(seq as i64)
+                    .bind(&at)
+                    .execute(&mut *tx)
+                    .await?;
+                    sqlx::query(
+                        "UPDATE workflow_runs SET updated_at = ?3
+                         WHERE id = ?1 AND lease_epoch = ?2 AND status = 'running'",
+                    )
+                    .bind(id)
+                    .bind(1i64)
+                    .bind(&at)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+            }
+        }
+        let took = started.elapsed();
+        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query(
+            "DELETE FROM workflow_steps WHERE run_id IN
+                 (SELECT id FROM workflow_runs WHERE workflow = 'bench.ceiling')",
+        )
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM workflow_runs WHERE workflow = 'bench.ceiling'")
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(took)
     }
 }
