@@ -149,11 +149,18 @@ pub async fn run(url: &str, args: BenchArgs) -> Result<()> {
 
     // The ceiling first, on the same database, before the workload's rows exist.
     let ceiling = if args.ceiling {
-        let took = morpheus_engine::store::connect_bench(&bench_url)
+        let raw = morpheus_engine::store::connect_bench(&bench_url)
             .await?
             .raw_step_writes(args.runs, args.steps, u64::from(args.concurrency))
             .await?;
-        Some((args.runs * args.steps) as f64 / took.as_secs_f64())
+        if raw.steps != args.runs * args.steps {
+            bail!(
+                "the ceiling's fenced updates found {} of {} runs",
+                raw.steps,
+                args.runs * args.steps
+            );
+        }
+        Some(raw.steps as f64 / raw.took.as_secs_f64())
     } else {
         None
     };

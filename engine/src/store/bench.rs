@@ -56,13 +56,24 @@ pub trait BenchSupport: Send + Sync {
     /// then `steps_per_run` rounds in which every run gets one step: for each step the
     /// rows the engine writes (the step row, and the fenced update of its run), with
     /// the engine's durability settings, `per_commit` steps per transaction, no engine
-    /// logic around them. Returns how long the steps took; the runs are deleted after.
+    /// logic around them. Returns how long the steps took and how many fenced updates
+    /// found their run (every one, or the measurement is wrong); the runs are deleted
+    /// after.
     async fn raw_step_writes(
         &self,
         runs: u64,
         steps_per_run: u64,
         per_commit: u64,
-    ) -> EngineResult<std::time::Duration>;
+    ) -> EngineResult<RawStepWrites>;
+}
+
+/// What [`BenchSupport::raw_step_writes`] measured.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RawStepWrites {
+    /// How long the steps took (their setup and clean-up excluded).
+    pub took: std::time::Duration,
+    /// Steps whose fenced run update matched its run.
+    pub steps: u64,
 }
 
 /// Opens the database named by `url` (as [`crate::connect`] does, migrations included)

@@ -50,7 +50,9 @@ pub mod runs;
 pub mod schedules;
 pub mod sqlite;
 
-pub use bench::{connect_bench, create_postgres_database, drop_postgres_database, BenchSupport};
+pub use bench::{
+    connect_bench, create_postgres_database, drop_postgres_database, BenchSupport, RawStepWrites,
+};
 pub use budgets::BudgetStore;
 pub use documents::DocumentStore;
 pub use events::EventStore;

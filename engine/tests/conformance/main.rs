@@ -19,6 +19,7 @@
 //! - [`documents`]: the document store.
 //! - [`feed`]: the change feed live views follow.
 //! - [`schema`]: migrations and a schema newer than the binary.
+//! - [`bench`]: the raw write path of `morpheus bench --ceiling`.
 //!
 //! The helpers below are shared by the modules.
 
@@ -27,6 +28,7 @@
 mod common;
 
 mod apply;
+mod bench;
 mod budgets;
 mod claim;
 mod documents;

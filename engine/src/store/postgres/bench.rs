@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use super::PostgresWorld;
 use crate::error::EngineResult;
 use crate::ids::RunId;
-use crate::store::BenchSupport;
+use crate::store::{BenchSupport, RawStepWrites};
 
 #[async_trait]
 impl BenchSupport for PostgresWorld {
@@ -111,7 +111,7 @@ impl BenchSupport for PostgresWorld {
         runs: u64,
         steps_per_run: u64,
         per_commit: u64,
-    ) -> EngineResult<std::time::Duration> {
+    ) -> EngineResult<RawStepWrites> {
         let ids: Vec<uuid::Uuid> = (0..runs).map(|_| RunId::new().0).collect();
         let now = Utc::now();
         let mut tx = self.pool.begin().await?;
@@ -128,6 +128,7 @@ impl BenchSupport for PostgresWorld {
         }
         tx.commit().await?;
         let started = std::time::Instant::now();
+        let mut steps = 0u64;
         for seq in 0..steps_per_run {
             let step_key = format!("step-{seq}");
             for chunk in ids.chunks(per_commit.max(1) as usize) {
@@ -145,7 +146,7 @@ impl BenchSupport for PostgresWorld {
                     .bind(at)
                     .execute(&mut *tx)
                     .await?;
-                    sqlx::query(
+                    steps += sqlx::query(
                         "UPDATE workflow_runs SET updated_at = $3
                          WHERE id = $1 AND lease_epoch = $2 AND status = 'running'",
                     )
@@ -153,7 +154,8 @@ impl BenchSupport for PostgresWorld {
                     .bind(1i64)
                     .bind(at)
                     .execute(&mut *tx)
-                    .await?;
+                    .await?
+                    .rows_affected();
                 }
                 tx.commit().await?;
             }
@@ -168,6 +170,6 @@ impl BenchSupport for PostgresWorld {
         sqlx::query("DELETE FROM workflow_runs WHERE workflow = 'bench.ceiling'")
             .execute(&self.pool)
             .await?;
-        Ok(took)
+        Ok(RawStepWrites { took, steps })
     }
 }

@@ -10,7 +10,7 @@ use super::SqliteWorld;
 use crate::batch::format_ts;
 use crate::error::EngineResult;
 use crate::ids::RunId;
-use crate::store::BenchSupport;
+use crate::store::{BenchSupport, RawStepWrites};
 
 #[async_trait]
 impl BenchSupport for SqliteWorld {
@@ -154,7 +154,7 @@ impl BenchSupport for SqliteWorld {
         runs: u64,
         steps_per_run: u64,
         per_commit: u64,
-    ) -> EngineResult<std::time::Duration> {
+    ) -> EngineResult<RawStepWrites> {
         self.ceiling_writes(runs, steps_per_run, per_commit).await
     }
 }
@@ -176,7 +176,7 @@ impl SqliteWorld {
         runs: u64,
         steps_per_run: u64,
         per_commit: u64,
-    ) -> EngineResult<std::time::Duration> {
+    ) -> EngineResult<RawStepWrites> {
         let now = format_ts(Utc::now());
         let ids: Vec<String> = (0..runs).map(|_| RunId::new().to_string()).collect();
         let mut writer = self.writer().await?;
@@ -194,6 +194,7 @@ impl SqliteWorld {
         }
         tx.commit().await?;
         let started = std::time::Instant::now();
+        let mut steps = 0u64;
         for seq in 0..steps_per_run {
             let step_key = format!("step-{seq}");
             for chunk in ids.chunks(per_commit.max(1) as usize) {
@@ -211,7 +212,7 @@ impl SqliteWorld {
                     .bind(&at)
                     .execute(&mut *tx)
                     .await?;
-                    sqlx::query(
+                    steps += sqlx::query(
                         "UPDATE workflow_runs SET updated_at = ?3
                          WHERE id = ?1 AND lease_epoch = ?2 AND status = 'running'",
                     )
@@ -219,7 +220,8 @@ impl SqliteWorld {
                     .bind(1i64)
                     .bind(&at)
                     .execute(&mut *tx)
-                    .await?;
+                    .await?
+                    .rows_affected();
                 }
                 tx.commit().await?;
             }
@@ -236,6 +238,6 @@ impl SqliteWorld {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(took)
+        Ok(RawStepWrites { took, steps })
     }
 }
