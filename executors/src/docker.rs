@@ -288,7 +288,7 @@ impl DockerExecutor {
 
     /// The client, connecting (and negotiating the API version) on first use. A failed
     /// attempt is not cached: the next call tries again.
-    async fn docker(&self) -> Result<&Docker, StepError> {
+    pub(crate) async fn docker(&self) -> Result<&Docker, StepError> {
         self.client
             .get_or_try_init(|| async {
                 let host = std::env::var("DOCKER_HOST")
@@ -1020,7 +1020,7 @@ fn info_from_inspect(response: ContainerInspectResponse) -> ContainerInfo {
 
 /// Classifies a Docker API error: the engine refusing the request (4xx) will refuse it
 /// again; anything else (no engine, 5xx, a broken connection) may pass.
-fn api_error(action: &str, error: BollardError) -> StepError {
+pub(crate) fn api_error(action: &str, error: BollardError) -> StepError {
     match error {
         BollardError::DockerResponseServerError {
             status_code,
