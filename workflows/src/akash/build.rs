@@ -31,6 +31,12 @@
 //!   rebuilds even an unchanged project. [`image_tag`] turns it into the tag the image
 //!   is pushed under: `{repository}:{first 16 hex}`, whatever tag `build.tag` named.
 //!
+//! [`prepare`] puts them together for a directory on disk: it captures the context with
+//! the snapshot code (into the artifact store, so an unchanged context is stored once),
+//! reads the file list and the deciding files from that capture, and answers a
+//! [`BuildPlan`]: the plain context tar, the Dockerfile, the content hash and the tag,
+//! which is what `DockerExecutor::build_and_push` takes.
+//!
 //! ```
 //! use morpheus_workflows::akash::build::{detect, dockerfile, image_tag, Framework, ProjectFiles};
 //! let files = ProjectFiles::new(["package.json", "package-lock.json", "server.js"])
@@ -46,8 +52,13 @@
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+use std::path::Path;
 
 use sha2::{Digest, Sha256};
+
+use super::project::BuildSection;
+use crate::deploy::snapshot::{self, SnapshotError, SnapshotLimits};
 
 /// How many hex digits of the content hash the image tag keeps (64 bits: collisions
 /// within one repository are not a concern).
@@ -234,6 +245,9 @@ pub enum BuildError {
     /// A Python project without `build.start`.
     #[error("build.start: required for a Python project (the command that serves it, e.g. 'uvicorn app:app --host 0.0.0.0 --port $PORT')")]
     MissingStartCommand,
+    /// The context could not be captured (see [`SnapshotError`]).
+    #[error("build.context: {0}")]
+    Context(#[from] SnapshotError),
 }
 
 /// Detects the framework of a build context. `configured_dockerfile` is
@@ -484,22 +498,83 @@ pub fn content_hash(context_tree_hash: &str, generated_dockerfile: Option<&str>)
     hex::encode(sha.finalize())
 }
 
-/// The repository of an image reference: `tag` without its `:tag` or `@digest`
-/// (`127.0.0.1:5000/web:1` → `127.0.0.1:5000/web`; the registry's port stays).
-pub fn repository(tag: &str) -> &str {
-    let without_digest = tag.split_once('@').map_or(tag, |(name, _)| name);
-    let last_slash = without_digest.rfind('/').map_or(0, |index| index + 1);
-    match without_digest[last_slash..].rfind(':') {
-        Some(colon) => &without_digest[..last_slash + colon],
-        None => without_digest,
-    }
-}
+/// The repository of an image reference (`127.0.0.1:5000/web:1` → `127.0.0.1:5000/web`):
+/// the executor's own reading, so the tag planned here is the one it pushes.
+pub use morpheus_executors::image_build::repository;
 
 /// The tag a build is pushed under: `{repository}:{first 16 hex of content_hash}`,
 /// replacing any tag or digest `tag` carried.
 pub fn image_tag(tag: &str, content_hash: &str) -> String {
     let digits = content_hash.get(..TAG_HASH_DIGITS).unwrap_or(content_hash);
     format!("{}:{digits}", repository(tag))
+}
+
+/// Everything `DockerExecutor::build_and_push` needs, and what it was derived from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildPlan {
+    /// The detected framework.
+    pub framework: Framework,
+    /// The generated Dockerfile; `None` when the project has its own.
+    pub generated_dockerfile: Option<String>,
+    /// The build's content hash ([`content_hash`]).
+    pub content_hash: String,
+    /// The tag to push ([`image_tag`] of `build.tag`).
+    pub tag: String,
+    /// The context as a plain tar, the snapshot's ignore rules applied.
+    pub context_tar: Vec<u8>,
+}
+
+/// Captures `context_dir` into `artifacts_dir` (the snapshot store's directory for this
+/// project), detects its framework and plans its build for a service on `port`.
+pub fn prepare(
+    context_dir: &Path,
+    artifacts_dir: &Path,
+    build: &BuildSection,
+    port: u32,
+) -> Result<BuildPlan, BuildError> {
+    let captured = snapshot::capture(context_dir, artifacts_dir, &SnapshotLimits::default(), &[])?;
+    let artifact_error = |error: std::io::Error| {
+        BuildError::Context(SnapshotError::Artifact {
+            path: captured.artifact_path.display().to_string(),
+            problem: error.to_string(),
+        })
+    };
+    let compressed = std::fs::File::open(&captured.artifact_path).map_err(artifact_error)?;
+    let mut context_tar = Vec::new();
+    zstd::Decoder::new(compressed)
+        .and_then(|mut decoder| decoder.read_to_end(&mut context_tar))
+        .map_err(artifact_error)?;
+    let files = files_in_tar(&context_tar).map_err(artifact_error)?;
+    let framework = detect(&files, build.dockerfile.as_deref())?;
+    let generated_dockerfile = dockerfile(&framework, port, build.start.as_deref())?;
+    let hash = content_hash(&captured.content_hash, generated_dockerfile.as_deref());
+    Ok(BuildPlan {
+        framework,
+        generated_dockerfile,
+        tag: image_tag(&build.tag, &hash),
+        content_hash: hash,
+        context_tar,
+    })
+}
+
+/// The paths of a context tar's files and links, with the contents of [`FILES_READ`].
+fn files_in_tar(context_tar: &[u8]) -> std::io::Result<ProjectFiles> {
+    let mut files = ProjectFiles::default();
+    let mut archive = tar::Archive::new(context_tar);
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        if entry.header().entry_type().is_dir() {
+            continue;
+        }
+        let path = entry.path()?.to_string_lossy().into_owned();
+        if FILES_READ.contains(&path.as_str()) && entry.header().entry_type().is_file() {
+            let mut contents = String::new();
+            entry.read_to_string(&mut contents)?;
+            files.contents.insert(path.clone(), contents);
+        }
+        files.paths.insert(path);
+    }
+    Ok(files)
 }
 
 #[cfg(test)]
@@ -798,6 +873,77 @@ mod tests {
         let error = dockerfile(&pip, 8000, None).unwrap_err();
         assert_eq!(error, BuildError::MissingStartCommand);
         assert!(error.to_string().starts_with("build.start: required"));
+    }
+
+    #[test]
+    fn prepare_plans_a_build_from_a_directory_with_the_snapshot_rules() {
+        let project = tempfile::tempdir().unwrap();
+        let store = tempfile::tempdir().unwrap();
+        let write = |path: &str, contents: &str| {
+            let path = project.path().join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, contents).unwrap();
+        };
+        write("package.json", r#"{"scripts": {"start": "node index.js"}}"#);
+        write("package-lock.json", "{}");
+        write("index.js", "console.log(1)");
+        write("node_modules/left-pad/index.js", "ignored");
+        let build = BuildSection {
+            context: ".".into(),
+            dockerfile: None,
+            tag: "127.0.0.1:5000/web:latest".into(),
+            start: None,
+        };
+        let plan = prepare(project.path(), store.path(), &build, 3000).unwrap();
+        assert_eq!(
+            plan.framework,
+            Framework::Node {
+                node: NodeProject {
+                    build_script: false,
+                    ..node_project(PackageManager::Npm)
+                }
+            }
+        );
+        assert_eq!(
+            plan.tag,
+            format!("127.0.0.1:5000/web:{}", &plan.content_hash[..16])
+        );
+        let generated = plan.generated_dockerfile.as_deref().unwrap();
+        assert!(generated.contains("RUN npm ci"), "{generated}");
+        let files = files_in_tar(&plan.context_tar).unwrap();
+        assert_eq!(
+            files.paths.iter().map(String::as_str).collect::<Vec<_>>(),
+            ["index.js", "package-lock.json", "package.json"],
+            "node_modules/ stays out of the context"
+        );
+        assert_eq!(
+            plan,
+            prepare(project.path(), store.path(), &build, 3000).unwrap()
+        );
+
+        write("index.js", "console.log(2)");
+        let edited = prepare(project.path(), store.path(), &build, 3000).unwrap();
+        assert_ne!(edited.tag, plan.tag);
+
+        write("Dockerfile", "FROM scratch\n");
+        let own = prepare(project.path(), store.path(), &build, 3000).unwrap();
+        assert_eq!(
+            own.framework,
+            Framework::Dockerfile {
+                path: "Dockerfile".into()
+            }
+        );
+        assert_eq!(own.generated_dockerfile, None);
+
+        let python = BuildSection {
+            dockerfile: Some("Containerfile".into()),
+            ..build
+        };
+        let error = prepare(project.path(), store.path(), &python, 8000).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "build.dockerfile: \"Containerfile\" is not in the build context"
+        );
     }
 
     #[test]

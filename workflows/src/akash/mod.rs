@@ -11,8 +11,8 @@
 //!   (judged against it by `workflows/tests/sdl_sdk.rs`).
 //!
 //! [`synthesize`] is the whole of it, for `morpheus deploy --dry-run`. The deploy
-//! workflow (build, push, create the deployment, lease, send the manifest) is not
-//! built yet.
+//! workflow (create the deployment, lease, send the manifest) is not built yet; its
+//! build and push are [`build::prepare`] and the docker executor's `build_and_push`.
 //!
 //! ```
 //! use morpheus_workflows::akash::{project::Project, synthesize};
