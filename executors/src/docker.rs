@@ -14,6 +14,7 @@
 //! | `inspect` | state, labels and published ports of a container | — |
 //! | `remove` | stop and remove a container (and its anonymous volumes) | a missing container counts as removed |
 //! | `list` | containers (running or not) carrying all given labels | — |
+//! | `build_image` | build a context tar (plain or zstd) with the engine, push it, answer the image by digest, every build line in the step's logs ([`image_build`](crate::image_build)) | the tag is in the registry: nothing is built or pushed, the same digest comes back |
 //!
 //! Containers run a tiny keep-alive shell as their main process (under Docker's init,
 //! which reaps orphans), so the image only needs `/bin/sh`; commands run through
@@ -135,6 +136,8 @@ pub enum DockerRequest {
         /// `label → value`.
         labels: BTreeMap<String, String>,
     },
+    /// Build an image, push it, and answer it by digest.
+    BuildImage(crate::image_build::BuildImageSpec),
 }
 
 /// A sandbox container to create (or adopt).
@@ -1100,6 +1103,9 @@ impl Executor for DockerExecutor {
                 serde_json::to_value(self.remove(&container).await?)
             }
             DockerRequest::List { labels } => serde_json::to_value(self.list(&labels).await?),
+            DockerRequest::BuildImage(spec) => {
+                serde_json::to_value(self.build_image(&spec, logs).await?)
+            }
         };
         output.map_err(|error| StepError::permanent(format!("encoding the output: {error}")))
     }

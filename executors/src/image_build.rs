@@ -18,18 +18,30 @@
 //! failing that, from the image's `RepoDigests`. Pushing an unchanged image again
 //! uploads nothing and answers the same digest.
 //!
+//! As a step, it is the docker executor's `build_image` op ([`BuildImageSpec`]): the
+//! context is a tar file on this host (plain, or zstd like the deploy snapshots), each
+//! build line a log row at info with `{"stream": "build"}`, the output a [`PushedImage`]:
+//!
+//! ```json
+//! {"op": "build_image", "context": "/srv/artifacts/web/ab12….tar.zst",
+//!  "generated_dockerfile": "FROM node:20-alpine AS build\n…", "tag": "127.0.0.1:5000/web:ab12cd34ef56ab12"}
+//! ```
+//!
 //! Errors: a failing build is `Permanent` and its message ends with the last lines of
 //! its output (the failing step's); an unreachable engine or a registry that fails
 //! during the push is `Retryable`.
 
 use std::collections::VecDeque;
 use std::io::{self, Read};
+use std::path::PathBuf;
 
 use bollard::errors::Error as BollardError;
 use bollard::query_parameters::{BuildImageOptionsBuilder, PushImageOptionsBuilder};
 use bytes::Bytes;
 use futures::StreamExt;
-use morpheus_engine::StepError;
+use morpheus_engine::{LogLevel, LogSink, StepError};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 
 use crate::docker::{api_error, DockerExecutor};
 
@@ -61,8 +73,26 @@ pub enum DockerfileSource<'a> {
     Generated(&'a str),
 }
 
+/// The `build_image` op of the docker executor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuildImageSpec {
+    /// Path of the context's tar on this host: plain, or compressed with zstd.
+    pub context: PathBuf,
+    /// The project's own Dockerfile, as a path in the context (default `Dockerfile`);
+    /// not allowed beside `generated_dockerfile`.
+    #[serde(default)]
+    pub dockerfile: Option<String>,
+    /// A generated Dockerfile's text, added to the context.
+    #[serde(default)]
+    pub generated_dockerfile: Option<String>,
+    /// The tag to push; it should name the content.
+    pub tag: String,
+}
+
 /// Where the image that was pushed came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ImageSource {
     /// The registry already had the tag: nothing was built or pushed.
     Registry,
@@ -73,7 +103,7 @@ pub enum ImageSource {
 }
 
 /// A pushed image.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PushedImage {
     /// The tag it was pushed under.
     pub tag: String,
@@ -191,7 +221,58 @@ fn digest_in_status(status: &str) -> Option<&str> {
     digest.starts_with("sha256:").then_some(digest)
 }
 
+/// Reads a context tar from disk, decompressing zstd (recognised by its magic).
+fn read_context(path: &std::path::Path) -> Result<Vec<u8>, StepError> {
+    let unreadable = |error: io::Error| {
+        StepError::permanent(format!(
+            "cannot read the build context {}: {error}",
+            path.display()
+        ))
+    };
+    let bytes = std::fs::read(path).map_err(unreadable)?;
+    if bytes.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        let mut plain = Vec::new();
+        zstd::Decoder::new(bytes.as_slice())
+            .and_then(|mut decoder| decoder.read_to_end(&mut plain))
+            .map_err(unreadable)?;
+        return Ok(plain);
+    }
+    Ok(bytes)
+}
+
 impl DockerExecutor {
+    /// The `build_image` op: [`build_and_push`](Self::build_and_push) with the context
+    /// read from disk and every output line logged at info (`{"stream": "build"}`).
+    pub async fn build_image(
+        &self,
+        spec: &BuildImageSpec,
+        logs: &LogSink,
+    ) -> Result<PushedImage, StepError> {
+        let dockerfile = match (&spec.dockerfile, &spec.generated_dockerfile) {
+            (Some(_), Some(_)) => return Err(StepError::permanent(
+                "invalid build_image request: give dockerfile or generated_dockerfile, not both",
+            )),
+            (None, Some(text)) => DockerfileSource::Generated(text),
+            (Some(path), None) => DockerfileSource::InContext(path),
+            (None, None) => DockerfileSource::InContext("Dockerfile"),
+        };
+        let context_path = spec.context.clone();
+        let context = tokio::task::spawn_blocking(move || read_context(&context_path))
+            .await
+            .map_err(|error| StepError::retryable(format!("context reader failed: {error}")))??;
+        let mut on_line =
+            |line: &str| logs.log(LogLevel::Info, line, Some(json!({"stream": "build"})));
+        self.build_and_push(
+            &ImageBuild {
+                context_tar: &context,
+                dockerfile,
+                tag: &spec.tag,
+            },
+            &mut on_line,
+        )
+        .await
+    }
+
     /// Builds (unless the registry or the engine already has the tag), pushes, and
     /// answers the image by digest; see the [module documentation](self).
     pub async fn build_and_push(

@@ -256,3 +256,71 @@ async fn a_failing_build_is_a_permanent_error_with_its_last_lines() {
     .unwrap();
     assert_eq!(answer.status().as_u16(), 404);
 }
+
+#[tokio::test]
+async fn the_build_image_op_logs_every_line_and_is_a_no_op_when_repeated() {
+    use morpheus_engine::{ExecRequest, Executor, LeaseCheck, LogSink};
+    let dockerfile = dockerfile();
+    require_registry().await;
+    let repository = Repository::new();
+    let executor = DockerExecutor::new();
+    // The context as the deploy snapshots store it: a zstd-compressed tar on disk.
+    let context = context_tar(&[("hello.txt", "hello from a step\n")]);
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("context.tar.zst");
+    std::fs::write(&archive, zstd::encode_all(context.as_slice(), 3).unwrap()).unwrap();
+    let tag = content_tag(&repository.name, &context, &dockerfile);
+    let payload = serde_json::json!({
+        "op": "build_image",
+        "context": archive,
+        "generated_dockerfile": dockerfile,
+        "tag": tag,
+    });
+    let call = |payload: serde_json::Value| {
+        let rows = Arc::new(Mutex::new(Vec::new()));
+        let sink_rows = rows.clone();
+        let logs = LogSink::new(move |_, message, fields| {
+            sink_rows.lock().unwrap().push((message, fields))
+        });
+        let request = ExecRequest {
+            idempotency_key: "run/build".into(),
+            attempt: 1,
+            fencing_token: 1,
+            lease: LeaseCheck::always(),
+            deadline: None,
+            payload,
+            logs,
+        };
+        let executor = &executor;
+        async move {
+            let output = executor.call(request).await;
+            let rows = rows.lock().unwrap().clone();
+            (output, rows)
+        }
+    };
+    let (output, rows) = call(payload.clone()).await;
+    let output: PushedImage = serde_json::from_value(output.unwrap()).unwrap();
+    assert_eq!(output.source, ImageSource::Built);
+    assert!(
+        rows.iter()
+            .any(|(message, fields)| message == "hello from a step"
+                && fields.as_ref().is_some_and(|f| f["stream"] == "build")),
+        "{rows:?}"
+    );
+    let (again, rows) = call(payload).await;
+    let again: PushedImage = serde_json::from_value(again.unwrap()).unwrap();
+    assert_eq!(again.source, ImageSource::Registry);
+    assert_eq!(again.by_digest, output.by_digest);
+    assert!(
+        !rows.iter().any(|(message, _)| message.starts_with("Step ")),
+        "{rows:?}"
+    );
+
+    let both = serde_json::json!({
+        "op": "build_image", "context": archive, "tag": tag,
+        "dockerfile": "Dockerfile", "generated_dockerfile": "FROM x",
+    });
+    let (refused, _) = call(both).await;
+    let error = refused.unwrap_err().to_string();
+    assert!(error.contains("not both"), "{error}");
+}
