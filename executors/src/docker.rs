@@ -14,6 +14,7 @@
 //! | `inspect` | state, labels and published ports of a container | — |
 //! | `remove` | stop and remove a container (and its anonymous volumes) | a missing container counts as removed |
 //! | `list` | containers (running or not) carrying all given labels | — |
+//! | `build_image` | build a context tar (plain or zstd) with the engine, push it, answer the image by digest, every build line in the step's logs ([`image_build`](crate::image_build)) | the tag is in the registry: nothing is built or pushed, the same digest comes back |
 //!
 //! Containers run a tiny keep-alive shell as their main process (under Docker's init,
 //! which reaps orphans), so the image only needs `/bin/sh`; commands run through
@@ -135,6 +136,8 @@ pub enum DockerRequest {
         /// `label → value`.
         labels: BTreeMap<String, String>,
     },
+    /// Build an image, push it, and answer it by digest.
+    BuildImage(crate::image_build::BuildImageSpec),
 }
 
 /// A sandbox container to create (or adopt).
@@ -288,7 +291,7 @@ impl DockerExecutor {
 
     /// The client, connecting (and negotiating the API version) on first use. A failed
     /// attempt is not cached: the next call tries again.
-    async fn docker(&self) -> Result<&Docker, StepError> {
+    pub(crate) async fn docker(&self) -> Result<&Docker, StepError> {
         self.client
             .get_or_try_init(|| async {
                 let host = std::env::var("DOCKER_HOST")
@@ -1020,7 +1023,7 @@ fn info_from_inspect(response: ContainerInspectResponse) -> ContainerInfo {
 
 /// Classifies a Docker API error: the engine refusing the request (4xx) will refuse it
 /// again; anything else (no engine, 5xx, a broken connection) may pass.
-fn api_error(action: &str, error: BollardError) -> StepError {
+pub(crate) fn api_error(action: &str, error: BollardError) -> StepError {
     match error {
         BollardError::DockerResponseServerError {
             status_code,
@@ -1100,6 +1103,9 @@ impl Executor for DockerExecutor {
                 serde_json::to_value(self.remove(&container).await?)
             }
             DockerRequest::List { labels } => serde_json::to_value(self.list(&labels).await?),
+            DockerRequest::BuildImage(spec) => {
+                serde_json::to_value(self.build_image(&spec, logs).await?)
+            }
         };
         output.map_err(|error| StepError::permanent(format!("encoding the output: {error}")))
     }

@@ -46,6 +46,11 @@
 //! by label. Every operation is safe to repeat under the same idempotency key; see
 //! [`docker`] for the payloads ([`DockerRequest`]) and error classes.
 //!
+//! The same executor builds and pushes images ([`DockerExecutor::build_and_push`]):
+//! the build context as a tar, the Dockerfile and a content-named tag in, the image by
+//! digest out, reusing what the registry or the engine already has; see
+//! [`image_build`].
+//!
 //! # `cosmos`: Akash chain reads and exactly-once escrow deposits
 //!
 //! [`CosmosExecutor`] reads chain state (latest height, accounts, balances,
@@ -61,6 +66,7 @@ pub mod docker;
 pub mod duration_text;
 pub mod evm;
 pub mod extensions;
+pub mod image_build;
 pub mod key_source;
 mod lines;
 pub mod process;

@@ -1,6 +1,8 @@
 //! Akash deploys, synthesis part: `morpheus.yaml` → SDL v2.0 → the manifest, its
 //! version and the deployment groups, all pure functions (no I/O).
 //!
+//! - [`build`]: the build engine's pure part: framework detection, the generated
+//!   Dockerfile, the content hash and the image tag it gives.
 //! - [`project`]: `morpheus.yaml` and its validation (one-line errors naming the field).
 //! - [`templates`]: the templates' defaults and the limits table.
 //! - [`sdl`]: the SDL model, its YAML, and the synthesis of a project's SDL with its
@@ -9,8 +11,8 @@
 //!   (judged against it by `workflows/tests/sdl_sdk.rs`).
 //!
 //! [`synthesize`] is the whole of it, for `morpheus deploy --dry-run`. The deploy
-//! workflow (build, push, create the deployment, lease, send the manifest) is not
-//! built yet.
+//! workflow (create the deployment, lease, send the manifest) is not built yet; its
+//! build and push are [`build::prepare`] and the docker executor's `build_and_push`.
 //!
 //! ```
 //! use morpheus_workflows::akash::{project::Project, synthesize};
@@ -23,6 +25,7 @@
 //! assert_eq!(synthesis.manifest_version_hex.len(), 64);
 //! ```
 
+pub mod build;
 pub mod manifest;
 pub mod project;
 pub mod sdl;

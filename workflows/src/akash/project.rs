@@ -5,6 +5,7 @@
 //! template: ai-agent           # ai-agent | mcp-server | website | custom
 //! image: ghcr.io/acme/agent:1.4   # or a build section:
 //! # build: { context: ., dockerfile: Dockerfile, tag: ghcr.io/acme/agent:1.4 }
+//! # build: { context: ., tag: ghcr.io/acme/api, start: "uvicorn app:app --host 0.0.0.0" }
 //! resources: { cpu: 4, memory: 8Gi, storage: 20Gi, gpu: { units: 1, model: h100 } }
 //! env:
 //!   LOG_LEVEL: info
@@ -104,6 +105,11 @@ pub struct BuildSection {
     pub dockerfile: Option<String>,
     /// The image reference the build is pushed to, and the SDL runs.
     pub tag: String,
+    /// The command the built image starts with (`sh -c`), replacing the framework's
+    /// default (`npm start`, `node server.js`); required for Python projects, which
+    /// have no conventional one. Ignored for a project with its own Dockerfile.
+    #[serde(default)]
+    pub start: Option<String>,
 }
 
 /// `resources` of a service.
@@ -316,6 +322,15 @@ impl Project {
             (None, Some(build)) => {
                 check_not_blank("build.context", &build.context)?;
                 check_not_blank("build.tag", &build.tag)?;
+                if let Some(start) = &build.start {
+                    check_not_blank("build.start", start)?;
+                    if start.contains(['\n', '\r']) {
+                        return Err(ProjectError::new(
+                            "build.start",
+                            "must be one line (chain commands with && or put them in a script)",
+                        ));
+                    }
+                }
                 build.tag.clone()
             }
         };
@@ -858,5 +873,33 @@ mod tests {
         )
         .unwrap();
         assert_eq!(project.image, "ghcr.io/acme/site:1");
+    }
+
+    #[test]
+    fn build_start_is_one_line_and_not_empty() {
+        let with_start = |start: &str| {
+            Project::from_yaml(&format!(
+                "name: demo\ntemplate: website\nbuild: {{context: ., tag: x, start: {start}}}\n"
+            ))
+        };
+        let project = with_start("'uvicorn app:app --host 0.0.0.0'").unwrap();
+        assert_eq!(
+            project.config.build.unwrap().start.as_deref(),
+            Some("uvicorn app:app --host 0.0.0.0")
+        );
+        let table = [
+            ("''", "build.start: must not be empty"),
+            (
+                "\"a\\nb\"",
+                "build.start: must be one line (chain commands with && or put them in a script)",
+            ),
+        ];
+        for (start, expected) in table {
+            assert_eq!(
+                with_start(start).unwrap_err().to_string(),
+                expected,
+                "{start}"
+            );
+        }
     }
 }
