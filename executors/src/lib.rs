@@ -64,6 +64,7 @@ pub mod extensions;
 pub mod key_source;
 mod lines;
 pub mod process;
+pub mod sealed;
 
 pub use cosmos::{CosmosConfig, CosmosExecutor, CosmosRequest};
 pub use docker::{DockerExecutor, DockerRequest};
