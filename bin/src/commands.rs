@@ -178,6 +178,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Deploy(args) => crate::deploy::run(&url, args).await,
         Command::Devnet(command) => crate::devnet::run(command).await,
         Command::Fund(args) => crate::fund::run(&url, args, &config).await,
+        Command::Secrets(command) => crate::secrets::run(command, &config),
     }
 }
 
@@ -196,6 +197,13 @@ async fn up(url: &str, args: UpArgs, config: &Config) -> Result<()> {
     };
     deploy.ready_timeout = args.deploy_ready_timeout;
     deploy.command_timeout = args.deploy_command_timeout;
+    // Read once, before anything starts: a missing or bad key stops `up` here.
+    if let Some(secrets) = &config.secrets {
+        let key = morpheus_executors::sealed::SecretKey::from_source(&secrets.key)
+            .map_err(|error| anyhow!("config [secrets]: {error}"))?;
+        tracing::info!(public_key = %key.public_key(), "sealed deploy env values open with the [secrets] key");
+        deploy.secrets_key = Some(Arc::new(key));
+    }
     let deploy_summary = (deploy.data_dir.clone(), deploy.allowed_roots.clone());
     // The demo is the newcomer's first look: it serves the dashboard unless told where.
     let listen = args.listen.or(config.api.listen).or_else(|| {

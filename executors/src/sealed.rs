@@ -54,7 +54,7 @@ pub enum SealedError {
     #[error("sealed value of unknown format '{0}': this Morpheus reads {PREFIX}")]
     UnknownVersion(String),
     /// The part after the prefix is not standard base64.
-    #[error("sealed value is not valid base64 after {PREFIX}: {0}")]
+    #[error("sealed value is not valid base64 after its prefix ({0})")]
     BadBase64(String),
     /// Too short to hold an ephemeral key, a nonce and a tag.
     #[error(
@@ -78,8 +78,9 @@ pub enum SealedError {
     BadPublicKey(String),
 }
 
-/// A secp256k1 secret key that opens sealed values. Its `Debug` shows nothing of it.
-#[derive(Clone)]
+/// A secp256k1 secret key that opens sealed values. Its `Debug` shows nothing of it;
+/// equality is constant-time.
+#[derive(Clone, PartialEq, Eq)]
 pub struct SecretKey(ecies::SecretKey);
 
 impl SecretKey {
