@@ -374,13 +374,15 @@ impl SealedDeploy {
         self.deploy_ok(&args);
     }
 
-    fn worker(&self) -> WorkerProcess {
+    /// `morpheus up` with the sealing key's config, 2 s leases and `extra` flags.
+    fn worker(&self, extra: &[&str]) -> WorkerProcess {
         let data_dir = self.data_dir.display().to_string();
         let root = self.env.dir().display().to_string();
         let config = self.config.display().to_string();
         let mut args = vec!["--config", config.as_str()];
         args.extend_from_slice(FAST_LEASES);
         args.extend(["--data-dir", &data_dir, "--allowed-root", &root]);
+        args.extend_from_slice(extra);
         self.env.spawn_worker("sealed", &args)
     }
 
@@ -443,7 +445,7 @@ fn a_sealed_env_value_reaches_the_container_and_nothing_else(backend: Backend) {
         "echo \"start sees $SECRET\"; httpd -f -p 3000 -h /workspace/app",
         &[format!("SECRET={sealed}"), "PLAIN=visible-value".to_owned()],
     );
-    let _worker = d.worker();
+    let _worker = d.worker(&[]);
     let out = d.deploy(&["start", "--agent", &d.agent, "--wait"]);
     assert!(out.status.success(), "deploy failed: {out:?}");
     let lines: Vec<&str> = out.stdout.lines().collect();
@@ -453,10 +455,10 @@ fn a_sealed_env_value_reaches_the_container_and_nothing_else(backend: Backend) {
         .as_str()
         .expect("sandbox id")
         .to_owned();
-    let in_container = docker_ok(&["exec", &sandbox, "printenv", "SECRET"]);
+    // The image's busybox has no printenv; the shell's printf is exact.
+    let in_container = docker_ok(&["exec", &sandbox, "/bin/sh", "-c", "printf %s \"$SECRET\""]);
     assert_eq!(
-        in_container.trim_end(),
-        plaintext,
+        in_container, plaintext,
         "the container's env has the plaintext"
     );
     let served = http_get(&format!("{url}secret.txt")).expect("GET secret.txt");
@@ -543,7 +545,7 @@ fn a_tampered_sealed_value_fails_the_deploy_before_any_container_starts() {
         "httpd -f -p 3000 -h /workspace/app",
         &[format!("API_TOKEN={tampered}")],
     );
-    let _worker = d.worker();
+    let _worker = d.worker(&[]);
     let out = d.deploy(&["start", "--agent", &d.agent, "--wait"]);
     let error = single_error_line(&out);
     let run = out.stdout.lines().next().expect("run id").trim().to_owned();
@@ -568,5 +570,36 @@ fn a_tampered_sealed_value_fails_the_deploy_before_any_container_starts() {
     assert!(
         !logs.contains("created container"),
         "no container was created: {logs}"
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// A start command that prints the value and never serves: the run fails, and the
+// container log copied into the run's logs has the value masked.
+
+#[test]
+fn a_failed_start_s_output_is_copied_into_the_logs_masked() {
+    let d = SealedDeploy::new(Backend::Sqlite);
+    let plaintext = unique_plaintext();
+    let sealed = seal(&d.env, &d.key, &plaintext);
+    d.set_spec(
+        "true",
+        "echo \"start sees $SECRET\"; echo \"stderr sees $SECRET\" >&2; sleep 600",
+        &[format!("SECRET={sealed}")],
+    );
+    let _worker = d.worker(&["--deploy-ready-timeout", "2s"]);
+    let out = d.deploy(&["start", "--agent", &d.agent, "--wait"]);
+    let error = single_error_line(&out);
+    assert!(error.contains("not ready"), "{error}");
+    let run = out.stdout.lines().next().expect("run id").trim().to_owned();
+    let logs = d.env.cli_ok(&["logs", &run]);
+    assert!(logs.contains("[start-output #1] start sees ***"), "{logs}");
+    assert!(logs.contains("[start-output #1] stderr sees ***"), "{logs}");
+    assert_eq!(logs.matches(plaintext.as_str()).count(), 0, "{logs}");
+    let written = files_containing(d.env.dir(), &plaintext);
+    assert!(written.is_empty(), "files hold the plaintext: {written:?}");
+    assert!(
+        containers_with_label("morpheus.run", &run).is_empty(),
+        "the failed run's sandbox is removed"
     );
 }
