@@ -35,10 +35,20 @@ pub fn init_tracing() {
         .with(
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
-                .with_filter(filter),
+                .with_filter(filter)
+                .with_filter(docker_bodies_filter()),
         )
         .with(StepLogLayer.with_filter(step_log_filter()))
         .try_init();
+}
+
+/// Whatever `MORPHEUS_LOG` asks for, the Docker client logs at info at most: its debug
+/// lines hold request and response bodies, and those hold containers' environments,
+/// with the opened values of sealed secrets.
+fn docker_bodies_filter() -> tracing_subscriber::filter::Targets {
+    tracing_subscriber::filter::Targets::new()
+        .with_default(tracing::Level::TRACE)
+        .with_target("bollard", tracing::Level::INFO)
 }
 
 /// What reaches a run's logs from `tracing` inside its steps: debug and up, except the

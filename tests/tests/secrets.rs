@@ -374,7 +374,8 @@ impl SealedDeploy {
         self.deploy_ok(&args);
     }
 
-    /// `morpheus up` with the sealing key's config, 2 s leases and `extra` flags.
+    /// `morpheus up` with the sealing key's config, 2 s leases, debug logging and
+    /// `extra` flags.
     fn worker(&self, extra: &[&str]) -> WorkerProcess {
         let data_dir = self.data_dir.display().to_string();
         let root = self.env.dir().display().to_string();
@@ -383,7 +384,11 @@ impl SealedDeploy {
         args.extend_from_slice(FAST_LEASES);
         args.extend(["--data-dir", &data_dir, "--allowed-root", &root]);
         args.extend_from_slice(extra);
-        self.env.spawn_worker("sealed", &args)
+        // Debug logging: the worker's own log is searched for the plaintext too, and
+        // debug is where client libraries dump request bodies.
+        self.env.spawn_worker_with("sealed", &args, |command| {
+            command.env("MORPHEUS_LOG", "debug");
+        })
     }
 
     fn run_record(&self, run: &str) -> Value {
