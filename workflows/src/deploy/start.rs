@@ -724,6 +724,15 @@ mod tests {
             .validate(&relative)
             .unwrap_err()
             .starts_with("spec.source_dir:"));
+        let mut damaged_secret = input();
+        damaged_secret
+            .spec
+            .env
+            .insert("TOKEN".into(), "sealed:v1:AAAA".into());
+        assert!(workflow()
+            .validate(&damaged_secret)
+            .unwrap_err()
+            .starts_with("spec.env: TOKEN: sealed value is too short"));
         let mut empty_snapshot = input();
         empty_snapshot.snapshot_id = Some(String::new());
         assert!(workflow()
