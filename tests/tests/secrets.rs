@@ -138,6 +138,26 @@ fn morpheus_and_eciesjs_open_what_the_other_seals() {
         plaintext
     );
 
+    // No key flag: the `[secrets] key` of the configuration.
+    let config = env.path("morpheus.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[secrets]\nkey = {{ hex_key_file = \"{}\" }}\n",
+            key_path.display()
+        ),
+    )
+    .expect("config");
+    let by_config = env.cli_ok(&[
+        "--config",
+        &config.display().to_string(),
+        "secrets",
+        "seal",
+        "--value",
+        plaintext,
+    ]);
+    assert_eq!(judge("open", secret_hex, &by_config), plaintext);
+
     // eciesjs seals, Morpheus opens.
     let from_js = judge("seal", &public, plaintext);
     assert!(from_js.starts_with("sealed:v1:"), "{from_js}");
