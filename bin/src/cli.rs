@@ -70,6 +70,70 @@ pub enum Command {
     /// deposit it into the deployment's escrow (the `fund` workflow; needs [evm],
     /// [cosmos] and [fund] in morpheus.toml for the `morpheus up` that runs it).
     Fund(FundArgs),
+    /// Sealed secrets (`sealed:v1:…`) for deploy spec env values: seal a value to a
+    /// public key, make a key pair, or open a value to test a key.
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
+}
+
+/// `morpheus secrets …`.
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Seal a value (read from stdin, one trailing newline dropped, or --value) and
+    /// print `sealed:v1:<base64>`: ECIES on secp256k1 as the `ecies` crate and eciesjs
+    /// write it. The key: --public-key, or a secret key's reference (its public key is
+    /// derived), or else `[secrets] key` of morpheus.toml.
+    Seal(SealArgs),
+    /// Open a sealed value (from stdin or --value) and PRINT ITS PLAINTEXT to stdout.
+    /// For operators testing a key; deploys open values themselves.
+    Open(OpenArgs),
+    /// Make a new key pair: the secret key (64 hex digits) goes to a new file --out
+    /// (mode 0600), the public key (66 hex digits, compressed) to stdout.
+    Keygen {
+        /// Where to write the secret key; an existing file is not overwritten.
+        #[arg(long, value_name = "PATH")]
+        out: PathBuf,
+    },
+}
+
+/// Where `secrets seal` gets its key: one of these, or morpheus.toml's.
+#[derive(Debug, Args)]
+#[group(id = "seal_key", multiple = false)]
+pub struct SealKeyArgs {
+    /// The public key to seal to, hex (compressed or uncompressed).
+    #[arg(long, value_name = "HEX")]
+    pub public_key: Option<String>,
+    /// A secret key (hex) in this environment variable; its public key is used.
+    #[arg(long, value_name = "VAR")]
+    pub key_env: Option<String>,
+    /// A secret key (hex) in this file; its public key is used.
+    #[arg(long, value_name = "PATH")]
+    pub key_file: Option<PathBuf>,
+}
+
+/// `morpheus secrets seal`.
+#[derive(Debug, Args)]
+pub struct SealArgs {
+    /// The key (default: `[secrets] key` of morpheus.toml).
+    #[command(flatten)]
+    pub key: SealKeyArgs,
+    /// The value to seal (default: stdin, which keeps it out of shell history and `ps`).
+    #[arg(long)]
+    pub value: Option<String>,
+}
+
+/// `morpheus secrets open`.
+#[derive(Debug, Args)]
+pub struct OpenArgs {
+    /// The secret key (hex) is in this environment variable.
+    #[arg(long, value_name = "VAR", conflicts_with = "key_file")]
+    pub key_env: Option<String>,
+    /// The secret key (hex) is in this file.
+    #[arg(long, value_name = "PATH")]
+    pub key_file: Option<PathBuf>,
+    /// The sealed value (default: stdin).
+    #[arg(long)]
+    pub value: Option<String>,
 }
 
 /// `morpheus fund`.
@@ -335,7 +399,8 @@ pub struct SpecSetArgs {
     #[arg(long, allow_negative_numbers = true)]
     pub port: Option<i64>,
     /// Environment variable of the sandbox, KEY=VALUE (repeatable). Stored in the database
-    /// as given and shown by `deploy spec show`: put no secrets here.
+    /// as given and shown by `deploy spec show`; for a secret give a sealed value
+    /// (`KEY=sealed:v1:…`, from `morpheus secrets seal`), opened only in the sandbox.
     #[arg(long = "env")]
     pub env: Vec<String>,
     /// Base image of the sandbox (must have /bin/sh; default node:22-bookworm-slim).

@@ -35,10 +35,20 @@ pub fn init_tracing() {
         .with(
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
-                .with_filter(filter),
+                .with_filter(filter)
+                .with_filter(docker_bodies_filter()),
         )
         .with(StepLogLayer.with_filter(step_log_filter()))
         .try_init();
+}
+
+/// Whatever `MORPHEUS_LOG` asks for, the Docker client logs at info at most: its debug
+/// lines hold request and response bodies, and those hold containers' environments,
+/// with the opened values of sealed secrets.
+fn docker_bodies_filter() -> tracing_subscriber::filter::Targets {
+    tracing_subscriber::filter::Targets::new()
+        .with_default(tracing::Level::TRACE)
+        .with_target("bollard", tracing::Level::INFO)
 }
 
 /// What reaches a run's logs from `tracing` inside its steps: debug and up, except the
@@ -178,6 +188,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Deploy(args) => crate::deploy::run(&url, args).await,
         Command::Devnet(command) => crate::devnet::run(command).await,
         Command::Fund(args) => crate::fund::run(&url, args, &config).await,
+        Command::Secrets(command) => crate::secrets::run(command, &config),
     }
 }
 
@@ -196,6 +207,13 @@ async fn up(url: &str, args: UpArgs, config: &Config) -> Result<()> {
     };
     deploy.ready_timeout = args.deploy_ready_timeout;
     deploy.command_timeout = args.deploy_command_timeout;
+    // Read once, before anything starts: a missing or bad key stops `up` here.
+    if let Some(secrets) = &config.secrets {
+        let key = morpheus_executors::sealed::SecretKey::from_source(&secrets.key)
+            .map_err(|error| anyhow!("config [secrets]: {error}"))?;
+        tracing::info!(public_key = %key.public_key(), "sealed deploy env values open with the [secrets] key");
+        deploy.secrets_key = Some(Arc::new(key));
+    }
     let deploy_summary = (deploy.data_dir.clone(), deploy.allowed_roots.clone());
     // The demo is the newcomer's first look: it serves the dashboard unless told where.
     let listen = args.listen.or(config.api.listen).or_else(|| {

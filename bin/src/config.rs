@@ -29,6 +29,9 @@
 //! permissions = { max_execution_time = "30s", max_memory = "256MB", env = ["PATH"] }
 //! restart = { strategy = "exponential", max_retries = 5, initial_delay = "200ms", max_delay = "10s" }
 //!
+//! [secrets]                   # opens sealed deploy env values (`morpheus secrets`)
+//! key = { hex_key_file = "/run/secrets/morpheus-sealing.key" }   # or: hex_key_env = "…"
+//!
 //! [cosmos]                    # the chain executor used by topup.escrow
 //! rest_url = "https://api.akashnet.net"
 //! chain_id = "akashnet-2"
@@ -67,6 +70,18 @@ pub struct Config {
     /// Executors out of process (`[[extensions]]`), loaded by `morpheus up`.
     #[serde(default)]
     pub extensions: Vec<morpheus_executors::extensions::ExtensionConfig>,
+    /// `[secrets]`: the key that opens sealed deploy env values.
+    pub secrets: Option<SecretsConfig>,
+}
+
+/// `[secrets]`: the key `morpheus up` opens sealed values with (and `secrets seal`
+/// seals to when no key is given).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsConfig {
+    /// A hex secp256k1 secret key, by reference: `{ hex_key_env = "…" }` or
+    /// `{ hex_key_file = "…" }`.
+    pub key: morpheus_executors::key_source::KeySource,
 }
 
 /// `[api]`: where the HTTP server listens and who may call it.

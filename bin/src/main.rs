@@ -16,6 +16,7 @@ mod fund;
 mod heartbeats;
 mod output;
 mod schedules;
+mod secrets;
 mod serve;
 
 use std::process::ExitCode;

@@ -59,6 +59,13 @@
 //! so a workflow can journal the signed bytes before sending them; see [`cosmos`] for
 //! the payloads, outputs, errors and the exactly-once recipe.
 
+//!
+//! # `sealed`: secrets encrypted to a public key
+//!
+//! Not an executor: [`sealed`] seals and opens `sealed:v1:<base64>` values (ECIES on
+//! secp256k1 in the `ecies` crate's and eciesjs's format), so a deploy spec can carry a
+//! secret that only the worker holding the key opens.
+
 #![warn(missing_docs)]
 
 pub mod cosmos;
@@ -70,6 +77,7 @@ pub mod image_build;
 pub mod key_source;
 mod lines;
 pub mod process;
+pub mod sealed;
 
 pub use cosmos::{CosmosConfig, CosmosExecutor, CosmosRequest};
 pub use docker::{DockerExecutor, DockerRequest};

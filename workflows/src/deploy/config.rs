@@ -1,9 +1,13 @@
 //! Operator configuration of deploys: where artifacts live, which directories may be
-//! deployed, snapshot limits and time limits. `morpheus` builds it from flags and
-//! environment variables (see `morpheus up --help`).
+//! deployed, snapshot limits, time limits and the key of sealed env values. `morpheus`
+//! builds it from flags, environment variables (see `morpheus up --help`) and
+//! `morpheus.toml` (`[secrets]`).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+use morpheus_executors::sealed::SecretKey;
 
 use super::snapshot::SnapshotLimits;
 
@@ -26,6 +30,9 @@ pub struct DeployConfig {
     pub ready_timeout: Duration,
     /// Time limit of each install/build command.
     pub command_timeout: Duration,
+    /// The key that opens a spec's sealed env values (`[secrets] key`); without it a
+    /// deploy whose spec has one fails before its sandbox is created.
+    pub secrets_key: Option<Arc<SecretKey>>,
 }
 
 impl DeployConfig {
@@ -37,6 +44,7 @@ impl DeployConfig {
             limits: SnapshotLimits::default(),
             ready_timeout: DEFAULT_READY_TIMEOUT,
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
+            secrets_key: None,
         }
     }
 

@@ -11,7 +11,8 @@
 //! 1. [`model`] — the records and the status machine (`queued → capturing →
 //!    provisioning → building → starting → ready`, `→ failed`, `ready|failed →
 //!    stopping → stopped`).
-//! 2. [`spec`] — spec validation (fields, ports, allowed source roots).
+//! 2. [`spec`] — spec validation (fields, ports, allowed source roots); [`secrets`] —
+//!    sealed env values, opened only where the sandbox gets them, masked in logs.
 //! 3. [`snapshot`] — capture, content hash, ignore rules, limits, artifact store.
 //! 4. [`start`] and [`stop`] — the two workflows, step by step.
 //! 5. [`service`] — what `morpheus deploy …` does; [`gc`] — garbage collection.
@@ -27,6 +28,7 @@ pub mod gc;
 pub mod model;
 pub mod probe;
 pub mod sandbox;
+pub mod secrets;
 pub mod service;
 pub mod snapshot;
 pub mod spec;

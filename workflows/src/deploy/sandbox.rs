@@ -43,22 +43,28 @@ pub fn labels(run_id: &str, agent_id: &str, instance: &str) -> BTreeMap<String, 
     ])
 }
 
-/// The sandbox's environment: the spec's, plus `PORT` (the runtime port) unless the
-/// spec sets it.
-pub fn environment(spec: &DeploymentSpec) -> BTreeMap<String, String> {
-    let mut env = spec.env.clone();
+/// The sandbox's environment: `env` (the spec's, its sealed values opened; see
+/// [`super::secrets`]), plus `PORT` (the runtime port) unless it sets it.
+pub fn environment(env: &BTreeMap<String, String>, runtime_port: u16) -> BTreeMap<String, String> {
+    let mut env = env.clone();
     env.entry("PORT".to_owned())
-        .or_insert_with(|| spec.runtime_port.to_string());
+        .or_insert_with(|| runtime_port.to_string());
     env
 }
 
-/// The container to ensure for `run_id` in installation `instance`.
-pub fn container_spec(run_id: &str, spec: &DeploymentSpec, instance: &str) -> ContainerSpec {
+/// The container to ensure for `run_id` in installation `instance`, with `env` as the
+/// spec's environment (its sealed values opened).
+pub fn container_spec(
+    run_id: &str,
+    spec: &DeploymentSpec,
+    instance: &str,
+    env: &BTreeMap<String, String>,
+) -> ContainerSpec {
     ContainerSpec {
         name: container_name(run_id),
         image: spec.image.clone(),
         labels: labels(run_id, &spec.agent_id, instance),
-        env: environment(spec),
+        env: environment(env, spec.runtime_port),
         workdir: WORKDIR.to_owned(),
         port: Some(spec.runtime_port),
         cpus: spec.resources.cpu,

@@ -9,6 +9,7 @@ use std::path::{Component, Path, PathBuf};
 use chrono::{DateTime, Utc};
 
 use super::model::{DeploymentSpec, Resources, Target};
+use super::secrets::check_sealed_env;
 
 /// Port used when a spec does not name one.
 pub const DEFAULT_RUNTIME_PORT: u16 = 3000;
@@ -101,6 +102,7 @@ impl SpecRequest {
         let start_command = required("start_command", &self.start_command)?;
         let runtime_port = check_port(self.runtime_port)?;
         let env = parse_env(&self.env)?;
+        check_sealed_env(&env)?;
         let image = match &self.image {
             None => DEFAULT_IMAGE.to_owned(),
             Some(image) => check_image(image)?,
@@ -144,6 +146,7 @@ pub fn check_shape(spec: &DeploymentSpec) -> Result<(), SpecError> {
     for key in spec.env.keys() {
         check_env_key(key)?;
     }
+    check_sealed_env(&spec.env)?;
     check_image(&spec.image)?;
     if let Some(cpu) = spec.resources.cpu {
         check_cpu(cpu)?;

@@ -16,14 +16,17 @@
 //! (set by `deploy spec set`/`deploy start`), so the database lets at most one of them
 //! run at a time.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::Utc;
 use morpheus_engine::{
-    async_trait, Ctx, InvalidInput, RetryPolicy, StepError, Workflow, WorkflowError, WorkflowResult,
+    async_trait, Ctx, ExecRequest, Executor, InvalidInput, RetryPolicy, StepError, Workflow,
+    WorkflowError, WorkflowResult,
 };
 use morpheus_executors::docker::{
-    ContainerInfo, DockerRequest, EnsureOutput, ExecSpec, RemoveOutcome, StartSpec, UploadSpec,
+    ContainerInfo, DockerExecutor, DockerRequest, EnsureOutput, ExecSpec, RemoveOutcome, StartSpec,
+    UploadSpec,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -32,6 +35,7 @@ use super::config::DeployConfig;
 use super::model::{DeployStatus, DeploymentRun, DeploymentSpec, SourceSnapshot, Target};
 use super::probe::{wait_until_ready, Readiness};
 use super::sandbox::{self, WORKDIR};
+use super::secrets::{has_sealed, OpenedEnv};
 use super::snapshot::{self, SnapshotError};
 use super::spec::{check_shape, check_source_dir};
 use super::store::{DeployStore, StoreError};
@@ -76,12 +80,18 @@ pub struct DeployStartOutput {
 #[derive(Debug, Clone)]
 pub struct DeployStart {
     config: Arc<DeployConfig>,
+    /// For the steps of a spec with sealed env values, which call Docker from their
+    /// own body (see [`DeployStart::sandbox_step`]).
+    docker: Arc<DockerExecutor>,
 }
 
 impl DeployStart {
     /// The workflow, capturing and probing per `config`.
     pub fn new(config: Arc<DeployConfig>) -> Self {
-        Self { config }
+        Self {
+            config,
+            docker: Arc::new(DockerExecutor::new()),
+        }
     }
 }
 
@@ -253,7 +263,8 @@ impl Workflow for DeployStart {
             Ok(output) => Ok(output),
             Err(error) if error.is_control_flow() => Err(error),
             Err(error) => {
-                self.fail(ctx, &store, &run_id, stage, &error).await?;
+                self.fail(ctx, &store, &run_id, &input.spec.env, stage, &error)
+                    .await?;
                 Err(error)
             }
         }
@@ -299,13 +310,11 @@ impl DeployStart {
 
         *stage = Stage::Sandbox;
         let container = sandbox::container_name(run_id);
-        let ensured: EnsureOutput = docker_step(
-            ctx,
-            "provision",
-            DockerRequest::EnsureContainer(sandbox::container_spec(run_id, spec, instance)),
-            docker_retry(),
-        )
-        .await?;
+        let ensured: EnsureOutput = self
+            .sandbox_step(ctx, "provision", &spec.env, docker_retry(), |env| {
+                DockerRequest::EnsureContainer(sandbox::container_spec(run_id, spec, instance, env))
+            })
+            .await?;
         set_status(
             ctx,
             store,
@@ -346,22 +355,19 @@ impl DeployStart {
             env: Default::default(),
             timeout_s: Some(self.config.command_timeout.as_secs_f64()),
         };
+        // The sandbox's commands see the opened values and may print them.
         if let Some(install) = &spec.install_command {
-            let _: serde_json::Value = docker_step(
-                ctx,
-                "install",
-                DockerRequest::Exec(command(install)),
-                docker_retry(),
-            )
-            .await?;
+            let _: serde_json::Value = self
+                .sandbox_step(ctx, "install", &spec.env, docker_retry(), |_| {
+                    DockerRequest::Exec(command(install))
+                })
+                .await?;
         }
-        let _: serde_json::Value = docker_step(
-            ctx,
-            "build",
-            DockerRequest::Exec(command(&spec.build_command)),
-            docker_retry(),
-        )
-        .await?;
+        let _: serde_json::Value = self
+            .sandbox_step(ctx, "build", &spec.env, docker_retry(), |_| {
+                DockerRequest::Exec(command(&spec.build_command))
+            })
+            .await?;
 
         set_status(
             ctx,
@@ -557,27 +563,82 @@ impl DeployStart {
             .await
     }
 
+    /// A `docker` executor call as a journaled step, like [`docker_step`], for a step
+    /// whose request needs the spec's environment (`env`) or whose output may show it.
+    ///
+    /// Without sealed values in `env` it is exactly [`docker_step`]. With them, the body
+    /// opens them (a value that does not open fails the step for good, naming the
+    /// variable), builds the request from the opened environment and calls Docker
+    /// itself, so the plaintext is never part of anything the journal records; every
+    /// log line, the answer and an error are masked before they leave the body. The
+    /// step still records the `docker` executor.
+    async fn sandbox_step<T: DeserializeOwned>(
+        &self,
+        ctx: &Ctx,
+        step: &str,
+        env: &BTreeMap<String, String>,
+        retry: RetryPolicy,
+        request: impl FnOnce(&BTreeMap<String, String>) -> DockerRequest + Send,
+    ) -> WorkflowResult<T> {
+        if !has_sealed(env) {
+            return docker_step(ctx, step, request(env), retry).await;
+        }
+        let docker = self.docker.clone();
+        let key = self.config.secrets_key.clone();
+        let answer: serde_json::Value = ctx
+            .step(step)
+            .executor(morpheus_executors::docker::KIND)
+            .retry(retry)
+            .run(move |step| async move {
+                let opened = OpenedEnv::open(env, key.as_deref())?;
+                let masker = Arc::new(opened.masker());
+                let payload = serde_json::to_value(request(opened.env())).map_err(|error| {
+                    StepError::permanent(format!("the docker request does not encode: {error}"))
+                })?;
+                drop(opened);
+                let answer = docker
+                    .call(ExecRequest {
+                        idempotency_key: step.idempotency_key,
+                        attempt: step.attempt,
+                        fencing_token: step.fencing_token,
+                        lease: step.lease,
+                        deadline: None,
+                        payload,
+                        logs: masker.sink(step.logs),
+                    })
+                    .await;
+                answer
+                    .map(|answer| masker.mask_json(answer))
+                    .map_err(|error| masker.mask_error(error))
+            })
+            .await?;
+        serde_json::from_value(answer).map_err(|error| {
+            WorkflowError::failed(format!(
+                "step '{step}': the docker executor's answer does not decode: {error}"
+            ))
+        })
+    }
+
     async fn fail(
         &self,
         ctx: &Ctx,
         store: &DeployStore,
         run_id: &str,
+        env: &BTreeMap<String, String>,
         stage: Stage,
         error: &WorkflowError,
     ) -> WorkflowResult<()> {
         let container = sandbox::container_name(run_id);
         if stage >= Stage::Started {
             // The start command's own output usually explains a failed probe.
-            let copied: WorkflowResult<serde_json::Value> = docker_step(
-                ctx,
-                "start-output",
-                DockerRequest::Logs {
-                    container: container.clone(),
-                    tail: START_OUTPUT_LINES,
-                },
-                RetryPolicy::none(),
-            )
-            .await;
+            let copied: WorkflowResult<serde_json::Value> = self
+                .sandbox_step(ctx, "start-output", env, RetryPolicy::none(), |_| {
+                    DockerRequest::Logs {
+                        container: container.clone(),
+                        tail: START_OUTPUT_LINES,
+                    }
+                })
+                .await;
             if let Err(error) = copied {
                 if error.is_control_flow() {
                     return Err(error);
@@ -663,6 +724,15 @@ mod tests {
             .validate(&relative)
             .unwrap_err()
             .starts_with("spec.source_dir:"));
+        let mut damaged_secret = input();
+        damaged_secret
+            .spec
+            .env
+            .insert("TOKEN".into(), "sealed:v1:AAAA".into());
+        assert!(workflow()
+            .validate(&damaged_secret)
+            .unwrap_err()
+            .starts_with("spec.env: TOKEN: sealed value is too short"));
         let mut empty_snapshot = input();
         empty_snapshot.snapshot_id = Some(String::new());
         assert!(workflow()

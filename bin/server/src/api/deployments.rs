@@ -251,7 +251,8 @@ pub struct SpecBody {
     /// 1024–65535 (default 3000).
     #[serde(default)]
     pub runtime_port: Option<i64>,
-    /// Environment of the sandbox (stored as given: no secrets).
+    /// Environment of the sandbox, stored and shown as given: give a secret sealed
+    /// (`sealed:v1:…`, from `morpheus secrets seal`); it is opened only in the sandbox.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
     /// `preview` (default) or `production`.
