@@ -191,6 +191,40 @@ fn leg_times(
     Ok(legs)
 }
 
+/// Where each step of one run spent its time: the gap since the previous step's
+/// commit (replay, workflow code, dispatch), the executor call, and the rest of the
+/// step's recorded span (encoding, the commit).
+fn print_steps(journal: &[StepRecord], run_id: &str, calls: &HashMap<String, Duration>) {
+    let mut ordered: Vec<&StepRecord> = journal.iter().collect();
+    ordered.sort_by_key(|step| step.started_at);
+    eprintln!(
+        "{:<28} {:>9} {:>12} {:>14}",
+        "step (last run)", "gap ms", "executor ms", "commit+rest ms"
+    );
+    let mut previous: Option<DateTime<Utc>> = None;
+    for step in ordered {
+        let Some(done) = step.completed_at else {
+            continue;
+        };
+        let span = ms(done - step.started_at);
+        let inside = match &step.executor {
+            Some(_) => calls
+                .get(&format!("{run_id}/{}", step.step_key))
+                .map_or(0.0, |took| took.as_secs_f64() * 1000.0),
+            None => span,
+        };
+        let gap = previous.map_or(0.0, |at| ms(step.started_at - at));
+        eprintln!(
+            "{:<28} {:>9.2} {:>12.2} {:>14.2}",
+            step.step_key,
+            gap,
+            inside,
+            span - inside
+        );
+        previous = Some(previous.map_or(done, |at| at.max(done)));
+    }
+}
+
 async fn start_anvil(args: &BenchFundArgs) -> Result<(Option<AnvilProcess>, String)> {
     if let Some(url) = &args.evm_rpc {
         return Ok((None, url.to_string()));
@@ -369,6 +403,9 @@ pub async fn run(args: BenchFundArgs) -> Result<()> {
         let journal = world.load_journal(run.id).await?;
         let calls = times.lock().unwrap_or_else(PoisonError::into_inner).clone();
         let legs = leg_times(&journal, &run.id.to_string(), &calls)?;
+        if args.per_step && index == args.runs {
+            print_steps(&journal, &run.id.to_string(), &calls);
+        }
         let first_start = journal.iter().map(|step| step.started_at).min();
         let last_end = journal.iter().filter_map(|step| step.completed_at).max();
         if let (Some(first), Some(last)) = (first_start, last_end) {

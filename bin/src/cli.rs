@@ -801,6 +801,10 @@ pub struct BenchFundArgs {
     /// How often the route simulator settles swaps and the workflow asks for delivery.
     #[arg(long, default_value = "20ms", value_parser = humantime::parse_duration)]
     pub route_poll: std::time::Duration,
+    /// Also print, for the last run, each step's gap since the previous commit, its
+    /// executor time and the rest of its span (the commit): where the engine's time goes.
+    #[arg(long)]
+    pub per_step: bool,
     /// Print one JSON document instead of the table.
     #[arg(long)]
     pub json: bool,

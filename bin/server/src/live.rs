@@ -33,8 +33,9 @@ use crate::api::logs::LogLine;
 const BROADCAST_CAPACITY: usize = 4096;
 
 /// The pump reads the feed at most this often while it is busy: short beside the
-/// live-event budget (an event reaches clients within 100 ms), long enough to batch.
-const MIN_READ_INTERVAL: Duration = Duration::from_millis(10);
+/// live-event budget (an event reaches clients within 100 ms), long enough to batch a
+/// busy feed into few queries (each costs the database a round trip and a snapshot).
+const MIN_READ_INTERVAL: Duration = Duration::from_millis(25);
 
 /// Feed entries read per query.
 pub const FEED_PAGE: u32 = 500;
