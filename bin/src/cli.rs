@@ -61,11 +61,15 @@ pub enum Command {
     Prune(PruneArgs),
     /// Measure throughput and step latency on a fresh set of no-op runs.
     Bench(BenchArgs),
-    /// Deploy directories into fresh Docker sandboxes (specs, runs, snapshots, gc).
+    /// Deploy directories into fresh Docker sandboxes (specs, runs, snapshots, gc); with
+    /// --dry-run and no subcommand, show the Akash deploy of ./morpheus.yaml.
     Deploy(DeployArgs),
     /// Run a local chain simulator (for demos and tests; not a real chain).
     #[command(subcommand)]
     Devnet(DevnetCommand),
+    /// Write a commented morpheus.yaml for a template (the Akash deploy's project file;
+    /// `morpheus deploy --dry-run` shows what it synthesizes).
+    Init(InitArgs),
     /// Fund a deployment from USDC: stake a share on MOR, swap the rest to AKT and
     /// deposit it into the deployment's escrow (the `fund` workflow; needs [evm],
     /// [cosmos] and [fund] in morpheus.toml for the `morpheus up` that runs it).
@@ -134,6 +138,36 @@ pub struct OpenArgs {
     /// The sealed value (default: stdin).
     #[arg(long)]
     pub value: Option<String>,
+}
+
+/// `morpheus init`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The template: ai-agent (2 CPU, 4Gi, one RTX 4090), mcp-server (0.5 CPU, 512Mi),
+    /// website (0.5 CPU, 256Mi) or custom.
+    #[arg(long, default_value = "custom")]
+    pub template: String,
+    /// The project's name (default: the directory's name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Where to write morpheus.yaml (default: the current directory).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Replace an existing morpheus.yaml.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `morpheus deploy --dry-run`.
+#[derive(Debug, Args)]
+pub struct DeployDryRunArgs {
+    /// The project directory holding morpheus.yaml (default: the current directory).
+    #[arg(long)]
+    pub project_dir: Option<PathBuf>,
+    /// Print one JSON document: `sdl` (YAML text), `manifest_version` (hex), `groups`,
+    /// `image`, `manifest_sorted_json`.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `morpheus fund`.
@@ -266,9 +300,18 @@ pub struct DeployArgs {
     /// Paths.
     #[command(flatten)]
     pub paths: DeployPathArgs,
-    /// What to do.
+    /// Without a subcommand: synthesize the Akash deploy of the project's morpheus.yaml
+    /// (SDL, manifest version, groups, the image's content-hash tag) and print it,
+    /// building nothing and touching no chain. (The Akash deploy itself is not built
+    /// yet, so this flag is required without a subcommand.)
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Options of --dry-run.
+    #[command(flatten)]
+    pub dry_run_args: DeployDryRunArgs,
+    /// What to do with directory deploys (Docker sandboxes).
     #[command(subcommand)]
-    pub command: DeployCommand,
+    pub command: Option<DeployCommand>,
 }
 
 /// `morpheus deploy` subcommands.

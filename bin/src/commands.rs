@@ -188,6 +188,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Deploy(args) => crate::deploy::run(&url, args).await,
         Command::Devnet(command) => crate::devnet::run(command).await,
         Command::Fund(args) => crate::fund::run(&url, args, &config).await,
+        Command::Init(args) => crate::akash_project::init(args),
         Command::Secrets(command) => crate::secrets::run(command, &config),
     }
 }

@@ -56,8 +56,21 @@ async fn service(url: &str, config: DeployConfig) -> Result<DeployService> {
 
 /// Runs a `deploy` subcommand.
 pub async fn run(url: &str, args: DeployArgs) -> Result<()> {
+    let Some(command) = args.command else {
+        if !args.dry_run {
+            anyhow::bail!(
+                "morpheus deploy needs a subcommand (spec, start, stop, list, snapshots, redeploy, gc), or --dry-run to show the Akash deploy of ./morpheus.yaml (the Akash deploy itself is not built yet)"
+            );
+        }
+        return crate::akash_project::dry_run(args.dry_run_args);
+    };
+    if args.dry_run {
+        anyhow::bail!(
+            "--dry-run shows the Akash deploy of morpheus.yaml: give it without a subcommand"
+        );
+    }
     let config = config(&args.paths)?;
-    match args.command {
+    match command {
         DeployCommand::Spec(SpecCommand::Set(set)) => spec_set(url, config, *set).await,
         DeployCommand::Spec(SpecCommand::Show { agent, json }) => {
             check_agent_id(&agent)?;
