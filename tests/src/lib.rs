@@ -27,6 +27,7 @@ pub mod devnet;
 pub mod docker;
 pub mod extensions;
 pub mod pg_cluster;
+pub mod sdl_judge;
 pub mod torture;
 
 use std::fs::File;

@@ -4,7 +4,7 @@
 //! groups are what Akash's own SDK (`tests/sdl-judge`, pinned chain-sdk) derives from
 //! the same SDL. Bad input is one line naming the field, and nothing is written.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use morpheus_tests::{morpheus_bin, CliOutput};
@@ -14,31 +14,9 @@ fn morpheus(dir: &Path, args: &[&str]) -> CliOutput {
     CliOutput::from_command(Command::new(morpheus_bin()).current_dir(dir).args(args))
 }
 
-fn judge_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("sdl-judge")
-}
-
-/// chain-sdk's manifest version (hex) and groups for an SDL file.
+/// chain-sdk's answer for one SDL file.
 fn judge(sdl: &Path) -> Value {
-    let dir = judge_dir();
-    assert!(
-        dir.join("node_modules/@akashnetwork/chain-sdk/package.json")
-            .exists(),
-        "Akash's SDK is not installed: run `npm ci` in {} (scripts/test does)",
-        dir.display()
-    );
-    let output = Command::new("node")
-        .arg(dir.join("judge.mjs"))
-        .arg(sdl)
-        .current_dir(&dir)
-        .output()
-        .expect("node runs");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("one JSON answer")
+    morpheus_tests::sdl_judge::judge(&[sdl.to_path_buf()]).remove(0)
 }
 
 /// A project with a Dockerfile (it wins over detection) and a page.

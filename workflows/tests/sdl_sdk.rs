@@ -6,43 +6,10 @@
 //! Needs Node and `npm ci` in `tests/sdl-judge` (scripts/test runs it).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
+use morpheus_tests::sdl_judge::judge;
 use morpheus_workflows::akash::{derive, project::Project, sdl::Sdl, synthesize};
 use serde_json::Value;
-
-fn judge_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/sdl-judge")
-}
-
-/// Runs the judge on the files; one answer per file, in order.
-fn judge(files: &[PathBuf]) -> Vec<Value> {
-    let dir = judge_dir();
-    assert!(
-        dir.join("node_modules/@akashnetwork/chain-sdk/package.json")
-            .exists(),
-        "Akash's SDK is not installed: run `npm ci` in {} (scripts/test does)",
-        dir.display()
-    );
-    let output = Command::new("node")
-        .arg(dir.join("judge.mjs"))
-        .args(files)
-        .current_dir(&dir)
-        .output()
-        .expect("node runs (install nodejs)");
-    assert!(
-        output.status.success(),
-        "the judge failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let answers: Vec<Value> = String::from_utf8(output.stdout)
-        .unwrap()
-        .lines()
-        .map(|line| serde_json::from_str(line).expect("one JSON answer per line"))
-        .collect();
-    assert_eq!(answers.len(), files.len(), "one answer per file");
-    answers
-}
 
 /// What Rust says about one SDL, to compare with the judge's answer.
 struct RustAnswer {

@@ -300,10 +300,6 @@ impl Fund {
     }
 }
 
-fn stake_amount_text(split: &Split) -> String {
-    split.stake.to_string()
-}
-
 /// Slippage as Skip takes it: a decimal string.
 fn slippage_text(slippage_pct: f64) -> String {
     let text = format!("{slippage_pct:.4}");
@@ -783,7 +779,7 @@ impl LegContext<'_> {
         let ctx = self.ctx;
         let mut report = StakeReport {
             status: LegStatus::Skipped,
-            usdc: stake_amount_text(legs),
+            usdc: legs.stake.to_string(),
             approve_tx: None,
             tx_hash: None,
             block_number: None,
