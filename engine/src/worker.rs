@@ -237,8 +237,16 @@ impl Worker {
             }
         }
 
-        tracing::info!(in_flight = tasks.len(), grace = ?config.shutdown_grace, "shutting down: no more claims");
-        let drained = tokio::time::timeout(config.shutdown_grace, async {
+        // After a storage failure nothing in flight can commit any more: waiting out the
+        // grace period would only keep a dead worker alive. Its runs are not lost; their
+        // leases expire and whoever claims them next resumes from the last commit.
+        let grace = if stop_error.is_some() {
+            Duration::ZERO
+        } else {
+            config.shutdown_grace
+        };
+        tracing::info!(in_flight = tasks.len(), ?grace, "shutting down: no more claims");
+        let drained = tokio::time::timeout(grace, async {
             while tasks.join_next().await.is_some() {}
         })
         .await;
@@ -255,6 +263,11 @@ impl Worker {
             listener.abort();
         }
         drop(committer);
+        if stop_error.is_some() {
+            // The committer would go on retrying a batch the failed database refuses;
+            // nothing waits for it any more.
+            commit_task.abort();
+        }
         let _ = commit_task.await;
         if let Some(error) = stop_error {
             // Leases cannot be given back through a failed database; they expire.

@@ -411,15 +411,21 @@ impl Extension {
     ) -> Result<Value, CallFailure> {
         let shared = &self.shared;
         let name = &shared.config.name;
-        let limit = Instant::now() + shared.config.max_execution_time();
-        let deadline = deadline.map_or(limit, |deadline| deadline.min(limit));
         let Ok(_admitted) = shared.admission.clone().try_acquire_owned() else {
             return Err(CallFailure::new(FailureReason::Busy, StepError::retryable(format!(
                 "extension '{name}' is busy: {} calls are already waiting (raise `queue` to allow more)",
                 shared.config.queue_capacity()
             ))));
         };
-        let (instance, generation) = self.ready_instance(deadline).await?;
+        // Waiting through a restart is not the extension's execution time: a call that
+        // arrives while another call's limit broke the instance gets what a restart takes
+        // (bounded by the caller's own deadline), and its execution limit starts once an
+        // instance is ready. Otherwise a slow reload on a loaded machine would fail calls
+        // that never ran.
+        let ready_by = deadline.unwrap_or_else(|| Instant::now() + LIFECYCLE_TIMEOUT);
+        let (instance, generation) = self.ready_instance(ready_by).await?;
+        let limit = Instant::now() + shared.config.max_execution_time();
+        let deadline = deadline.map_or(limit, |deadline| deadline.min(limit));
         let declared = &instance.declared;
         *reached = Some(declared.clone());
         if !declared.capabilities.methods.is_empty()
@@ -798,11 +804,13 @@ impl Executor for Extension {
             request.fencing_token,
             wall_clock(deadline),
         );
+        // The step's own deadline: `call_inner` applies the execution limit once an
+        // instance is ready.
         self.call_method(
             &call.method,
             &call.params,
             &context,
-            Some(deadline),
+            request.deadline,
             &request.logs,
         )
         .await
