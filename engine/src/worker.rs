@@ -245,11 +245,13 @@ impl Worker {
         } else {
             config.shutdown_grace
         };
-        tracing::info!(in_flight = tasks.len(), ?grace, "shutting down: no more claims");
-        let drained = tokio::time::timeout(grace, async {
-            while tasks.join_next().await.is_some() {}
-        })
-        .await;
+        tracing::info!(
+            in_flight = tasks.len(),
+            ?grace,
+            "shutting down: no more claims"
+        );
+        let drained =
+            tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
         if drained.is_err() {
             tracing::warn!(
                 remaining = tasks.len(),
