@@ -78,6 +78,38 @@ pub enum Command {
     /// public key, make a key pair, or open a value to test a key.
     #[command(subcommand)]
     Secrets(SecretsCommand),
+    /// The keys flows sign with: `keys audit` lists every signature an executor made.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+/// `morpheus keys …`.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Every transaction the `cosmos` and `evm` executors of `morpheus up` signed,
+    /// newest first: time, chain, key (its reference, never the key), address, what was
+    /// signed, run and step, transaction hash. Recorded before the signed bytes leave
+    /// the executor.
+    Audit(KeysAuditArgs),
+}
+
+/// `morpheus keys audit`.
+#[derive(Debug, Args)]
+pub struct KeysAuditArgs {
+    /// Only this key: its reference as listed (`mnemonic in $AKASH_MNEMONIC`) or its
+    /// address.
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Only signatures since this time: RFC 3339 (2026-11-23T10:00:00Z) or an age (10m,
+    /// 2h).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// At most this many.
+    #[arg(long, default_value_t = 100)]
+    pub limit: u32,
+    /// Print JSON (one array) instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `morpheus secrets …`.

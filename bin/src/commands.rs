@@ -7,8 +7,9 @@ use anyhow::{anyhow, bail, Context, Result};
 use chrono::{DateTime, Utc};
 use morpheus_engine::{
     Engine, EngineError, ExecutorRegistry, LogLevel, LogQuery, RunFilter, RunId, RunStatus,
-    Runtime, StepLogLayer, WorkerConfig, WorkflowRegistry, World,
+    Runtime, SignatureFilter, StepLogLayer, WorkerConfig, WorkflowRegistry, World,
 };
+use morpheus_executors::audit::SignatureAudit;
 use morpheus_executors::cosmos::CosmosExecutor;
 use morpheus_executors::evm::EvmExecutor;
 use morpheus_executors::extensions::ExtensionManager;
@@ -21,8 +22,8 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::cli::{
-    BenchArgs, BenchMode, Cli, Command, EventsCommand, LogsArgs, PruneArgs, QueuesCommand,
-    RunsCommand, StartArgs, UpArgs, DEFAULT_DATABASE_URL,
+    BenchArgs, BenchMode, Cli, Command, EventsCommand, KeysAuditArgs, KeysCommand, LogsArgs,
+    PruneArgs, QueuesCommand, RunsCommand, StartArgs, UpArgs, DEFAULT_DATABASE_URL,
 };
 use crate::config::Config;
 use crate::output;
@@ -190,7 +191,46 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Fund(args) => crate::fund::run(&url, args, &config).await,
         Command::Init(args) => crate::akash_project::init(args),
         Command::Secrets(command) => crate::secrets::run(command, &config),
+        Command::Keys(KeysCommand::Audit(args)) => keys_audit(&url, args).await,
     }
+}
+
+async fn keys_audit(url: &str, args: KeysAuditArgs) -> Result<()> {
+    let since = args.since.as_deref().map(parse_since).transpose()?;
+    let world = open(url).await?;
+    let signatures = world
+        .signatures(&SignatureFilter {
+            key: args.key,
+            since,
+            limit: i64::from(args.limit.max(1)),
+        })
+        .await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&signatures)?);
+        return Ok(());
+    }
+    if signatures.is_empty() {
+        println!("no signatures recorded");
+        return Ok(());
+    }
+    for signature in &signatures {
+        println!(
+            "{}  {}  key={}  address={}  signed={}  run={} step={}  tx={}",
+            signature
+                .signed_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            signature.chain,
+            signature.key_id,
+            signature.address,
+            signature.message_types.join(","),
+            signature
+                .run_id
+                .map_or_else(|| "-".to_owned(), |run| run.to_string()),
+            signature.step_key,
+            signature.tx_hash
+        );
+    }
+    Ok(())
 }
 
 async fn up(url: &str, args: UpArgs, config: &Config) -> Result<()> {
@@ -240,27 +280,43 @@ async fn up(url: &str, args: UpArgs, config: &Config) -> Result<()> {
     } else {
         None
     };
-    match (&demo, &config.cosmos) {
-        (Some(demo), _) => {
-            executors.register(demo.executor.clone());
-            declared.push(demo.schedule(&workflows)?);
-        }
+    if let Some(demo) = &demo {
+        executors.register(demo.executor.clone());
+        declared.push(demo.schedule(&workflows)?);
+    }
+    // Built (its configuration and key checked) before anything starts, registered once
+    // the database is open: its signatures go to the key audit there.
+    let cosmos_executor = match (&demo, &config.cosmos) {
         (None, Some(cosmos)) => {
-            executors.register(
-                CosmosExecutor::new(cosmos).map_err(|error| anyhow!("config [cosmos]: {error}"))?,
-            );
+            Some(CosmosExecutor::new(cosmos).map_err(|error| anyhow!("config [cosmos]: {error}"))?)
         }
-        (None, None) => {}
+        _ => None,
+    };
+    let mut taken = executors.kinds();
+    if cosmos_executor.is_some() {
+        taken.push("cosmos".to_owned());
     }
     // Checked before anything starts: a bad entry names itself and stops `up` here.
-    ExtensionManager::check(&config.extensions, &executors.kinds())
+    ExtensionManager::check(&config.extensions, &taken)
         .map_err(|error| anyhow!("config: {error}"))?;
     let world = open(url).await?;
+    if let (Some(executor), Some(cosmos)) = (cosmos_executor, &config.cosmos) {
+        let key = cosmos
+            .key
+            .as_ref()
+            .map_or_else(|| "no key".to_owned(), ToString::to_string);
+        executors.register(executor.with_signature_audit(SignatureAudit::new(world.clone(), key)));
+    }
     // The evm executor reserves nonces in the database, so it is built once it is open.
     if let Some(evm) = &config.evm {
+        let key = evm
+            .key
+            .as_ref()
+            .map_or_else(|| "no key".to_owned(), ToString::to_string);
         executors.register(
             EvmExecutor::new(evm, world.clone())
-                .map_err(|error| anyhow!("config [evm]: {error}"))?,
+                .map_err(|error| anyhow!("config [evm]: {error}"))?
+                .with_signature_audit(SignatureAudit::new(world.clone(), key)),
         );
     }
     tracing::info!(

@@ -181,8 +181,9 @@ pub use store::{
     Backend, BudgetStore, ClaimRequest, DocumentStore, EventStore, FeedCursor, FeedEntry, FeedKind,
     FeedRun, FeedStore, HeartbeatClaim, HeartbeatOutcome, HeartbeatPing, HeartbeatStore,
     InvalidFeedCursor, LogStore, NonceReservation, NonceStore, PingState, QueueStore, RunStore,
-    ScheduleStore, World,
+    ScheduleStore, SignatureStore, World,
 };
+pub use store::{NewSignature, SignatureFilter, SignatureRecord};
 pub use worker::{Worker, WorkerConfig};
 pub use workflow::InvalidInput;
 pub use workflow::{DynWorkflow, Workflow, WorkflowError, WorkflowRegistry, WorkflowResult};

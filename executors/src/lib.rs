@@ -68,6 +68,7 @@
 
 #![warn(missing_docs)]
 
+pub mod audit;
 pub mod cosmos;
 pub mod docker;
 pub mod duration_text;

@@ -337,6 +337,69 @@ impl FundWorld {
 
     /// What every landed fund run of `AMOUNT` must have left on the chains, counted
     /// from `from_block`, with `runs` runs since then.
+    /// Every transaction in a `fund` report is in the key audit (`morpheus keys audit`),
+    /// under its chain, its key's reference and its signer, and the audit holds no key
+    /// material.
+    fn assert_audited(&self, report: &Value, why: &str) {
+        let listed = self
+            .env
+            .cli_ok(&["keys", "audit", "--json", "--limit", "100000"]);
+        assert!(
+            !listed.contains(USER_KEY.trim_start_matches("0x"))
+                && !listed.contains(DEMO_MNEMONIC.split(' ').next().unwrap()),
+            "{why}: key material in the audit: {listed}"
+        );
+        let audit: Vec<Value> = serde_json::from_str(&listed).expect("keys audit --json");
+        let evm: Vec<&str> = report["swap"]["approve_txs"]
+            .as_array()
+            .into_iter()
+            .chain(report["swap"]["tx_hashes"].as_array())
+            .flatten()
+            .chain([&report["stake"]["approve_tx"], &report["stake"]["tx_hash"]])
+            .filter_map(Value::as_str)
+            .collect();
+        assert!(evm.len() >= 2, "{why}: {report:#}");
+        let deposit = report["deposit"]["tx_hash"].as_str().expect("deposit tx");
+        let expected = evm
+            .iter()
+            .map(|tx| (*tx, "evm:", format!("hex key in ${EVM_KEY_ENV}"), USER))
+            .chain([(
+                deposit,
+                "cosmos:",
+                format!("mnemonic in ${MNEMONIC_ENV}"),
+                self.owner.as_str(),
+            )]);
+        for (tx, chain, key, address) in expected {
+            let found = audit
+                .iter()
+                .find(|record| {
+                    record["tx_hash"]
+                        .as_str()
+                        .is_some_and(|hash| hash.eq_ignore_ascii_case(tx))
+                })
+                .unwrap_or_else(|| panic!("{why}: {tx} is not in the key audit: {listed}"));
+            assert!(
+                found["chain"].as_str().unwrap().starts_with(chain),
+                "{why}: {found}"
+            );
+            assert_eq!(found["key_id"], key.as_str(), "{why}: {found}");
+            assert!(
+                found["address"]
+                    .as_str()
+                    .unwrap()
+                    .eq_ignore_ascii_case(address),
+                "{why}: {found}"
+            );
+            assert!(found["run_id"].is_string(), "{why}: {found}");
+            assert!(
+                found["message_types"]
+                    .as_array()
+                    .is_some_and(|types| !types.is_empty()),
+                "{why}: {found}"
+            );
+        }
+    }
+
     fn assert_landed_once_each(
         &self,
         from_block: u64,
@@ -503,6 +566,7 @@ fn happy_path_lands_exactly_the_split(backend: Backend) {
     assert!(shown["stake"]["tx_hash"]
         .as_str()
         .is_some_and(|h| h.starts_with("0x")));
+    world.assert_audited(&shown, "happy path");
     let dry = world.fund(&["--usdc", "10", "--dseq", &world.dseq, "--dry-run", "--wait"]);
     assert!(dry.status.success(), "{}", dry.stderr);
     assert!(dry.stdout.contains("DRY RUN"), "{}", dry.stdout);
@@ -603,6 +667,7 @@ fn a_crash_at_any_leg_boundary_never_repeats_or_loses_an_effect() {
             .wait_for_status(&run, "completed", Duration::from_secs(120));
         survivor.kill();
         world.assert_landed_once_each(from_block, 1, deposits_before, &why);
+        world.assert_audited(&world.env.show(&run)["run"]["output"], &why);
         assert_eq!(
             world.nonce("latest"),
             nonce_before + 4,

@@ -8,6 +8,7 @@
 //! - [`LogStore`]: step log lines;
 //! - [`BudgetStore`]: budget reservations;
 //! - [`NonceStore`]: nonce reservations per account (exactly-once transactions);
+//! - [`SignatureStore`]: the key audit (every signature an executor made);
 //! - [`DocumentStore`]: workflows' own JSON documents;
 //! - [`FeedStore`]: the change feed live views follow (written by triggers);
 //! - [`HeartbeatStore`]: the outbox of heartbeat pings after scheduled runs.
@@ -48,6 +49,7 @@ pub mod queues;
 mod rows;
 pub mod runs;
 pub mod schedules;
+pub mod signatures;
 pub mod sqlite;
 
 pub use bench::{
@@ -63,6 +65,7 @@ pub use nonces::{NonceReservation, NonceStore};
 pub use queues::QueueStore;
 pub use runs::RunStore;
 pub use schedules::ScheduleStore;
+pub use signatures::{NewSignature, SignatureFilter, SignatureRecord, SignatureStore};
 
 /// Which database a `World` talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +124,7 @@ pub trait World:
     + LogStore
     + BudgetStore
     + NonceStore
+    + SignatureStore
     + DocumentStore
     + FeedStore
     + HeartbeatStore

@@ -16,6 +16,7 @@
 //! - [`logs`]: run logs and their query.
 //! - [`budgets`]: cross-run budget reservations.
 //! - [`nonces`]: nonce reservations per account.
+//! - [`signatures`]: the key audit.
 //! - [`documents`]: the document store.
 //! - [`feed`]: the change feed live views follow.
 //! - [`schema`]: migrations and a schema newer than the binary.
@@ -40,6 +41,7 @@ mod queues;
 mod runs;
 mod schedules;
 mod schema;
+mod signatures;
 
 use std::sync::Arc;
 use std::time::Duration;

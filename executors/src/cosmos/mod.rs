@@ -193,8 +193,18 @@ impl CosmosExecutor {
                 rest,
                 signer: signer.map(Arc::new),
                 chain_id_checked: OnceLock::new(),
+                audit: None,
             }),
         })
+    }
+
+    /// Records every transaction this executor signs in `audit` (the key audit), before
+    /// the signed bytes are returned. Call right after building the executor.
+    pub fn with_signature_audit(mut self, audit: crate::audit::SignatureAudit) -> Self {
+        Arc::get_mut(&mut self.client)
+            .expect("with_signature_audit is called on a freshly built executor")
+            .audit = Some(audit);
+        self
     }
 
     /// The executor's own address, if it has a key.

@@ -394,6 +394,8 @@ pub(crate) struct Client {
     pub rest: Rest,
     pub signer: Option<std::sync::Arc<Signer>>,
     pub chain_id_checked: OnceLock<()>,
+    /// Where signatures are recorded before they leave the executor, if anywhere.
+    pub audit: Option<crate::audit::SignatureAudit>,
 }
 
 /// What one call needs besides the payload.
@@ -910,6 +912,17 @@ impl Client {
             gas_limit,
             fee: params.fee.to_string(),
         };
+        if let Some(audit) = &self.audit {
+            audit
+                .record(crate::audit::Signed {
+                    chain: format!("cosmos:{}", self.settings.chain_id),
+                    tx_hash: &output.tx_hash,
+                    address: &output.signer,
+                    message_types: vec![output.msg_type.clone()],
+                    idempotency_key: call.idempotency_key,
+                })
+                .await?;
+        }
         call.logs.log(
             LogLevel::Info,
             format!(

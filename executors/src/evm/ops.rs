@@ -303,9 +303,30 @@ pub(crate) struct Client {
     pub signer: Option<Arc<PrivateKeySigner>>,
     pub nonces: Arc<dyn NonceStore>,
     pub chain_id_checked: OnceLock<()>,
+    /// Where signatures are recorded before they leave the executor, if anywhere.
+    pub audit: Option<crate::audit::SignatureAudit>,
 }
 
 type RpcFailure = RpcError<TransportErrorKind>;
+
+/// What a signed call does, for the key audit: the function as given (`approve(address,
+/// uint256)`), an ABI item's name, the selector of raw data, or a plain value transfer.
+fn call_description(function: Option<&str>, abi: Option<&Value>, data: Option<&str>) -> String {
+    if let Some(function) = function {
+        return function.trim().to_owned();
+    }
+    if let Some(name) = abi
+        .and_then(|item| item.get("name"))
+        .and_then(Value::as_str)
+    {
+        return name.to_owned();
+    }
+    match data.map(|data| data.trim().trim_start_matches("0x")) {
+        Some(hex) if hex.len() >= 8 => format!("call 0x{}", &hex[..8]),
+        Some(hex) if !hex.is_empty() => format!("call 0x{hex}"),
+        _ => "value transfer".to_owned(),
+    }
+}
 
 /// Whether an RPC failure is worth repeating in-process: the transport failed, or
 /// the node said it is busy. A JSON-RPC error answer is the node's verdict.
@@ -492,6 +513,7 @@ impl Client {
                 gas_limit,
             } => {
                 let to = parse_address("to", &to)?;
+                let what = call_description(function.as_deref(), abi.as_ref(), data.as_deref());
                 let data = match (data, function.is_some() || abi.is_some()) {
                     (Some(_), true) => {
                         return Err(StepError::permanent("give data or function/abi, not both"))
@@ -511,7 +533,19 @@ impl Client {
                     Some(value) => parse_wei("value", &value)?,
                     None => U256::ZERO,
                 };
-                out(self.sign(to, data, value, gas_limit, call).await?)
+                let signed = self.sign(to, data, value, gas_limit, call).await?;
+                if let Some(audit) = &self.audit {
+                    audit
+                        .record(crate::audit::Signed {
+                            chain: format!("evm:{}", self.settings.chain_id),
+                            tx_hash: &signed.tx_hash,
+                            address: &signed.from,
+                            message_types: vec![format!("{what} to {to}")],
+                            idempotency_key: call.idempotency_key,
+                        })
+                        .await?;
+                }
+                out(signed)
             }
             EvmRequest::Broadcast { raw_tx } => out(self.broadcast(&raw_tx, call).await?),
             EvmRequest::TxStatus { tx_hash } => {

@@ -31,6 +31,7 @@ mod queues;
 mod rows;
 mod runs;
 mod schedules;
+mod signatures;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
 
