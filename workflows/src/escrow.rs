@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use morpheus_engine::{Ctx, LogLevel, RetryPolicy, StepBuilder, WorkflowError, WorkflowResult};
 use morpheus_executors::cosmos::{
-    can_resign, AccountInfo, BroadcastResult, CosmosRequest, SignedDeposit, TxStatus,
-    SEQUENCE_MISMATCH,
+    can_resign, AccountInfo, BroadcastResult, CosmosRequest, TxStatus, SEQUENCE_MISMATCH,
 };
+use serde::Deserialize;
 use serde_json::json;
 
 /// Retries for chain reads and broadcasts: transient node trouble, persisted times.
@@ -58,31 +58,73 @@ pub(crate) struct EscrowDeposit<'a> {
 
 /// Signs (journaled before anything is sent), broadcasts and confirms one deposit:
 /// `Ok(Ok((tx_hash, height)))`. `Ok(Err(reason))`: the chain refused it for good
-/// (nothing was deposited).
+/// (nothing was deposited). See [`submit_once`].
+pub(crate) async fn deposit(
+    ctx: &Ctx,
+    deposit: &EscrowDeposit<'_>,
+) -> WorkflowResult<Result<(String, u64), String>> {
+    let sign = serde_json::to_value(CosmosRequest::SignDeposit {
+        owner: Some(deposit.owner.to_owned()),
+        dseq: dseq_number(deposit.dseq)?,
+        amount: format!("{}{}", deposit.amount, deposit.denom),
+        memo: None,
+    })?;
+    submit_once(
+        ctx,
+        &Submission {
+            sign,
+            seconds_per_block: deposit.seconds_per_block,
+            steps: deposit.steps,
+            subject: deposit.subject,
+        },
+    )
+    .await
+}
+
+/// The fields of a signed transaction that [`submit_once`] needs; every sign op of the
+/// `cosmos` executor answers at least these.
+#[derive(Debug, Deserialize)]
+struct Signed {
+    tx_bytes_b64: String,
+    tx_hash: String,
+    sequence: u64,
+}
+
+/// One transaction to land exactly once.
+pub(crate) struct Submission<'a> {
+    /// The `cosmos` executor's sign request (`sign_deposit`, `sign_create_deployment`, …)
+    /// as JSON.
+    pub sign: serde_json::Value,
+    /// Seconds per block: how long a competing transaction needs to settle.
+    pub seconds_per_block: f64,
+    /// Prefix of the step names (`deposit/123` → `deposit/123/sign`, …). Part of the
+    /// journal: never change it for a workflow version that has runs.
+    pub steps: &'a str,
+    /// How log lines name the transaction (`dseq=123`).
+    pub subject: &'a str,
+}
+
+/// Signs (journaled before anything is sent), broadcasts and confirms one transaction:
+/// `Ok(Ok((tx_hash, height)))`. `Ok(Err(reason))`: the chain refused it for good
+/// (nothing happened on chain but, perhaps, the fee).
 ///
 /// A sequence mismatch means another transaction of the wallet took the sequence (a
 /// concurrent sweep of another owner funded by the same wallet, say). The signed bytes
 /// are only abandoned once they provably never landed ([`can_resign`]); while the other
 /// transaction still sits in the mempool that is not provable yet, so the run waits a
 /// block (durably) and broadcasts the same bytes again.
-pub(crate) async fn deposit(
+pub(crate) async fn submit_once(
     ctx: &Ctx,
-    deposit: &EscrowDeposit<'_>,
+    submission: &Submission<'_>,
 ) -> WorkflowResult<Result<(String, u64), String>> {
     const MAX_SIGNATURES: u32 = 3;
     const MAX_BROADCASTS_PER_SIGNATURE: u32 = 10;
     // About one block: the time a competing transaction needs to settle.
-    let settle_pause = Duration::from_secs_f64(deposit.seconds_per_block.clamp(0.2, 30.0));
-    let dseq_number = dseq_number(deposit.dseq)?;
-    let (steps, subject) = (deposit.steps, deposit.subject);
+    let settle_pause = Duration::from_secs_f64(submission.seconds_per_block.clamp(0.2, 30.0));
+    let (steps, subject) = (submission.steps, submission.subject);
     for signature in 1..=MAX_SIGNATURES {
-        let signed: SignedDeposit = chain_step(ctx, format!("{steps}/sign"))
-            .call_as(&CosmosRequest::SignDeposit {
-                owner: Some(deposit.owner.to_owned()),
-                dseq: dseq_number,
-                amount: format!("{}{}", deposit.amount, deposit.denom),
-                memo: None,
-            })
+        let signed: Signed = chain_step(ctx, format!("{steps}/sign"))
+            .call_as(&submission.sign)
             .await?;
         let tx_hash = signed.tx_hash;
         let tx_sequence = signed.sequence;

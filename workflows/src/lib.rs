@@ -11,7 +11,8 @@
 //! - [`deploy::DeployStart`] (`deploy.start`) and [`deploy::DeployStop`]
 //!   (`deploy.stop`): a directory deployed into a fresh Docker sandbox per run.
 //! - [`akash`]: `morpheus.yaml` → Akash SDL → manifest, version and deployment groups,
-//!   as pure functions (synthesis only; the Akash deploy workflow comes later).
+//!   as pure functions, and [`akash::deploy::AkashDeploy`] (`akash.deploy`) and
+//!   [`akash::deploy::AkashClose`] (`akash.close`), the project on Akash.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -32,4 +33,6 @@ pub fn register_builtin(registry: &mut WorkflowRegistry) {
     registry.register(pipeline::Pipeline);
     registry.register(topup::TopUpEscrow);
     registry.register(fund::Fund::default());
+    registry.register(akash::deploy::AkashDeploy);
+    registry.register(akash::deploy::AkashClose);
 }

@@ -26,4 +26,5 @@
 
 pub mod akash;
 pub mod evm;
+pub mod provider;
 pub mod skip;

@@ -87,7 +87,8 @@ pub struct MsgAccountDeposit {
     pub deposit: Option<Deposit>,
 }
 
-/// `akash.deployment.v1beta3.DeploymentID`.
+/// `akash.deployment.v1beta3.DeploymentID`, laid out as `akash.deployment.v1.DeploymentID`
+/// too (`owner = 1`, `dseq = 2`), so it serves both message generations.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct DeploymentId {
     /// The deployment's owner.

@@ -1,22 +1,25 @@
 //! The `cosmos` executor: reads Akash chain state and signs and broadcasts escrow
-//! deposits over a node's REST (LCD) API, with keys that never leave the process.
+//! deposits and deployment transactions (create a deployment, lease a bid, close the
+//! deployment) over a node's REST (LCD) API, and talks to a lease's provider (send the
+//! manifest, read the lease's status), with keys that never leave the process.
 //!
-//! # Exactly-once deposits
+//! # Exactly-once transactions
 //!
 //! A step body may run more than once (a crash between the effect and its checkpoint
 //! re-runs it), so signing and broadcasting are separate operations, and a workflow
 //! does them in separate steps:
 //!
-//! 1. `sign_deposit` — its output (the signed bytes and their hash) is journaled
-//!    *before* anything is sent. Re-running it could sign a different transaction;
-//!    the journal makes sure it does not run again once recorded.
+//! 1. `sign_deposit` (or `sign_create_deployment`, `sign_create_lease`,
+//!    `sign_close_deployment`) — its output (the signed bytes and their hash) is
+//!    journaled *before* anything is sent. Re-running it could sign a different
+//!    transaction; the journal makes sure it does not run again once recorded.
 //! 2. `broadcast {tx_bytes_b64}` — sends exactly those bytes and waits for the
 //!    block. Running it again (after a crash, on another worker) sends the same bytes:
 //!    same hash, so the chain applies them at most once. "Already in the cache" and
 //!    "already in a block" are success.
 //! 3. If `broadcast` fails with [`SEQUENCE_MISMATCH`] (another transaction of the
 //!    account used the sequence first), the workflow asks `tx_status {tx_hash}` and
-//!    `account {}`, and signs a new deposit only if [`can_resign`] says the persisted
+//!    `account {}`, and signs anew only if [`can_resign`] says the persisted
 //!    one provably never landed (not on chain *and* the account's sequence is past the
 //!    transaction's). Otherwise it broadcasts or waits again.
 //!
@@ -37,6 +40,13 @@
 //! | `deployments` | `{"owner"?, "dseqs"?: ["1002"], "include_closed"?: false}` | [`DeploymentsInfo`] `{"owner", "deployments": [{"dseq": "1002", "state": "active", "escrow_state": "open", "escrow_funds": "118000", "escrow_denom": "uakt", "settled_at": 812}], "missing": []}` |
 //! | `leases` | `{"owner"?, "dseqs"?}` | [`LeaseRates`] `{"owner", "rates": [{"dseq": "1002", "rate_per_block": "100", "denom": "uakt", "leases": 2}]}` |
 //! | `sign_deposit` | `{"owner"?, "dseq": "1002", "amount": "2800000uakt", "memo"?}` | [`SignedDeposit`] `{"tx_bytes_b64", "tx_hash", "chain_id", "account_number", "sequence", "signer", "msg_type", "owner", "dseq", "amount", "denom", "gas_limit", "fee"}` |
+//! | `sign_create_deployment` | `{"dseq": "1002", "groups": [<SDL.groups() shape>], "hash_hex": "<64 hex>", "deposit": "5000000uakt", "memo"?}` | [`SignedTx`] `{"tx_bytes_b64", "tx_hash", "chain_id", "account_number", "sequence", "signer", "msg_type", "dseq", "gas_limit", "fee"}` |
+//! | `sign_close_deployment` | `{"dseq", "memo"?}` | [`SignedTx`] |
+//! | `sign_create_lease` | `{"dseq", "gseq": 1, "oseq": 1, "provider": "akash1…", "bseq": 0, "memo"?}` | [`SignedTx`] |
+//! | `bids` | `{"owner"?, "dseq", "state"?: "open"}` | [`Bids`] `{"bids": [{"dseq": "1002", "gseq": 1, "oseq": 1, "provider", "bseq": 0, "state": "open", "price": {"denom": "uakt", "amount": "12.5"}}]}` |
+//! | `provider` | `{"address"}` | [`ProviderInfo`] `{"address", "host_uri", "attributes": [{"key", "value"}]}` |
+//! | `send_manifest` | `{"host_uri", "dseq", "manifest_json": "<sorted JSON text>"}` | [`ManifestSent`] `{"status": 200, "host_uri"}` |
+//! | `lease_status` | `{"host_uri", "dseq", "gseq", "oseq"}` | [`LeaseStatus`] `{"ready": true, "services": {"web": {"available": 1, "total": 1, "uris": ["127.0.0.1:32768"], "ready_replicas": 1}}, "forwarded_ports": {…}}` |
 //! | `broadcast` | `{"tx_bytes_b64"}` | [`BroadcastResult`] `{"tx_hash", "height": 815, "code": 0, "gas_used": 81234, "already_known": false}` |
 //! | `tx_status` | `{"tx_hash"}` | [`TxStatus`] `{"tx_hash", "found": true, "height": 815, "code": 0, "raw_log": ""}` |
 //!
@@ -50,7 +60,26 @@
 //! `escrow_account.state.state` and `settled_at`. `leases` reads
 //! `/akash/market/{leases_api}/leases/list?filters.owner=…&filters.state=active` and
 //! sums `lease.price.amount` of active leases per `lease.id.dseq` (v1beta4:
-//! `lease.lease_id`). Both follow `pagination.next_key`.
+//! `lease.lease_id`). Both follow `pagination.next_key`, as does `bids`
+//! (`/akash/market/{leases_api}/bids/list?filters.owner=…&filters.dseq=…[&filters.state=…]`,
+//! `bid.id` or v1beta4's `bid.bid_id`). `provider` reads
+//! `/akash/provider/v1beta4/providers/{address}`.
+//!
+//! The three deployment messages are signed by the executor's own address, which owns
+//! the deployment; their encoding (field numbers checked against Akash's SDK) is in
+//! [`MsgCreateDeployment`], [`MsgCloseDeployment`] and [`MsgCreateLease`], and
+//! `groups` become protobuf groups through [`groups_from_json`].
+//!
+//! # Providers
+//!
+//! `send_manifest` sends `PUT {host_uri}/deployment/{dseq}/manifest` with the manifest
+//! text as the body, `lease_status` `GET {host_uri}/lease/{dseq}/{gseq}/{oseq}/status`;
+//! both with `Authorization: Bearer <JWT>`, a token minted for the call from the
+//! executor's key as Akash's SDK mints it ([`mint_provider_jwt`]: `ES256KADR36`, valid
+//! for [`DEFAULT_PROVIDER_JWT_TTL`]). The token appears in no output, error or log
+//! line. A provider's 4xx is a permanent error quoting its answer; 5xx, 429 and
+//! connection failures are retryable (sending the same manifest again is harmless).
+//! `lease_status` is `ready` when every service has all its replicas available.
 //!
 //! # Errors
 //!
@@ -73,22 +102,28 @@
 //! - [`TX_FAILED`], `tx failed:` ([`TX_FAILED_PREFIX`]) — included in a block but
 //!   failed there (the fee was paid and the sequence used; no deposit happened).
 //!
-//! `sign_deposit` with `gas = "simulate"` reports what simulation finds (insufficient
-//! funds, unknown deployment, …) as permanent errors before anything is signed.
+//! The signing operations with `gas = "simulate"` report what simulation finds
+//! (insufficient funds, unknown deployment, …) as permanent errors before anything is
+//! signed. Bad payloads (a hash that is not 64 hex digits, empty groups, a resource
+//! value that is not a decimal integer, …) are permanent errors of one line naming the
+//! field.
 //!
 //! # Keys and secrets
 //!
 //! The key comes from a mnemonic (BIP-39, derived at `hd_path`, default
 //! `m/44'/118'/0'/0/0`) or a hex private key, in an environment variable or a file
 //! whose *name* is configured ([`KeySource`]). It is read once at start-up. No
-//! output, error or log line of this executor contains it; outputs hold only public
-//! data (addresses, signed transactions, hashes).
+//! output, error or log line of this executor contains it, nor a provider JWT made
+//! with it; outputs hold only public data (addresses, signed transactions, hashes).
 
 mod akash;
 mod amount;
 mod config;
 mod keys;
+mod market;
 mod ops;
+mod provider_api;
+mod provider_jwt;
 mod rest;
 mod tx;
 
@@ -108,13 +143,21 @@ pub use config::{
     ConfigError, CosmosConfig, DeploymentsApi, Gas, KeySource, LeasesApi, MsgVersion, Timeouts,
 };
 pub use keys::{KeyError, Signer};
-pub use ops::{
-    can_resign, AccountInfo, BalanceInfo, BroadcastResult, CosmosRequest, DeploymentInfo,
-    DeploymentsInfo, LatestHeight, LeaseRate, LeaseRates, SignedDeposit, TxStatus,
-    SEQUENCE_MISMATCH, SEQUENCE_MISMATCH_PREFIX, TX_FAILED, TX_FAILED_PREFIX, TX_REJECTED,
-    TX_REJECTED_PREFIX,
+pub use market::{
+    groups_from_json, parse_manifest_hash, Attribute, BidId, Cpu, Endpoint, EndpointKind, Gpu,
+    GroupSpec, InvalidGroups, Memory, MsgCloseDeployment, MsgCreateDeployment, MsgCreateLease,
+    PlacementRequirements, ResourceUnit, ResourceValue, Resources, SignedBy, Storage,
+    MSG_CLOSE_DEPLOYMENT_TYPE_URL, MSG_CREATE_DEPLOYMENT_TYPE_URL, MSG_CREATE_LEASE_TYPE_URL,
 };
-pub use tx::{tx_hash, tx_sequence, SignedTx, TxDecodeError};
+pub use ops::{
+    can_resign, AccountInfo, BalanceInfo, Bid, BidPrice, Bids, BroadcastResult, CosmosRequest,
+    DeploymentInfo, DeploymentsInfo, LatestHeight, LeaseRate, LeaseRates, LeaseStatus,
+    ManifestSent, ProviderAttribute, ProviderInfo, ServiceStatus, SignedDeposit, SignedTx,
+    TxStatus, SEQUENCE_MISMATCH, SEQUENCE_MISMATCH_PREFIX, TX_FAILED, TX_FAILED_PREFIX,
+    TX_REJECTED, TX_REJECTED_PREFIX,
+};
+pub use provider_jwt::{mint_provider_jwt, DEFAULT_PROVIDER_JWT_TTL};
+pub use tx::{tx_hash, tx_sequence, TxDecodeError};
 
 use ops::{Call, Client};
 
@@ -187,6 +230,8 @@ impl CosmosExecutor {
             settings.timeouts.http_attempts,
         )
         .map_err(ConfigError)?;
+        let providers =
+            provider_api::ProviderApi::new(settings.timeouts.request).map_err(ConfigError)?;
         Ok(Self {
             client: Arc::new(Client {
                 settings,
@@ -194,6 +239,7 @@ impl CosmosExecutor {
                 signer: signer.map(Arc::new),
                 chain_id_checked: OnceLock::new(),
                 audit: None,
+                providers,
             }),
         })
     }

@@ -9,15 +9,22 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
+use cosmrs::Any;
 use morpheus_engine::crash::crash_point;
 use morpheus_engine::{ErrorCode, LeaseCheck, LogLevel, LogSink, StepError};
+use reqwest::Method;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{json, Value};
 
-use super::akash::DepositIntent;
+use super::akash::{DeploymentId, DepositIntent};
 use super::amount::{AmountError, Coin, Decimal};
 use super::config::{DeploymentsApi, FeePolicy, Gas, Settings};
 use super::keys::Signer;
+use super::market::{
+    groups_from_json, parse_manifest_hash, BidId, MsgCloseDeployment, MsgCreateDeployment,
+    MsgCreateLease,
+};
+use super::provider_api::{normalize_host_uri, ProviderApi};
 use super::rest::{encode_query, u64_field, Rest, RestError};
 use super::tx::{self, TxParams};
 
@@ -78,7 +85,7 @@ pub(crate) fn error_code(message: &str) -> Option<ErrorCode> {
 /// cannot pay twice: it is not on chain, *and* the account's sequence has moved past
 /// the transaction's (another transaction used that number, so this one can never be
 /// included). Feed it `found` from `tx_status`, `sequence` from `account`, and the
-/// `sequence` of `sign_deposit`'s output.
+/// `sequence` of the signing operation's output ([`SignedDeposit`] or [`SignedTx`]).
 ///
 /// ```
 /// use morpheus_executors::cosmos::can_resign;
@@ -158,9 +165,99 @@ pub enum CosmosRequest {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         memo: Option<String>,
     },
+    /// Signs (does not broadcast) the creation of a deployment owned by the executor's
+    /// address, funded from its balance → [`SignedTx`].
+    SignCreateDeployment {
+        /// The new deployment's sequence number (by convention a recent block height).
+        #[serde(deserialize_with = "dseq", serialize_with = "dseq_text")]
+        dseq: u64,
+        /// The groups, in the shape of the Akash SDK's `SDL.groups()` (see
+        /// [`groups_from_json`](super::market::groups_from_json)).
+        groups: Value,
+        /// SHA-256 of the manifest's sorted JSON, 64 hex digits.
+        hash_hex: String,
+        /// The escrow deposit: `"5000000uakt"`, or `"5000000"` in the configured denom.
+        deposit: String,
+        /// Default: the configured memo, else `morpheus:{idempotency key}`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        memo: Option<String>,
+    },
+    /// Signs (does not broadcast) closing one of the executor's deployments (the
+    /// remaining escrow goes back to its balance) → [`SignedTx`].
+    SignCloseDeployment {
+        /// The deployment.
+        #[serde(deserialize_with = "dseq", serialize_with = "dseq_text")]
+        dseq: u64,
+        /// Default: the configured memo, else `morpheus:{idempotency key}`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        memo: Option<String>,
+    },
+    /// Signs (does not broadcast) accepting a bid on one of the executor's deployments
+    /// as a lease → [`SignedTx`].
+    SignCreateLease {
+        /// The deployment.
+        #[serde(deserialize_with = "dseq", serialize_with = "dseq_text")]
+        dseq: u64,
+        /// The group.
+        #[serde(deserialize_with = "small_seq")]
+        gseq: u32,
+        /// The order.
+        #[serde(deserialize_with = "small_seq")]
+        oseq: u32,
+        /// The bidding provider's address.
+        provider: String,
+        /// The bid's sequence.
+        #[serde(deserialize_with = "small_seq")]
+        bseq: u32,
+        /// Default: the configured memo, else `morpheus:{idempotency key}`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        memo: Option<String>,
+    },
+    /// The bids on a deployment's orders → [`Bids`].
+    Bids {
+        /// Default: the executor's own address.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        owner: Option<String>,
+        /// The deployment.
+        #[serde(deserialize_with = "dseq", serialize_with = "dseq_text")]
+        dseq: u64,
+        /// Only bids in this state (`open`, `active`, `lost`, `closed`); default: all.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        state: Option<String>,
+    },
+    /// A provider's registration on chain → [`ProviderInfo`].
+    Provider {
+        /// The provider's address.
+        address: String,
+    },
+    /// Sends a deployment's manifest to the provider of its lease → [`ManifestSent`].
+    SendManifest {
+        /// The provider's `host_uri` (from `provider`).
+        host_uri: String,
+        /// The deployment.
+        #[serde(deserialize_with = "dseq", serialize_with = "dseq_text")]
+        dseq: u64,
+        /// The manifest's sorted JSON text, sent byte for byte (its SHA-256 is the
+        /// deployment's on-chain hash).
+        manifest_json: String,
+    },
+    /// A lease's services as its provider reports them → [`LeaseStatus`].
+    LeaseStatus {
+        /// The provider's `host_uri`.
+        host_uri: String,
+        /// The deployment.
+        #[serde(deserialize_with = "dseq", serialize_with = "dseq_text")]
+        dseq: u64,
+        /// The group.
+        #[serde(deserialize_with = "small_seq")]
+        gseq: u32,
+        /// The order.
+        #[serde(deserialize_with = "small_seq")]
+        oseq: u32,
+    },
     /// Broadcasts exactly these bytes and waits for the block → [`BroadcastResult`].
     Broadcast {
-        /// `tx_bytes_b64` of a [`SignedDeposit`].
+        /// `tx_bytes_b64` of a [`SignedDeposit`] or [`SignedTx`].
         tx_bytes_b64: String,
     },
     /// Whether a transaction is on chain → [`TxStatus`].
@@ -177,6 +274,19 @@ fn parse_dseq(value: &Value) -> Result<u64, String> {
         _ => None,
     }
     .ok_or_else(|| format!("dseq {value} is not a non-negative integer"))
+}
+
+/// A group, order or bid sequence number (uint32 on chain), as a number or a string.
+fn small_seq<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+    let value = Value::deserialize(deserializer)?;
+    let number = match &value {
+        Value::String(text) => text.parse().ok(),
+        Value::Number(number) => number.as_u64(),
+        _ => None,
+    };
+    number.and_then(|n| u32::try_from(n).ok()).ok_or_else(|| {
+        serde::de::Error::custom(format!("{value} is not an integer from 0 to {}", u32::MAX))
+    })
 }
 
 fn dseq<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
@@ -323,6 +433,122 @@ pub struct SignedDeposit {
     pub fee: String,
 }
 
+/// Output of `sign_create_deployment`, `sign_close_deployment` and `sign_create_lease`:
+/// everything needed to broadcast later, and to decide whether the transaction can
+/// still land (`sequence` feeds [`can_resign`] as for [`SignedDeposit`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedTx {
+    /// The signed `TxRaw`, base64 (standard alphabet, padded). Broadcast exactly these.
+    pub tx_bytes_b64: String,
+    /// SHA-256 of the bytes, upper-case hex: the id the chain will know it by.
+    pub tx_hash: String,
+    /// The chain id it is signed for.
+    pub chain_id: String,
+    /// The signer's account number.
+    pub account_number: u64,
+    /// The sequence it is signed with.
+    pub sequence: u64,
+    /// The signer's address (the deployment's owner).
+    pub signer: String,
+    /// The message's type URL.
+    pub msg_type: String,
+    /// The deployment.
+    pub dseq: String,
+    /// Gas limit.
+    pub gas_limit: u64,
+    /// Fee, e.g. `"5000uakt"`.
+    pub fee: String,
+}
+
+/// A bid's price per block.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BidPrice {
+    /// The denomination.
+    pub denom: String,
+    /// Decimal text (`"12"`, `"12.5"`).
+    pub amount: Decimal,
+}
+
+/// One bid in the output of `bids`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bid {
+    /// The deployment.
+    pub dseq: String,
+    /// The group.
+    pub gseq: u32,
+    /// The order.
+    pub oseq: u32,
+    /// The bidding provider.
+    pub provider: String,
+    /// The bid's sequence.
+    pub bseq: u32,
+    /// `open`, `active`, `lost` or `closed`.
+    pub state: String,
+    /// The price it asks.
+    pub price: BidPrice,
+}
+
+/// Output of `bids`: ordered by group, order, price (cheapest first), provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bids {
+    /// The bids.
+    pub bids: Vec<Bid>,
+}
+
+/// A provider attribute (`region`, `tier`, …).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderAttribute {
+    /// The key.
+    pub key: String,
+    /// The value.
+    pub value: String,
+}
+
+/// Output of `provider`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderInfo {
+    /// The provider's address.
+    pub address: String,
+    /// Where its API listens (`https://provider.example.com:8443`).
+    pub host_uri: String,
+    /// Its attributes.
+    pub attributes: Vec<ProviderAttribute>,
+}
+
+/// Output of `send_manifest`: the provider accepted the manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestSent {
+    /// The provider's HTTP status (2xx).
+    pub status: u16,
+    /// The provider it was sent to.
+    pub host_uri: String,
+}
+
+/// One service in the output of `lease_status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceStatus {
+    /// Replicas available.
+    pub available: u32,
+    /// Replicas wanted.
+    pub total: u32,
+    /// Where it is reachable (`host:port` or host names).
+    pub uris: Vec<String>,
+    /// Replicas ready.
+    pub ready_replicas: u32,
+}
+
+/// Output of `lease_status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseStatus {
+    /// Every service has all its replicas available (and there is at least one).
+    pub ready: bool,
+    /// Per service name.
+    pub services: BTreeMap<String, ServiceStatus>,
+    /// The provider's `forwarded_ports`, as it reports them (per service, a list of
+    /// `{"host", "port", "externalPort", "proto", "name"}`).
+    pub forwarded_ports: Value,
+}
+
 /// Output of `broadcast`: the transaction is in a block and succeeded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BroadcastResult {
@@ -396,6 +622,8 @@ pub(crate) struct Client {
     pub chain_id_checked: OnceLock<()>,
     /// Where signatures are recorded before they leave the executor, if anywhere.
     pub audit: Option<crate::audit::SignatureAudit>,
+    /// Providers' APIs (`send_manifest`, `lease_status`).
+    pub providers: ProviderApi,
 }
 
 /// What one call needs besides the payload.
@@ -444,6 +672,57 @@ impl Client {
                 let owner = self.address_or_own(owner)?;
                 out(self.sign_deposit(&owner, dseq, &amount, memo, call).await?)
             }
+            CosmosRequest::SignCreateDeployment {
+                dseq,
+                groups,
+                hash_hex,
+                deposit,
+                memo,
+            } => out(self
+                .sign_create_deployment(dseq, &groups, &hash_hex, &deposit, memo, call)
+                .await?),
+            CosmosRequest::SignCloseDeployment { dseq, memo } => {
+                out(self.sign_close_deployment(dseq, memo, call).await?)
+            }
+            CosmosRequest::SignCreateLease {
+                dseq,
+                gseq,
+                oseq,
+                provider,
+                bseq,
+                memo,
+            } => {
+                let provider = self.address_or_own(Some(provider))?;
+                let owner = self.signer()?.address().to_owned();
+                let bid = BidId {
+                    owner,
+                    dseq,
+                    gseq,
+                    oseq,
+                    provider,
+                    bseq,
+                };
+                out(self.sign_create_lease(bid, memo, call).await?)
+            }
+            CosmosRequest::Bids { owner, dseq, state } => {
+                let owner = self.address_or_own(owner)?;
+                out(self.bids(&owner, dseq, state, call).await?)
+            }
+            CosmosRequest::Provider { address } => {
+                let address = self.address_or_own(Some(address))?;
+                out(self.provider(&address, call).await?)
+            }
+            CosmosRequest::SendManifest {
+                host_uri,
+                dseq,
+                manifest_json,
+            } => out(self.send_manifest(&host_uri, dseq, &manifest_json).await?),
+            CosmosRequest::LeaseStatus {
+                host_uri,
+                dseq,
+                gseq,
+                oseq,
+            } => out(self.lease_status(&host_uri, dseq, gseq, oseq).await?),
             CosmosRequest::Broadcast { tx_bytes_b64 } => {
                 out(self.broadcast(&tx_bytes_b64, call).await?)
             }
@@ -853,6 +1132,121 @@ impl Client {
         if coin.amount == 0 {
             return Err(StepError::permanent("amount must be positive"));
         }
+        let intent = DepositIntent {
+            signer: signer.address().to_owned(),
+            owner: owner.to_owned(),
+            dseq,
+            amount: coin.amount,
+            denom: coin.denom.clone(),
+        };
+        let message = intent.to_any(self.settings.msg_version);
+        let signed = self
+            .sign_message(
+                message,
+                "deposit",
+                dseq,
+                &format!(" amount={coin}"),
+                memo,
+                call,
+            )
+            .await?;
+        Ok(SignedDeposit {
+            tx_bytes_b64: signed.tx_bytes_b64,
+            tx_hash: signed.tx_hash,
+            chain_id: signed.chain_id,
+            account_number: signed.account_number,
+            sequence: signed.sequence,
+            signer: signed.signer,
+            msg_type: signed.msg_type,
+            owner: owner.to_owned(),
+            dseq: signed.dseq,
+            amount: coin.amount.to_string(),
+            denom: coin.denom,
+            gas_limit: signed.gas_limit,
+            fee: signed.fee,
+        })
+    }
+
+    async fn sign_create_deployment(
+        &self,
+        dseq: u64,
+        groups: &Value,
+        hash_hex: &str,
+        deposit: &str,
+        memo: Option<String>,
+        call: &Call<'_>,
+    ) -> Result<SignedTx, StepError> {
+        let signer = self.signer()?;
+        let hash = parse_manifest_hash(hash_hex).map_err(|e| StepError::permanent(e.0))?;
+        let groups = groups_from_json(groups).map_err(|e| StepError::permanent(e.0))?;
+        let deposit = Coin::parse_with_default(deposit, &self.settings.denom)
+            .map_err(|error| StepError::permanent(format!("deposit: {error}")))?;
+        if deposit.amount == 0 {
+            return Err(StepError::permanent("deposit must be positive"));
+        }
+        let details = format!(
+            " groups={} hash={} deposit={deposit}",
+            groups.len(),
+            hex::encode(hash)
+        );
+        let message = MsgCreateDeployment::new(signer.address(), dseq, groups, hash, &deposit);
+        self.sign_message(
+            message.to_any(),
+            "create-deployment",
+            dseq,
+            &details,
+            memo,
+            call,
+        )
+        .await
+    }
+
+    async fn sign_close_deployment(
+        &self,
+        dseq: u64,
+        memo: Option<String>,
+        call: &Call<'_>,
+    ) -> Result<SignedTx, StepError> {
+        let message = MsgCloseDeployment {
+            id: Some(DeploymentId {
+                owner: self.signer()?.address().to_owned(),
+                dseq,
+            }),
+        };
+        self.sign_message(message.to_any(), "close-deployment", dseq, "", memo, call)
+            .await
+    }
+
+    async fn sign_create_lease(
+        &self,
+        bid: BidId,
+        memo: Option<String>,
+        call: &Call<'_>,
+    ) -> Result<SignedTx, StepError> {
+        let details = format!(
+            " gseq={} oseq={} provider={} bseq={}",
+            bid.gseq, bid.oseq, bid.provider, bid.bseq
+        );
+        let dseq = bid.dseq;
+        let message = MsgCreateLease { bid_id: Some(bid) };
+        self.sign_message(message.to_any(), "create-lease", dseq, &details, memo, call)
+            .await
+    }
+
+    /// What every signing operation does once its message is built: look up the
+    /// account (after checking the chain id), size the gas (simulating if configured),
+    /// compute the fee, sign, record the signature in the key audit *before* the bytes
+    /// leave the executor, and log one line (`signed {what} tx … dseq=…{details} …`).
+    async fn sign_message(
+        &self,
+        message: Any,
+        what: &str,
+        dseq: u64,
+        details: &str,
+        memo: Option<String>,
+        call: &Call<'_>,
+    ) -> Result<SignedTx, StepError> {
+        let signer = self.signer()?;
         let memo = memo
             .or_else(|| self.settings.memo.clone())
             .unwrap_or_else(|| format!("morpheus:{}", call.idempotency_key));
@@ -869,14 +1263,7 @@ impl Client {
                 )))
             }
         };
-        let intent = DepositIntent {
-            signer: signer.address().to_owned(),
-            owner: owner.to_owned(),
-            dseq,
-            amount: coin.amount,
-            denom: coin.denom.clone(),
-        };
-        let message = intent.to_any(self.settings.msg_version);
+        let msg_type = message.type_url.clone();
         let mut params = TxParams {
             chain_id: &self.settings.chain_id,
             account_number,
@@ -897,18 +1284,15 @@ impl Client {
         params.gas_limit = gas_limit;
         params.fee = self.fee_for(gas_limit)?;
         let signed = tx::sign(signer, vec![message], &params).map_err(StepError::permanent)?;
-        let output = SignedDeposit {
+        let output = SignedTx {
             tx_bytes_b64: BASE64.encode(&signed.bytes),
             tx_hash: signed.hash,
             chain_id: self.settings.chain_id.clone(),
             account_number,
             sequence: account.sequence,
             signer: signer.address().to_owned(),
-            msg_type: self.settings.msg_version.type_url().to_owned(),
-            owner: owner.to_owned(),
+            msg_type,
             dseq: dseq.to_string(),
-            amount: coin.amount.to_string(),
-            denom: coin.denom,
             gas_limit,
             fee: params.fee.to_string(),
         };
@@ -926,18 +1310,188 @@ impl Client {
         call.logs.log(
             LogLevel::Info,
             format!(
-                "signed deposit tx {} dseq={} amount={}{} sequence={} gas={} fee={}",
-                output.tx_hash,
-                output.dseq,
-                output.amount,
-                output.denom,
-                output.sequence,
-                gas_limit,
-                output.fee
+                "signed {what} tx {} dseq={}{details} sequence={} gas={} fee={}",
+                output.tx_hash, output.dseq, output.sequence, gas_limit, output.fee
             ),
             Some(json!({"tx_hash": output.tx_hash, "dseq": output.dseq, "sequence": output.sequence})),
         );
         Ok(output)
+    }
+
+    async fn bids(
+        &self,
+        owner: &str,
+        dseq: u64,
+        state: Option<String>,
+        call: &Call<'_>,
+    ) -> Result<Bids, StepError> {
+        let state = match state {
+            Some(state) if ["open", "active", "lost", "closed"].contains(&state.as_str()) => {
+                format!("&filters.state={state}")
+            }
+            Some(state) => {
+                return Err(StepError::permanent(format!(
+                    "bid state '{state}' is not open, active, lost or closed"
+                )))
+            }
+            None => String::new(),
+        };
+        let path = format!(
+            "/akash/market/{}/bids/list?filters.owner={}&filters.dseq={dseq}{state}",
+            self.settings.leases_api.as_str(),
+            encode_query(owner)
+        );
+        let mut bids = Vec::new();
+        for item in self.paginate(&path, "bids", call).await? {
+            let malformed =
+                |what: &str| StepError::retryable(format!("bid answer without {what}: {item}"));
+            let bid = item.get("bid").ok_or_else(|| malformed("bid"))?;
+            // v1beta5 calls the id `id`, v1beta4 `bid_id`.
+            let id = ["id", "bid_id"]
+                .iter()
+                .find_map(|key| bid.get(key))
+                .ok_or_else(|| malformed("bid.id"))?;
+            let small = |field: &str| {
+                u64_field(id, field)
+                    .and_then(|n| u32::try_from(n).ok())
+                    .ok_or_else(|| malformed(&format!("bid.id.{field}")))
+            };
+            let text = |value: &Value, field: &str| {
+                value
+                    .get(field)
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+                    .ok_or_else(|| malformed(field))
+            };
+            let price = bid.get("price").ok_or_else(|| malformed("bid.price"))?;
+            let amount: Decimal = text(price, "amount")?
+                .parse()
+                .map_err(|error: AmountError| malformed(&format!("a valid price ({error})")))?;
+            bids.push(Bid {
+                dseq: u64_field(id, "dseq")
+                    .ok_or_else(|| malformed("bid.id.dseq"))?
+                    .to_string(),
+                gseq: small("gseq")?,
+                oseq: small("oseq")?,
+                provider: text(id, "provider")?,
+                bseq: small("bseq")?,
+                state: text(bid, "state")?,
+                price: BidPrice {
+                    denom: text(price, "denom")?,
+                    amount,
+                },
+            });
+        }
+        bids.sort_by(|a, b| {
+            (a.gseq, a.oseq, a.price.amount, &a.provider, a.bseq).cmp(&(
+                b.gseq,
+                b.oseq,
+                b.price.amount,
+                &b.provider,
+                b.bseq,
+            ))
+        });
+        Ok(Bids { bids })
+    }
+
+    async fn provider(&self, address: &str, call: &Call<'_>) -> Result<ProviderInfo, StepError> {
+        let path = format!("/akash/provider/v1beta4/providers/{address}");
+        let body = match self.rest.get(&path, call.deadline).await {
+            Ok(body) => body,
+            Err(error) if error.is_not_found() => {
+                return Err(StepError::permanent(format!(
+                    "provider {address} is not registered on chain {}",
+                    self.settings.chain_id
+                )))
+            }
+            Err(error) => return Err(error.into_step_error("provider")),
+        };
+        let malformed =
+            |what: &str| StepError::retryable(format!("provider answer without {what}: {body}"));
+        let provider = body.get("provider").ok_or_else(|| malformed("provider"))?;
+        let host_uri = provider
+            .get("host_uri")
+            .and_then(Value::as_str)
+            .ok_or_else(|| malformed("provider.host_uri"))?
+            .to_owned();
+        let attributes = provider
+            .get("attributes")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|attribute| {
+                let text = |key: &str| {
+                    attribute
+                        .get(key)
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                        .ok_or_else(|| malformed(&format!("provider.attributes[].{key}")))
+                };
+                Ok(ProviderAttribute {
+                    key: text("key")?,
+                    value: text("value")?,
+                })
+            })
+            .collect::<Result<_, StepError>>()?;
+        Ok(ProviderInfo {
+            address: address.to_owned(),
+            host_uri,
+            attributes,
+        })
+    }
+
+    async fn send_manifest(
+        &self,
+        host_uri: &str,
+        dseq: u64,
+        manifest_json: &str,
+    ) -> Result<ManifestSent, StepError> {
+        let signer = self.signer()?;
+        let host_uri = normalize_host_uri(host_uri)?;
+        // The provider checks the hash of its own re-serialization; text that is not
+        // JSON at all can only be a caller's mistake, so it is refused before sending.
+        serde_json::from_str::<Value>(manifest_json)
+            .map_err(|error| StepError::permanent(format!("manifest_json is not JSON: {error}")))?;
+        let answer = self
+            .providers
+            .request(
+                signer,
+                Method::PUT,
+                &host_uri,
+                &format!("/deployment/{dseq}/manifest"),
+                Some(manifest_json),
+                "send_manifest",
+            )
+            .await?;
+        Ok(ManifestSent {
+            status: answer.status.as_u16(),
+            host_uri,
+        })
+    }
+
+    async fn lease_status(
+        &self,
+        host_uri: &str,
+        dseq: u64,
+        gseq: u32,
+        oseq: u32,
+    ) -> Result<LeaseStatus, StepError> {
+        let signer = self.signer()?;
+        let host_uri = normalize_host_uri(host_uri)?;
+        let answer = self
+            .providers
+            .request(
+                signer,
+                Method::GET,
+                &host_uri,
+                &format!("/lease/{dseq}/{gseq}/{oseq}/status"),
+                None,
+                "lease_status",
+            )
+            .await?;
+        parse_lease_status(&answer.body).map_err(|why| {
+            StepError::retryable(format!("lease_status: provider {host_uri}: {why}"))
+        })
     }
 
     fn fee_denom(&self) -> String {
@@ -1135,6 +1689,66 @@ impl Client {
             raw_log: found.map(|f| f.raw_log),
         })
     }
+}
+
+/// A provider's lease status answer (`{"services": {name: {"available", "total",
+/// "uris", "ready_replicas", …}}, "forwarded_ports": {…}}`), reduced to what a deploy
+/// waits for.
+fn parse_lease_status(body: &str) -> Result<LeaseStatus, String> {
+    let body: Value =
+        serde_json::from_str(body).map_err(|error| format!("answer is not JSON: {error}"))?;
+    let count = |service: &Value, name: &str, field: &str| -> Result<u32, String> {
+        match service.get(field) {
+            None | Some(Value::Null) => Ok(0),
+            Some(value) => value
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| format!("services.{name}.{field} is {value}, not a count")),
+        }
+    };
+    let mut services = BTreeMap::new();
+    if let Some(listed) = body.get("services").filter(|s| !s.is_null()) {
+        let listed = listed
+            .as_object()
+            .ok_or_else(|| format!("services is {listed}, not an object"))?;
+        for (name, service) in listed {
+            let uris = match service.get("uris") {
+                None | Some(Value::Null) => Vec::new(),
+                Some(Value::Array(uris)) => uris
+                    .iter()
+                    .map(|uri| {
+                        uri.as_str()
+                            .map(str::to_owned)
+                            .ok_or_else(|| format!("services.{name}.uris holds {uri}"))
+                    })
+                    .collect::<Result<_, _>>()?,
+                Some(other) => return Err(format!("services.{name}.uris is {other}")),
+            };
+            services.insert(
+                name.clone(),
+                ServiceStatus {
+                    available: count(service, name, "available")?,
+                    total: count(service, name, "total")?,
+                    uris,
+                    ready_replicas: count(service, name, "ready_replicas")?,
+                },
+            );
+        }
+    }
+    // A service with no replicas wanted is not up; an empty lease is not ready.
+    let ready = !services.is_empty()
+        && services
+            .values()
+            .all(|service| service.total > 0 && service.available >= service.total);
+    let forwarded_ports = match body.get("forwarded_ports") {
+        None | Some(Value::Null) => json!({}),
+        Some(ports) => ports.clone(),
+    };
+    Ok(LeaseStatus {
+        ready,
+        services,
+        forwarded_ports,
+    })
 }
 
 /// A found transaction as the outcome of `broadcast`.

@@ -158,7 +158,7 @@ enum Attempt {
     Final(RestError),
 }
 
-fn describe_transport(error: &reqwest::Error) -> String {
+pub(crate) fn describe_transport(error: &reqwest::Error) -> String {
     use std::error::Error as _;
     let mut message = error.to_string();
     let mut source = error.source();
@@ -208,7 +208,7 @@ fn classify(status: StatusCode, text: &str) -> Result<Value, Attempt> {
 }
 
 /// The start of a body, for error messages.
-fn snippet(text: &str) -> String {
+pub(crate) fn snippet(text: &str) -> String {
     let trimmed = text.trim();
     match trimmed.char_indices().nth(200) {
         Some((at, _)) => format!("{}…", &trimmed[..at]),

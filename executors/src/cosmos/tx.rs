@@ -9,9 +9,10 @@ use sha2::{Digest, Sha256};
 use super::amount::Coin;
 use super::keys::Signer;
 
-/// A signed transaction: the exact bytes to broadcast and their hash.
+/// A signed transaction: the exact bytes to broadcast and their hash. (The operations'
+/// output, with these as base64, is [`super::SignedTx`].)
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SignedTx {
+pub(crate) struct SignedTxBytes {
     /// Protobuf-encoded `TxRaw`.
     pub bytes: Vec<u8>,
     /// [`tx_hash`] of the bytes.
@@ -59,7 +60,7 @@ pub(crate) fn sign(
     signer: &Signer,
     messages: Vec<Any>,
     params: &TxParams<'_>,
-) -> Result<SignedTx, String> {
+) -> Result<SignedTxBytes, String> {
     let (body_bytes, auth_info_bytes) = body_and_auth_info(signer, messages, params)?;
     let sign_doc = SignDoc {
         body_bytes,
@@ -74,7 +75,7 @@ pub(crate) fn sign(
         .to_bytes()
         .map_err(|error| format!("encode tx: {error}"))?;
     let hash = tx_hash(&bytes);
-    Ok(SignedTx { bytes, hash })
+    Ok(SignedTxBytes { bytes, hash })
 }
 
 /// The same transaction with an empty signature, for `simulate` (which checks

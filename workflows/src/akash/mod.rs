@@ -10,9 +10,12 @@
 //! - [`manifest`]: what Akash derives from an SDL, computed as Akash's own SDK does
 //!   (judged against it by `workflows/tests/sdl_sdk.rs`).
 //!
-//! [`synthesize`] is the whole of it, for `morpheus deploy --dry-run`. The deploy
-//! workflow (create the deployment, lease, send the manifest) is not built yet; its
-//! build and push are [`build::prepare`] and the docker executor's `build_and_push`.
+//! - [`bids`]: the pure choice of a provider's bid.
+//! - [`deploy`]: the `akash.deploy` and `akash.close` workflows (build and push, create
+//!   the deployment, choose a bid, lease, send the manifest, wait until it runs).
+//!
+//! [`synthesize`] is the synthesis, for `morpheus deploy --dry-run` and the deploy
+//! workflow's journaled synthesis step.
 //!
 //! ```
 //! use morpheus_workflows::akash::{project::Project, synthesize};
@@ -25,7 +28,9 @@
 //! assert_eq!(synthesis.manifest_version_hex.len(), 64);
 //! ```
 
+pub mod bids;
 pub mod build;
+pub mod deploy;
 pub mod manifest;
 pub mod project;
 pub mod sdl;

@@ -1,26 +1,60 @@
 //! The simulated chain: an in-memory ledger that checks transactions the way a Cosmos
-//! SDK chain's ante handler does and applies Akash escrow deposits in blocks.
+//! SDK chain's ante handler does and applies Akash escrow deposits, deployments, bids
+//! and leases in blocks.
 //!
 //! - `check_tx` (broadcast, sync mode) decodes `TxRaw`/`TxBody`/`AuthInfo` and checks,
 //!   in the SDK's order: duplicate (code 19), gas (11), minimum fee (13), the
 //!   account (9), fee funds (5), public key matches the signer (8), sequence against
 //!   the *check state* (32), the secp256k1 signature over the `SignDoc` with this
-//!   chain id and the account number (4). Beyond a real CheckTx it also checks the
-//!   deposits themselves (deployment exists and is open, funds for amount + fee), so
-//!   clients get the rejection at broadcast. Accepted transactions wait in the
-//!   mempool; the check state's sequence moves at once, the committed one in the
-//!   block.
-//! - `produce_block` first drains every active deployment's escrow by its lease rate
-//!   and closes those that cannot pay for the block, then applies the mempool in
-//!   order (fee and sequence first, then the messages, which may still fail: the
-//!   deployment may have closed in this very block).
+//!   chain id and the account number (4). Beyond a real CheckTx it also runs the
+//!   messages themselves against the check state (the committed state with the
+//!   mempool applied on top, undone afterwards), so clients get a deposit into a
+//!   closed deployment, a taken dseq or a lost bid refused at broadcast. Accepted
+//!   transactions wait in the mempool; the check state's sequence moves at once, the
+//!   committed one in the block.
+//! - `produce_block` first drains every active deployment's escrow by its active
+//!   leases' prices and closes those that cannot pay for the block, then applies the
+//!   mempool in order (fee and sequence first, then the messages, all or nothing:
+//!   a failing message leaves the state as it was, the deployment may have closed in
+//!   this very block), then lets the simulated providers bid.
 //!
-//! Codes of the `sdk` codespace are the Cosmos SDK's. The Akash module errors are the
-//! simulator's own choice (codespace `escrow` for `escrow.v1` messages, `deployment`
-//! for `deployment.v1beta3`): 3 / 4 "not found", 2 / 5 "closed", 5 / 20 "invalid
-//! denomination"; clients should match on the message.
+//! # The market
+//!
+//! - `MsgCreateDeployment` (signer = owner): the dseq must be unused, the deposit in
+//!   the chain denom and at least [`Chain::min_deposit`], the balance must cover it
+//!   (plus the fee). The deployment starts active with the deposit as its escrow, its
+//!   groups open (gseq 1, 2, …) and one open order per group (oseq 1).
+//! - Bids: every registered [`SimulatedProvider`] bids once on each open order,
+//!   `bid_delay_blocks` after the order opened, at its own price, when it has every
+//!   attribute the group requires and the group's ceiling (sum of price × count) is
+//!   at least that price. A group asking for auditor signatures (`signed_by`) gets no
+//!   simulated bids: no simulated provider is audited. Bids hold no deposit and
+//!   drain nothing.
+//! - `MsgCreateLease` (signer = owner): the bid must exist and be open, its order
+//!   open. The lease starts active at the bid's price, the bid becomes active, the
+//!   order's other open bids are lost, the order is active. Active leases drain the
+//!   escrow, block by block.
+//! - `MsgCloseDeployment` (signer = owner): the deployment must be active. It closes
+//!   with its groups, orders, leases and open or active bids (lost bids stay lost),
+//!   and what is left of the escrow goes back to the owner's balance (recorded in
+//!   [`Chain::refunds`]).
+//!
+//! # Codes
+//!
+//! Codes of the `sdk` codespace are the Cosmos SDK's. The market messages use the
+//! codes Akash registers (`go/node/deployment/v1/errors.go`,
+//! `go/node/market/v1/errors.go` in `akash-network/chain-sdk`): `deployment` 3
+//! "Deployment exists", 4 "Deployment not found", 5 "Deployment closed", 7 "Invalid
+//! groups", 9 "Invalid: empty hash", 10 "Invalid: deployment hash", 20 "Deposit
+//! invalid" (below the minimum, wrong denomination); `market` 2 "owner and provider
+//! are the same account", 12 "bid not open", 13 "bid: order not open", 15 "order not
+//! found", 17 "group not open", 18 "bid not found". Group specs the chain refuses with
+//! a plain error are reported as `deployment` 19 "GroupSpec invalid". The deposit
+//! messages keep their own scheme (codespace `escrow` for `escrow.v1` messages,
+//! `deployment` for `deployment.v1beta3`): 3 / 4 "not found", 2 / 5 "closed", 5 / 20
+//! "invalid denomination". Clients should match on the message.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
 use cosmrs::proto::cosmos::crypto::secp256k1::PubKey;
@@ -32,8 +66,12 @@ use k256::ecdsa::{Signature, VerifyingKey};
 use prost::Message;
 use sha2::{Digest, Sha256};
 
+use super::dec::{Dec, ATTO_PER_UNIT};
 use super::gas_price::GasPrice;
-use super::messages::{decode_deposit, DepositMessage, DepositRequest, MessageError};
+use super::messages::{
+    decode_message, Attribute, BidRef, ChainMessage, CreateDeploymentRequest, DeploymentRef,
+    DepositMessage, DepositRequest, GroupSpec, MessageError,
+};
 
 /// Type URL of secp256k1 public keys.
 pub const SECP256K1_PUBKEY_TYPE_URL: &str = "/cosmos.crypto.secp256k1.PubKey";
@@ -41,13 +79,18 @@ pub const SECP256K1_PUBKEY_TYPE_URL: &str = "/cosmos.crypto.secp256k1.PubKey";
 /// The address prefix the simulator uses.
 pub const ACCOUNT_PREFIX: &str = "akash";
 
-/// The provider every simulated lease is with (a fixed, keyless address).
+/// The provider every lease made through `POST /simulator/deployments` is with (a
+/// fixed, keyless address; market leases are with the simulated providers).
 pub const SIMULATED_PROVIDER: &str = "akash1simulatedprovider000000000000000000000";
+
+/// The smallest deposit `MsgCreateDeployment` may carry unless configured otherwise
+/// (Akash's `min_deposits` parameter for uakt: 0.5 AKT).
+pub const DEFAULT_MIN_DEPOSIT_UAKT: u128 = 500_000;
 
 /// A result code as the chain reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TxCode {
-    /// `sdk`, `escrow`, `deployment`, or empty for success.
+    /// `sdk`, `escrow`, `deployment`, `market`, or empty for success.
     pub codespace: &'static str,
     /// 0 for success.
     pub code: u32,
@@ -65,8 +108,12 @@ impl TxCode {
     }
 
     fn sdk(code: u32, log: impl Into<String>) -> Self {
+        Self::new("sdk", code, log)
+    }
+
+    fn new(codespace: &'static str, code: u32, log: impl Into<String>) -> Self {
         Self {
-            codespace: "sdk",
+            codespace,
             code,
             log: log.into(),
         }
@@ -79,16 +126,8 @@ impl TxCode {
         log: String,
     ) -> Self {
         match message {
-            DepositMessage::AccountDeposit => Self {
-                codespace: "escrow",
-                code: escrow_code,
-                log,
-            },
-            DepositMessage::DepositDeployment => Self {
-                codespace: "deployment",
-                code: deployment_code,
-                log,
-            },
+            DepositMessage::AccountDeposit => Self::new("escrow", escrow_code, log),
+            DepositMessage::DepositDeployment => Self::new("deployment", deployment_code, log),
         }
     }
 }
@@ -112,12 +151,12 @@ pub struct Account {
     reserved: u128,
 }
 
-/// Whether a deployment runs.
+/// Whether a deployment (or a lease) runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeploymentState {
     /// Running, paying its leases from escrow.
     Active,
-    /// Closed (by its escrow running dry, or created closed).
+    /// Closed (by its owner, by its escrow running dry, or created closed).
     Closed,
 }
 
@@ -126,6 +165,72 @@ impl DeploymentState {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Active => "active",
+            Self::Closed => "closed",
+        }
+    }
+}
+
+/// Whether a group takes bids and runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupState {
+    /// Created with its deployment; stays open while leased.
+    Open,
+    /// Closed with its deployment.
+    Closed,
+}
+
+impl GroupState {
+    /// As the chain writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Closed => "closed",
+        }
+    }
+}
+
+/// Where an order is in the market.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderState {
+    /// Created with its deployment; takes bids until a lease is made.
+    Open,
+    /// A lease was created from one of its bids.
+    Active,
+    /// Closed with its deployment.
+    Closed,
+}
+
+impl OrderState {
+    /// As the chain writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Active => "active",
+            Self::Closed => "closed",
+        }
+    }
+}
+
+/// Where a bid is in the market.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BidState {
+    /// Placed by a provider; the owner may lease it.
+    Open,
+    /// Leased.
+    Active,
+    /// Another bid of its order was leased.
+    Lost,
+    /// Closed with its deployment.
+    Closed,
+}
+
+impl BidState {
+    /// As the chain writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Active => "active",
+            Self::Lost => "lost",
             Self::Closed => "closed",
         }
     }
@@ -140,8 +245,10 @@ pub struct Lease {
     pub oseq: u32,
     /// Provider address.
     pub provider: String,
+    /// Bid sequence of the bid it was made from (0 for admin-made leases).
+    pub bseq: u32,
     /// Price per block in the chain denom.
-    pub price: u128,
+    pub price: Dec,
     /// `active` or `closed` (same words as deployments).
     pub state: DeploymentState,
     /// Height it started.
@@ -150,7 +257,50 @@ pub struct Lease {
     pub closed_on: u64,
 }
 
-/// A deployment with its escrow account.
+/// A deployment group.
+#[derive(Debug, Clone)]
+pub struct Group {
+    /// Group sequence (1, 2, … in the order of the message's groups).
+    pub gseq: u32,
+    /// Open or closed.
+    pub state: GroupState,
+    /// What the owner asked for.
+    pub spec: GroupSpec,
+}
+
+/// An order: one per group, open for bids.
+#[derive(Debug, Clone)]
+pub struct Order {
+    /// Its group.
+    pub gseq: u32,
+    /// Order sequence (always 1: a group is ordered once).
+    pub oseq: u32,
+    /// Open, active or closed.
+    pub state: OrderState,
+    /// Height it opened.
+    pub created_at: u64,
+}
+
+/// A provider's bid on an order.
+#[derive(Debug, Clone)]
+pub struct Bid {
+    /// Group of the order.
+    pub gseq: u32,
+    /// The order.
+    pub oseq: u32,
+    /// Who bid.
+    pub provider: String,
+    /// Bid sequence (0: a simulated provider bids once per order).
+    pub bseq: u32,
+    /// Open, active, lost or closed.
+    pub state: BidState,
+    /// Price per block it asks.
+    pub price: Dec,
+    /// Height it was placed.
+    pub created_at: u64,
+}
+
+/// A deployment with its escrow account and market state.
 #[derive(Debug, Clone)]
 pub struct Deployment {
     /// Owner address.
@@ -159,28 +309,71 @@ pub struct Deployment {
     pub dseq: u64,
     /// Active or closed.
     pub state: DeploymentState,
+    /// SHA-256 of its manifest (empty for deployments made by the admin API).
+    pub hash: Vec<u8>,
     /// Unspent escrow funds (chain denom).
     pub escrow: u128,
+    /// What the escrow started with.
+    pub initial_deposit: u128,
     /// Paid out to providers so far.
     pub transferred: u128,
+    /// Returned to the owner when it was closed.
+    pub refunded: u128,
     /// Creation height.
     pub created_at: u64,
     /// Height of the last settlement.
     pub settled_at: u64,
     /// Height it closed.
     pub closed_at: Option<u64>,
+    /// Its groups (none for deployments made by the admin API).
+    pub groups: Vec<Group>,
+    /// One order per group.
+    pub orders: Vec<Order>,
+    /// Bids on its orders.
+    pub bids: Vec<Bid>,
     /// Leases.
     pub leases: Vec<Lease>,
+    /// What the leases are owed below one base unit (in 10⁻¹⁸), carried to the
+    /// next block so fractional prices drain exactly.
+    owed_atto: u128,
 }
 
 impl Deployment {
     /// Sum of the active leases' prices: what one block costs.
-    pub fn rate_per_block(&self) -> u128 {
+    pub fn rate_per_block(&self) -> Dec {
         self.leases
             .iter()
             .filter(|lease| lease.state == DeploymentState::Active)
-            .map(|lease| lease.price)
-            .sum()
+            .fold(Dec::ZERO, |sum, lease| {
+                sum.checked_add(lease.price)
+                    .unwrap_or(Dec::from_atto(u128::MAX))
+            })
+    }
+
+    /// Closes it with its market state at `height`: groups and orders closed, open
+    /// and active bids closed (lost ones stay lost), active leases closed.
+    fn close(&mut self, height: u64) {
+        self.state = DeploymentState::Closed;
+        self.closed_at = Some(height);
+        self.settled_at = height;
+        self.owed_atto = 0;
+        for group in &mut self.groups {
+            group.state = GroupState::Closed;
+        }
+        for order in &mut self.orders {
+            order.state = OrderState::Closed;
+        }
+        for bid in &mut self.bids {
+            if matches!(bid.state, BidState::Open | BidState::Active) {
+                bid.state = BidState::Closed;
+            }
+        }
+        for lease in &mut self.leases {
+            if lease.state == DeploymentState::Active {
+                lease.state = DeploymentState::Closed;
+                lease.closed_on = height;
+            }
+        }
     }
 }
 
@@ -193,10 +386,69 @@ pub struct NewDeployment {
     pub dseq: Option<u64>,
     /// Initial escrow funds.
     pub escrow: u128,
-    /// One lease per price.
+    /// One lease per price (whole uakt per block), with [`SIMULATED_PROVIDER`].
     pub lease_prices: Vec<u128>,
     /// Create it already closed.
     pub closed: bool,
+}
+
+/// A simulated provider: registered with the chain, it bids on the orders it can
+/// serve (see the module docs for when).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimulatedProvider {
+    /// Its address (`akash1…`).
+    pub address: String,
+    /// Where its provider API listens (`http://127.0.0.1:PORT`).
+    pub host_uri: String,
+    /// Its attributes (`region=local`, …).
+    pub attributes: Vec<Attribute>,
+    /// What it bids per block, in the chain denom.
+    pub price: Dec,
+    /// Blocks between an order opening and its bid.
+    pub bid_delay_blocks: u64,
+    /// Contact e-mail (provider info).
+    pub email: String,
+    /// Website (provider info).
+    pub website: String,
+}
+
+impl SimulatedProvider {
+    /// The price a provider bids unless told otherwise (10 uakt per block).
+    pub const DEFAULT_PRICE_UAKT: u128 = 10;
+
+    /// Blocks a provider waits before bidding unless told otherwise.
+    pub const DEFAULT_BID_DELAY_BLOCKS: u64 = 2;
+
+    /// A provider at `address` with the default price and delay, no attributes.
+    pub fn new(address: &str, host_uri: &str) -> Self {
+        Self {
+            address: address.to_owned(),
+            host_uri: host_uri.to_owned(),
+            attributes: Vec::new(),
+            price: Dec::from_whole(Self::DEFAULT_PRICE_UAKT).expect("small constant"),
+            bid_delay_blocks: Self::DEFAULT_BID_DELAY_BLOCKS,
+            email: String::new(),
+            website: String::new(),
+        }
+    }
+
+    /// Whether it bids on an order for `spec` on a chain whose denom is `denom`:
+    /// no auditor signatures asked for, every required attribute among its own, the
+    /// group priced in `denom` with a ceiling of at least its price.
+    pub fn bids_on(&self, spec: &GroupSpec, denom: &str) -> bool {
+        let requirements = &spec.requirements;
+        let needs_audit =
+            !requirements.signed_by_all_of.is_empty() || !requirements.signed_by_any_of.is_empty();
+        let has_attributes = requirements
+            .attributes
+            .iter()
+            .all(|wanted| self.attributes.contains(wanted));
+        let fits = spec.denom() == denom
+            && spec
+                .price_ceiling()
+                .is_some_and(|ceiling| ceiling >= self.price);
+        !needs_audit && has_attributes && fits
+    }
 }
 
 /// A deposit that landed.
@@ -220,6 +472,23 @@ pub struct DepositRecord {
     pub message: DepositMessage,
 }
 
+/// Escrow returned to an owner when their deployment was closed.
+#[derive(Debug, Clone)]
+pub struct RefundRecord {
+    /// Block height.
+    pub height: u64,
+    /// The closing transaction.
+    pub tx_hash: String,
+    /// Who got it back.
+    pub owner: String,
+    /// The deployment.
+    pub dseq: u64,
+    /// Amount (may be 0).
+    pub amount: u128,
+    /// Denomination.
+    pub denom: String,
+}
+
 /// A decoded, structurally valid transaction.
 #[derive(Debug, Clone)]
 pub struct DecodedTx {
@@ -227,8 +496,8 @@ pub struct DecodedTx {
     pub hash: String,
     /// Encoded size.
     pub size: usize,
-    /// Its deposits, decoded by the simulator's own message types.
-    pub deposits: Vec<DepositRequest>,
+    /// Its messages, decoded by the simulator's own message types.
+    pub messages: Vec<ChainMessage>,
     /// Memo.
     pub memo: String,
     /// Signer address (every message's signer).
@@ -245,6 +514,15 @@ pub struct DecodedTx {
     pub signature: Vec<u8>,
     body_bytes: Vec<u8>,
     auth_info_bytes: Vec<u8>,
+}
+
+impl DecodedTx {
+    /// What its messages take from the signer's balance, fee excluded.
+    pub fn spend(&self) -> u128 {
+        self.messages
+            .iter()
+            .fold(0u128, |sum, message| sum.saturating_add(message.spend()))
+    }
 }
 
 /// A transaction in a block.
@@ -284,6 +562,8 @@ pub struct Chain {
     pub denom: String,
     /// Fees must be at least `gas limit × this`.
     pub min_gas_price: GasPrice,
+    /// The smallest deposit `MsgCreateDeployment` may carry (chain denom).
+    pub min_deposit: u128,
     /// Latest block height.
     pub height: u64,
     /// Latest block time.
@@ -292,8 +572,12 @@ pub struct Chain {
     pub accounts: BTreeMap<String, Account>,
     /// Deployments by (owner, dseq).
     pub deployments: BTreeMap<(String, u64), Deployment>,
+    /// Simulated providers by address.
+    pub providers: BTreeMap<String, SimulatedProvider>,
     /// Deposits applied, in order.
     pub deposits: Vec<DepositRecord>,
+    /// Escrow refunds of closed deployments, in order.
+    pub refunds: Vec<RefundRecord>,
     /// Broadcasts of a transaction already in the mempool or a block (answered "tx
     /// already exists in cache"): what a client re-sending the same bytes causes.
     pub duplicate_broadcasts: u64,
@@ -305,6 +589,8 @@ pub struct Chain {
     next_account_number: u64,
     mempool: Vec<DecodedTx>,
     txs: HashMap<String, TxRecord>,
+    /// Hashes of the committed transactions in block order.
+    committed: Vec<String>,
 }
 
 /// One admin credit made with a reference (see [`Chain::fund_once`]).
@@ -320,38 +606,45 @@ pub struct ReferencedCredit {
     pub height: u64,
 }
 
-/// A transaction's hash as Cosmos nodes name it: SHA-256 of the broadcast bytes, in
-/// upper-case hex (what `txhash` answers and `GET /txs/{hash}` looks up).
-pub fn tx_hash(tx_bytes: &[u8]) -> String {
-    hex::encode_upper(Sha256::digest(tx_bytes))
+/// The numbers an "insufficient funds" refusal of a transaction's messages reports:
+/// what the signer could spend when the transaction started and what it all costs.
+#[derive(Debug, Clone, Copy)]
+struct Funds {
+    spendable: u128,
+    needed: u128,
 }
 
-/// Gas a transaction needs: a base cost, its size, its messages, like the SDK's
-/// `ConsumeTxSizeGas` + message execution (numbers chosen to land near a real deposit).
-pub fn gas_needed(size: usize, messages: usize) -> u64 {
-    50_000 + 10 * size as u64 + 20_000 * messages as u64
+/// What a transaction's messages may change, saved before they run so a failing
+/// message (or a trial at broadcast) leaves nothing behind.
+struct Snapshot {
+    accounts: Vec<(String, Option<Account>)>,
+    deployments: Vec<((String, u64), Option<Deployment>)>,
+    deposits: usize,
+    refunds: usize,
 }
-
-/// Gas a simulation adds for a signature it does not have yet (64 bytes at 10 gas).
-const SIMULATED_SIGNATURE_GAS: u64 = 640;
 
 impl Chain {
-    /// A chain at height 1 with nothing in it.
+    /// A chain at height 1 with nothing in it (minimum deposit:
+    /// [`DEFAULT_MIN_DEPOSIT_UAKT`]).
     pub fn new(chain_id: &str, denom: &str, min_gas_price: GasPrice, now: DateTime<Utc>) -> Self {
         Self {
             chain_id: chain_id.to_owned(),
             denom: denom.to_owned(),
             min_gas_price,
+            min_deposit: DEFAULT_MIN_DEPOSIT_UAKT,
             height: 1,
             block_time: now,
             accounts: BTreeMap::new(),
             deployments: BTreeMap::new(),
+            providers: BTreeMap::new(),
             deposits: Vec::new(),
+            refunds: Vec::new(),
             duplicate_broadcasts: 0,
             referenced_credits: BTreeMap::new(),
             next_account_number: 1,
             mempool: Vec::new(),
             txs: HashMap::new(),
+            committed: Vec::new(),
         }
     }
 
@@ -404,7 +697,17 @@ impl Chain {
         })
     }
 
-    /// Creates a deployment (admin API).
+    /// Registers a simulated provider, or replaces the settings of one registered
+    /// before (answers `true` then). Its bids on orders already open follow its new
+    /// settings; bids it placed stay as they are.
+    pub fn register_provider(&mut self, provider: SimulatedProvider) -> bool {
+        self.providers
+            .insert(provider.address.clone(), provider)
+            .is_some()
+    }
+
+    /// Creates a deployment (admin API): leases with [`SIMULATED_PROVIDER`], no
+    /// groups, orders or bids, no funds taken from anyone.
     pub fn create_deployment(&mut self, new: NewDeployment) -> Result<&Deployment, String> {
         let dseq = match new.dseq {
             Some(dseq) => dseq,
@@ -416,21 +719,28 @@ impl Chain {
         if self.deployments.contains_key(&key) {
             return Err(format!("deployment {}/{dseq} already exists", new.owner));
         }
+        let prices = new
+            .lease_prices
+            .iter()
+            .map(|price| {
+                Dec::from_whole(*price).ok_or_else(|| format!("lease price {price} is too large"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         self.account_entry(&new.owner);
         let state = if new.closed {
             DeploymentState::Closed
         } else {
             DeploymentState::Active
         };
-        let leases = new
-            .lease_prices
-            .iter()
+        let leases = prices
+            .into_iter()
             .enumerate()
             .map(|(i, price)| Lease {
                 gseq: 1,
                 oseq: i as u32 + 1,
                 provider: SIMULATED_PROVIDER.to_owned(),
-                price: *price,
+                bseq: 0,
+                price,
                 state,
                 created_at: self.height,
                 closed_on: if new.closed { self.height } else { 0 },
@@ -440,12 +750,19 @@ impl Chain {
             owner: new.owner,
             dseq,
             state,
+            hash: Vec::new(),
             escrow: new.escrow,
+            initial_deposit: new.escrow,
             transferred: 0,
+            refunded: 0,
             created_at: self.height,
             settled_at: self.height,
             closed_at: new.closed.then_some(self.height),
+            groups: Vec::new(),
+            orders: Vec::new(),
+            bids: Vec::new(),
             leases,
+            owed_atto: 0,
         };
         Ok(self.deployments.entry(key).or_insert(deployment))
     }
@@ -458,6 +775,11 @@ impl Chain {
     /// Number of committed transactions.
     pub fn tx_count(&self) -> usize {
         self.txs.len()
+    }
+
+    /// The committed transactions in block order.
+    pub fn committed_txs(&self) -> impl Iterator<Item = &TxRecord> {
+        self.committed.iter().filter_map(|hash| self.txs.get(hash))
     }
 
     /// Number of transactions waiting for the next block.
@@ -487,11 +809,11 @@ impl Chain {
             Ok(tx) => tx,
             Err(code) => return reject(code, 0),
         };
-        let gas_used = gas_needed(tx.size, tx.deposits.len());
+        let gas_used = gas_needed(tx.size, tx.messages.len());
         if let Err(code) = self.ante(&tx, gas_used, true) {
             return reject(code, tx.gas_limit);
         }
-        if let Err(code) = self.check_messages(&tx, true) {
+        if let Err(code) = self.trial(&tx) {
             return reject(code, tx.gas_limit);
         }
         let account = self
@@ -499,7 +821,10 @@ impl Chain {
             .get_mut(&tx.signer)
             .expect("ante checked the account");
         account.check_sequence += 1;
-        account.reserved += tx.fee + tx.deposits.iter().map(|d| d.amount).sum::<u128>();
+        account.reserved = account
+            .reserved
+            .saturating_add(tx.fee)
+            .saturating_add(tx.spend());
         if account.pub_key.is_none() {
             account.pub_key = tx.pub_key.clone();
         }
@@ -514,8 +839,8 @@ impl Chain {
     }
 
     /// `POST /simulate`: runs every check but the signature against the check state
-    /// and returns the gas the transaction would use.
-    pub fn simulate(&self, bytes: &[u8]) -> Result<u64, String> {
+    /// and returns the gas the transaction would use. The state is left as it was.
+    pub fn simulate(&mut self, bytes: &[u8]) -> Result<u64, String> {
         let tx = decode(bytes, &self.denom).map_err(|code| code.log)?;
         let account = self
             .accounts
@@ -527,13 +852,13 @@ impl Chain {
                 account.check_sequence, tx.sequence
             ));
         }
-        self.check_messages(&tx, true).map_err(|code| code.log)?;
+        self.trial(&tx).map_err(|code| code.log)?;
         let missing_signature = if tx.signature.is_empty() {
             SIMULATED_SIGNATURE_GAS
         } else {
             0
         };
-        Ok(gas_needed(tx.size, tx.deposits.len()) + missing_signature)
+        Ok(gas_needed(tx.size, tx.messages.len()) + missing_signature)
     }
 
     /// The ante handler's checks. `check_state` selects the mempool view (sequence and
@@ -640,73 +965,453 @@ impl Chain {
         }
     }
 
-    /// What executing the deposits requires: known, open deployments in the chain
-    /// denom, and funds for every amount plus the fee.
-    fn check_messages(&self, tx: &DecodedTx, check_state: bool) -> Result<(), TxCode> {
-        let mut total = tx.fee;
-        for deposit in &tx.deposits {
-            let xid = format!("{}/{}", deposit.owner, deposit.dseq);
-            if deposit.denom != self.denom {
+    fn insufficient_funds(&self, funds: Funds) -> TxCode {
+        TxCode::sdk(
+            5,
+            format!(
+                "spendable balance {spendable}{denom} is smaller than {needed}{denom}: insufficient funds",
+                spendable = funds.spendable,
+                needed = funds.needed,
+                denom = self.denom
+            ),
+        )
+    }
+
+    /// Saves what the messages of `txs` may change: their signers' and deployment
+    /// owners' accounts, the deployments they name, the lengths of the records.
+    fn snapshot<'a>(&self, txs: impl IntoIterator<Item = &'a DecodedTx>) -> Snapshot {
+        let mut addresses = BTreeSet::new();
+        let mut keys = BTreeSet::new();
+        for tx in txs {
+            addresses.insert(tx.signer.clone());
+            for message in &tx.messages {
+                let key = message.deployment_key();
+                addresses.insert(key.0.clone());
+                keys.insert(key);
+            }
+        }
+        Snapshot {
+            accounts: addresses
+                .into_iter()
+                .map(|address| {
+                    let saved = self.accounts.get(&address).cloned();
+                    (address, saved)
+                })
+                .collect(),
+            deployments: keys
+                .into_iter()
+                .map(|key| {
+                    let saved = self.deployments.get(&key).cloned();
+                    (key, saved)
+                })
+                .collect(),
+            deposits: self.deposits.len(),
+            refunds: self.refunds.len(),
+        }
+    }
+
+    fn restore(&mut self, snapshot: Snapshot) {
+        for (address, saved) in snapshot.accounts {
+            match saved {
+                Some(account) => self.accounts.insert(address, account),
+                None => self.accounts.remove(&address),
+            };
+        }
+        for (key, saved) in snapshot.deployments {
+            match saved {
+                Some(deployment) => self.deployments.insert(key, deployment),
+                None => self.deployments.remove(&key),
+            };
+        }
+        self.deposits.truncate(snapshot.deposits);
+        self.refunds.truncate(snapshot.refunds);
+    }
+
+    /// Runs `tx`'s fee and messages against the check state (the committed state
+    /// with every transaction of the mempool applied in order, as the next block
+    /// would) and undoes all of it: what the block would answer, known now.
+    fn trial(&mut self, tx: &DecodedTx) -> Result<(), TxCode> {
+        let mempool = std::mem::take(&mut self.mempool);
+        let snapshot = self.snapshot(mempool.iter().chain(std::iter::once(tx)));
+        let height = self.height + 1;
+        for pending in &mempool {
+            let funds = Funds {
+                spendable: 0,
+                needed: 0,
+            };
+            if self.take_fee(pending).is_ok() {
+                // A pending transaction that would fail changes nothing, as in the
+                // block; its refusal is not this transaction's answer.
+                let _ = self.apply_messages(pending, height, funds);
+            }
+        }
+        let spendable = self
+            .accounts
+            .get(&tx.signer)
+            .map_or(0, |account| self.balance(account));
+        let funds = Funds {
+            spendable,
+            needed: tx.fee.saturating_add(tx.spend()),
+        };
+        let result = match self.take_fee(tx) {
+            Ok(()) => self.apply_messages(tx, height, funds),
+            Err(()) => Err(self.insufficient_funds(funds)),
+        };
+        self.restore(snapshot);
+        self.mempool = mempool;
+        result
+    }
+
+    fn balance(&self, account: &Account) -> u128 {
+        account.balances.get(&self.denom).copied().unwrap_or(0)
+    }
+
+    /// Takes the fee from the signer's balance (`Err` when it cannot pay it).
+    fn take_fee(&mut self, tx: &DecodedTx) -> Result<(), ()> {
+        let balance = self
+            .accounts
+            .get_mut(&tx.signer)
+            .and_then(|account| account.balances.get_mut(&self.denom));
+        match balance {
+            Some(balance) if *balance >= tx.fee => {
+                *balance -= tx.fee;
+                Ok(())
+            }
+            _ if tx.fee == 0 => Ok(()),
+            _ => Err(()),
+        }
+    }
+
+    /// Takes `amount` from `address`'s balance for a message.
+    fn debit(&mut self, address: &str, amount: u128, funds: Funds) -> Result<(), TxCode> {
+        let refusal = self.insufficient_funds(funds);
+        let denom = self.denom.clone();
+        let account = self.accounts.get_mut(address).ok_or_else(|| {
+            TxCode::sdk(9, format!("account {address} not found: unknown address"))
+        })?;
+        let balance = account.balances.entry(denom).or_insert(0);
+        if *balance < amount {
+            return Err(refusal);
+        }
+        *balance -= amount;
+        Ok(())
+    }
+
+    /// Runs a transaction's messages in order, all or nothing: when one fails, the
+    /// state is put back as it was before the first.
+    fn apply_messages(&mut self, tx: &DecodedTx, height: u64, funds: Funds) -> Result<(), TxCode> {
+        let snapshot = self.snapshot(std::iter::once(tx));
+        for message in &tx.messages {
+            let applied = match message {
+                ChainMessage::Deposit(deposit) => self.apply_deposit(deposit, tx, height, funds),
+                ChainMessage::CreateDeployment(create) => {
+                    self.apply_create_deployment(create, height, funds)
+                }
+                ChainMessage::CloseDeployment(close) => {
+                    self.apply_close_deployment(close, tx, height)
+                }
+                ChainMessage::CreateLease(bid) => self.apply_create_lease(bid, height),
+            };
+            if let Err(code) = applied {
+                self.restore(snapshot);
+                return Err(code);
+            }
+        }
+        Ok(())
+    }
+
+    /// A deposit: a known, open deployment, the chain denom, the funds.
+    fn apply_deposit(
+        &mut self,
+        deposit: &DepositRequest,
+        tx: &DecodedTx,
+        height: u64,
+        funds: Funds,
+    ) -> Result<(), TxCode> {
+        let xid = format!("{}/{}", deposit.owner, deposit.dseq);
+        if deposit.denom != self.denom {
+            return Err(TxCode::module(
+                deposit.message,
+                5,
+                20,
+                format!(
+                    "deposit denomination {} is not {}: invalid denomination",
+                    deposit.denom, self.denom
+                ),
+            ));
+        }
+        match self.deployments.get(&(deposit.owner.clone(), deposit.dseq)) {
+            None => {
                 return Err(TxCode::module(
                     deposit.message,
+                    3,
+                    4,
+                    format!("deployment {xid} not found: escrow account not found"),
+                ))
+            }
+            Some(deployment) if deployment.state == DeploymentState::Closed => {
+                return Err(TxCode::module(
+                    deposit.message,
+                    2,
                     5,
-                    20,
-                    format!(
-                        "deposit denomination {} is not {}: invalid denomination",
-                        deposit.denom, self.denom
-                    ),
-                ));
+                    format!("deployment {xid} is closed: escrow account closed"),
+                ))
             }
-            match self.deployments.get(&(deposit.owner.clone(), deposit.dseq)) {
-                None => {
-                    return Err(TxCode::module(
-                        deposit.message,
-                        3,
-                        4,
-                        format!("deployment {xid} not found: escrow account not found"),
-                    ))
-                }
-                Some(deployment) if deployment.state == DeploymentState::Closed => {
-                    return Err(TxCode::module(
-                        deposit.message,
-                        2,
-                        5,
-                        format!("deployment {xid} is closed: escrow account closed"),
-                    ))
-                }
-                Some(_) => {}
-            }
-            total = total.saturating_add(deposit.amount);
+            Some(_) => {}
         }
-        let account = self.accounts.get(&tx.signer).ok_or_else(|| {
-            TxCode::sdk(
-                9,
-                format!("account {} not found: unknown address", tx.signer),
-            )
-        })?;
-        // In the check state the fee and amounts of this transaction are not reserved
-        // yet; in delivery the fee has already been taken.
-        let (spendable, needed) = if check_state {
-            (self.spendable(account, true), total)
-        } else {
-            (self.spendable(account, false), total - tx.fee)
-        };
-        if needed > spendable {
-            return Err(TxCode::sdk(
-                5,
+        self.debit(&deposit.signer, deposit.amount, funds)?;
+        let deployment = self
+            .deployments
+            .get_mut(&(deposit.owner.clone(), deposit.dseq))
+            .expect("checked above");
+        deployment.escrow += deposit.amount;
+        self.deposits.push(DepositRecord {
+            height,
+            tx_hash: tx.hash.clone(),
+            signer: tx.signer.clone(),
+            owner: deposit.owner.clone(),
+            dseq: deposit.dseq,
+            amount: deposit.amount,
+            denom: deposit.denom.clone(),
+            message: deposit.message,
+        });
+        Ok(())
+    }
+
+    /// `MsgCreateDeployment`: an unused dseq, a deposit in the chain denom of at
+    /// least the minimum, the funds; then the deployment, its groups and one order
+    /// per group.
+    fn apply_create_deployment(
+        &mut self,
+        create: &CreateDeploymentRequest,
+        height: u64,
+        funds: Funds,
+    ) -> Result<(), TxCode> {
+        let key = (create.owner.clone(), create.dseq);
+        let xid = format!("{}/{}", create.owner, create.dseq);
+        if self.deployments.contains_key(&key) {
+            return Err(TxCode::new(
+                "deployment",
+                3,
+                format!("deployment {xid} already exists: Deployment exists"),
+            ));
+        }
+        if create.denom != self.denom {
+            return Err(TxCode::new(
+                "deployment",
+                20,
                 format!(
-                    "spendable balance {spendable}{denom} is smaller than {needed}{denom}: insufficient funds",
+                    "deposit denomination {} is not {}: Deposit invalid",
+                    create.denom, self.denom
+                ),
+            ));
+        }
+        if create.deposit < self.min_deposit {
+            return Err(TxCode::new(
+                "deployment",
+                20,
+                format!(
+                    "deposit {deposit}{denom} is below the minimum {min}{denom}: Deposit invalid",
+                    deposit = create.deposit,
+                    min = self.min_deposit,
                     denom = self.denom
                 ),
             ));
         }
+        self.debit(&create.owner, create.deposit, funds)?;
+        let gseqs = (1..).take(create.groups.len());
+        let groups: Vec<Group> = gseqs
+            .clone()
+            .zip(&create.groups)
+            .map(|(gseq, spec)| Group {
+                gseq,
+                state: GroupState::Open,
+                spec: spec.clone(),
+            })
+            .collect();
+        let orders = gseqs
+            .map(|gseq| Order {
+                gseq,
+                oseq: 1,
+                state: OrderState::Open,
+                created_at: height,
+            })
+            .collect();
+        self.deployments.insert(
+            key,
+            Deployment {
+                owner: create.owner.clone(),
+                dseq: create.dseq,
+                state: DeploymentState::Active,
+                hash: create.hash.clone(),
+                escrow: create.deposit,
+                initial_deposit: create.deposit,
+                transferred: 0,
+                refunded: 0,
+                created_at: height,
+                settled_at: height,
+                closed_at: None,
+                groups,
+                orders,
+                bids: Vec::new(),
+                leases: Vec::new(),
+                owed_atto: 0,
+            },
+        );
+        Ok(())
+    }
+
+    /// `MsgCloseDeployment`: an active deployment; it closes with its market state
+    /// and the rest of its escrow goes back to the owner.
+    fn apply_close_deployment(
+        &mut self,
+        close: &DeploymentRef,
+        tx: &DecodedTx,
+        height: u64,
+    ) -> Result<(), TxCode> {
+        let xid = format!("{}/{}", close.owner, close.dseq);
+        let deployment = self
+            .deployments
+            .get_mut(&(close.owner.clone(), close.dseq))
+            .ok_or_else(|| {
+                TxCode::new(
+                    "deployment",
+                    4,
+                    format!("deployment {xid} not found: Deployment not found"),
+                )
+            })?;
+        if deployment.state == DeploymentState::Closed {
+            return Err(TxCode::new(
+                "deployment",
+                5,
+                format!("deployment {xid} is closed: Deployment closed"),
+            ));
+        }
+        let refund = deployment.escrow;
+        deployment.escrow = 0;
+        deployment.refunded += refund;
+        deployment.close(height);
+        let denom = self.denom.clone();
+        *self
+            .account_entry(&close.owner)
+            .balances
+            .entry(denom.clone())
+            .or_insert(0) += refund;
+        self.refunds.push(RefundRecord {
+            height,
+            tx_hash: tx.hash.clone(),
+            owner: close.owner.clone(),
+            dseq: close.dseq,
+            amount: refund,
+            denom,
+        });
+        Ok(())
+    }
+
+    /// `MsgCreateLease`: an open bid on an open order of an open group; then the
+    /// lease at the bid's price, the bid active, the order's other open bids lost.
+    fn apply_create_lease(&mut self, bid_ref: &BidRef, height: u64) -> Result<(), TxCode> {
+        let BidRef {
+            owner,
+            dseq,
+            gseq,
+            oseq,
+            provider,
+            bseq,
+        } = bid_ref;
+        let (gseq, oseq, bseq) = (*gseq, *oseq, *bseq);
+        let bid_xid = format!("{owner}/{dseq}/{gseq}/{oseq}/{provider}/{bseq}");
+        let order_xid = format!("{owner}/{dseq}/{gseq}/{oseq}");
+        let not_found = || {
+            TxCode::new(
+                "market",
+                18,
+                format!("bid {bid_xid} not found: invalid bid: bid not found"),
+            )
+        };
+        let deployment = self
+            .deployments
+            .get_mut(&(owner.clone(), *dseq))
+            .ok_or_else(not_found)?;
+        let bid_index = deployment
+            .bids
+            .iter()
+            .position(|b| {
+                b.gseq == gseq && b.oseq == oseq && &b.provider == provider && b.bseq == bseq
+            })
+            .ok_or_else(not_found)?;
+        let bid_state = deployment.bids[bid_index].state;
+        if bid_state != BidState::Open {
+            return Err(TxCode::new(
+                "market",
+                12,
+                format!("bid {bid_xid} is {}: bid not open", bid_state.as_str()),
+            ));
+        }
+        let order = deployment
+            .orders
+            .iter_mut()
+            .find(|o| o.gseq == gseq && o.oseq == oseq)
+            .ok_or_else(|| {
+                TxCode::new(
+                    "market",
+                    15,
+                    format!("order {order_xid} not found: invalid order: order not found"),
+                )
+            })?;
+        if order.state != OrderState::Open {
+            return Err(TxCode::new(
+                "market",
+                13,
+                format!(
+                    "order {order_xid} is {}: bid: order not open",
+                    order.state.as_str()
+                ),
+            ));
+        }
+        let group_open = deployment
+            .groups
+            .iter()
+            .any(|g| g.gseq == gseq && g.state == GroupState::Open);
+        if !group_open {
+            return Err(TxCode::new(
+                "market",
+                17,
+                format!("group {owner}/{dseq}/{gseq} is not open: group not open"),
+            ));
+        }
+        let order = deployment
+            .orders
+            .iter_mut()
+            .find(|o| o.gseq == gseq && o.oseq == oseq)
+            .expect("found above");
+        order.state = OrderState::Active;
+        for (index, bid) in deployment.bids.iter_mut().enumerate() {
+            if index == bid_index {
+                bid.state = BidState::Active;
+            } else if bid.gseq == gseq && bid.oseq == oseq && bid.state == BidState::Open {
+                bid.state = BidState::Lost;
+            }
+        }
+        let price = deployment.bids[bid_index].price;
+        deployment.leases.push(Lease {
+            gseq,
+            oseq,
+            provider: provider.clone(),
+            bseq,
+            price,
+            state: DeploymentState::Active,
+            created_at: height,
+            closed_on: 0,
+        });
         Ok(())
     }
 
     /// Ends the current block. Escrow is settled first (what the block costs each
     /// active deployment; one that cannot pay closes), then the mempool is applied, so
     /// a deposit checked while its deployment was open can still fail here, as on a
-    /// chain where state moves between CheckTx and the block.
+    /// chain where state moves between CheckTx and the block. Last, the simulated
+    /// providers bid on the orders that are due.
     pub fn produce_block(&mut self, now: DateTime<Utc>) {
         self.height += 1;
         self.block_time = now;
@@ -716,32 +1421,29 @@ impl Chain {
                 continue;
             }
             let rate = deployment.rate_per_block();
-            if rate == 0 {
+            if rate.is_zero() {
                 continue;
             }
-            if deployment.escrow >= rate {
-                deployment.escrow -= rate;
-                deployment.transferred += rate;
+            // Whole base units due this block; what is below one unit is carried.
+            let owed = rate.atto().saturating_add(deployment.owed_atto);
+            let due = owed / ATTO_PER_UNIT;
+            if deployment.escrow >= due {
+                deployment.escrow -= due;
+                deployment.transferred += due;
+                deployment.owed_atto = owed % ATTO_PER_UNIT;
                 deployment.settled_at = height;
             } else {
-                // Cannot pay for this block: the provider gets what is left and the
+                // Cannot pay for this block: the providers get what is left and the
                 // deployment closes, as Akash does with an overdrawn escrow.
                 deployment.transferred += deployment.escrow;
                 deployment.escrow = 0;
-                deployment.settled_at = height;
-                deployment.state = DeploymentState::Closed;
-                deployment.closed_at = Some(height);
-                for lease in &mut deployment.leases {
-                    if lease.state == DeploymentState::Active {
-                        lease.state = DeploymentState::Closed;
-                        lease.closed_on = height;
-                    }
-                }
+                deployment.close(height);
             }
         }
         for tx in std::mem::take(&mut self.mempool) {
-            let gas_used = gas_needed(tx.size, tx.deposits.len());
+            let gas_used = gas_needed(tx.size, tx.messages.len());
             let result = self.deliver(&tx, height);
+            self.committed.push(tx.hash.clone());
             self.txs.insert(
                 tx.hash.clone(),
                 TxRecord {
@@ -753,6 +1455,7 @@ impl Chain {
                 },
             );
         }
+        self.place_bids(height);
         // The mempool is empty now, so the check state is the committed state again
         // (a real node resets it on commit and re-checks what is left).
         for account in self.accounts.values_mut() {
@@ -761,49 +1464,91 @@ impl Chain {
         }
     }
 
+    /// Each simulated provider bids once on every open order that is due for it
+    /// (opened at least `bid_delay_blocks` ago) and that it can serve.
+    fn place_bids(&mut self, height: u64) {
+        for deployment in self.deployments.values_mut() {
+            if deployment.state != DeploymentState::Active {
+                continue;
+            }
+            let mut placed = Vec::new();
+            for order in &deployment.orders {
+                if order.state != OrderState::Open {
+                    continue;
+                }
+                let Some(group) = deployment.groups.iter().find(|g| g.gseq == order.gseq) else {
+                    continue;
+                };
+                for provider in self.providers.values() {
+                    let due = order.created_at.saturating_add(provider.bid_delay_blocks) <= height;
+                    let already = deployment.bids.iter().any(|bid| {
+                        bid.gseq == order.gseq
+                            && bid.oseq == order.oseq
+                            && bid.provider == provider.address
+                    });
+                    // A provider cannot bid on its own deployment (the chain refuses
+                    // owner == provider).
+                    let own = provider.address == deployment.owner;
+                    if due && !already && !own && provider.bids_on(&group.spec, &self.denom) {
+                        placed.push(Bid {
+                            gseq: order.gseq,
+                            oseq: order.oseq,
+                            provider: provider.address.clone(),
+                            bseq: 0,
+                            state: BidState::Open,
+                            price: provider.price,
+                            created_at: height,
+                        });
+                    }
+                }
+            }
+            deployment.bids.extend(placed);
+        }
+    }
+
     /// DeliverTx: the ante handler against committed state (fee and sequence stick
     /// even when a message fails), then the messages, all or nothing.
     fn deliver(&mut self, tx: &DecodedTx, height: u64) -> TxCode {
-        let denom = self.denom.clone();
-        let gas_used = gas_needed(tx.size, tx.deposits.len());
+        let gas_used = gas_needed(tx.size, tx.messages.len());
         if let Err(code) = self.ante(tx, gas_used, false) {
             // Failing the ante handler in the block changes nothing, not even the fee.
             return code;
         }
+        self.take_fee(tx).expect("ante checked the fee funds");
         let account = self
             .accounts
             .get_mut(&tx.signer)
             .expect("ante checked the account");
-        *account.balances.entry(denom.clone()).or_insert(0) -= tx.fee;
         account.sequence += 1;
         if account.pub_key.is_none() {
             account.pub_key = tx.pub_key.clone();
         }
-        if let Err(code) = self.check_messages(tx, false) {
-            return code;
+        let spendable = self.balance(&self.accounts[&tx.signer]);
+        let funds = Funds {
+            spendable,
+            needed: tx.spend(),
+        };
+        match self.apply_messages(tx, height, funds) {
+            Ok(()) => TxCode::ok(),
+            Err(code) => code,
         }
-        for deposit in &tx.deposits {
-            let account = self.accounts.get_mut(&tx.signer).expect("checked");
-            *account.balances.get_mut(&denom).expect("checked") -= deposit.amount;
-            let deployment = self
-                .deployments
-                .get_mut(&(deposit.owner.clone(), deposit.dseq))
-                .expect("checked");
-            deployment.escrow += deposit.amount;
-            self.deposits.push(DepositRecord {
-                height,
-                tx_hash: tx.hash.clone(),
-                signer: tx.signer.clone(),
-                owner: deposit.owner.clone(),
-                dseq: deposit.dseq,
-                amount: deposit.amount,
-                denom: deposit.denom.clone(),
-                message: deposit.message,
-            });
-        }
-        TxCode::ok()
     }
 }
+
+/// A transaction's hash as Cosmos nodes name it: SHA-256 of the broadcast bytes, in
+/// upper-case hex (what `txhash` answers and `GET /txs/{hash}` looks up).
+pub fn tx_hash(tx_bytes: &[u8]) -> String {
+    hex::encode_upper(Sha256::digest(tx_bytes))
+}
+
+/// Gas a transaction needs: a base cost, its size, its messages, like the SDK's
+/// `ConsumeTxSizeGas` + message execution (numbers chosen to land near a real deposit).
+pub fn gas_needed(size: usize, messages: usize) -> u64 {
+    50_000 + 10 * size as u64 + 20_000 * messages as u64
+}
+
+/// Gas a simulation adds for a signature it does not have yet (64 bytes at 10 gas).
+const SIMULATED_SIGNATURE_GAS: u64 = 640;
 
 /// Decodes a transaction and checks its structure (what `ValidateBasic` and the
 /// decoder reject: code 2 for undecodable, 4 for signer mismatches, 18 otherwise).
@@ -823,16 +1568,21 @@ pub fn decode(bytes: &[u8], fee_denom: &str) -> Result<DecodedTx, TxCode> {
             "must contain at least one message: invalid request",
         ));
     }
-    let mut deposits = Vec::new();
+    let mut messages = Vec::new();
     for any in &body.messages {
-        let deposit = decode_deposit(any).map_err(|error| match error {
-            MessageError::UnknownType(text) => parse_error(text),
+        let message = decode_message(any).map_err(|error| match error {
+            MessageError::UnknownType(text) | MessageError::Undecodable(text) => parse_error(text),
             MessageError::Invalid(text) => TxCode::sdk(18, format!("{text}: invalid request")),
+            MessageError::Refused {
+                codespace,
+                code,
+                log,
+            } => TxCode::new(codespace, code, log),
         })?;
-        deposits.push(deposit);
+        messages.push(message);
     }
-    let signer = deposits[0].signer.clone();
-    if deposits.iter().any(|deposit| deposit.signer != signer) {
+    let signer = messages[0].signer().to_owned();
+    if messages.iter().any(|message| message.signer() != signer) {
         return Err(TxCode::sdk(
             4,
             "the simulator accepts one signer per transaction: unauthorized",
@@ -888,7 +1638,7 @@ pub fn decode(bytes: &[u8], fee_denom: &str) -> Result<DecodedTx, TxCode> {
     Ok(DecodedTx {
         hash: tx_hash(bytes),
         size: bytes.len(),
-        deposits,
+        messages,
         memo: body.memo,
         signer,
         sequence: signer_info.sequence,

@@ -17,10 +17,11 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::chain::{
-    Account, Chain, DecodedTx, Deployment, DeploymentState, NewDeployment, ReferencedCredit,
-    TxRecord, SECP256K1_PUBKEY_TYPE_URL,
+    Account, Bid, BidState, Chain, DecodedTx, Deployment, DeploymentState, NewDeployment,
+    OrderState, ReferencedCredit, SimulatedProvider, TxRecord, SECP256K1_PUBKEY_TYPE_URL,
 };
-use super::messages::{valid_denom, DepositMessage};
+use super::dec::Dec;
+use super::messages::{valid_denom, Attribute, ChainMessage, DepositMessage, GroupSpec};
 use super::{Shared, SIMULATOR_HEADER_VALUE};
 
 /// A failure armed through `POST /simulator/faults`.
@@ -76,6 +77,16 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             get(deployment_info),
         )
         .route("/akash/market/{version}/leases/list", get(leases_list))
+        .route("/akash/market/{version}/orders/list", get(orders_list))
+        .route("/akash/market/{version}/bids/list", get(bids_list))
+        .route(
+            "/akash/provider/{version}/providers/{address}",
+            get(provider_info),
+        )
+        .route(
+            "/simulator/providers",
+            post(admin_register_provider).get(admin_providers),
+        )
         .route("/simulator/accounts", post(admin_fund))
         .route("/simulator/credits/{reference}", get(admin_credit))
         .route("/simulator/deployments", post(admin_deployment))
@@ -197,6 +208,59 @@ fn dec_coin(denom: &str, amount: u128) -> Value {
         None => format!("{}.{:018}", u128::MAX / ONE, u128::MAX % ONE),
     };
     json!({"denom": denom, "amount": amount})
+}
+
+/// A `DecCoin` from an exact decimal, as the SDK writes it (18 decimals).
+fn dec_price(denom: &str, amount: Dec) -> Value {
+    json!({"denom": denom, "amount": amount.to_sdk_string()})
+}
+
+fn attributes_json(list: &[Attribute]) -> Vec<Value> {
+    list.iter()
+        .map(|a| json!({"key": a.key, "value": a.value}))
+        .collect()
+}
+
+/// A group spec in the gRPC-gateway shape (`ResourceValue.val` as its decimal text,
+/// the endpoint kind by name, prices as 18-decimal `DecCoin`s).
+fn group_spec_json(spec: &GroupSpec) -> Value {
+    let resources: Vec<Value> = spec
+        .resources
+        .iter()
+        .map(|unit| {
+            let r = &unit.resources;
+            json!({
+                "resource": {
+                    "id": r.id,
+                    "cpu": {"units": {"val": r.cpu.value.to_string()}, "attributes": attributes_json(&r.cpu.attributes)},
+                    "memory": {"quantity": {"val": r.memory.value.to_string()}, "attributes": attributes_json(&r.memory.attributes)},
+                    "storage": r.storage.iter().map(|volume| json!({
+                        "name": volume.name,
+                        "quantity": {"val": volume.quantity.value.to_string()},
+                        "attributes": attributes_json(&volume.quantity.attributes),
+                    })).collect::<Vec<_>>(),
+                    "gpu": {"units": {"val": r.gpu.value.to_string()}, "attributes": attributes_json(&r.gpu.attributes)},
+                    "endpoints": r.endpoints.iter().map(|e| json!({
+                        "kind": e.kind_name(),
+                        "sequence_number": e.sequence_number,
+                    })).collect::<Vec<_>>(),
+                },
+                "count": unit.count,
+                "price": dec_price(&unit.denom, unit.price),
+            })
+        })
+        .collect();
+    json!({
+        "name": spec.name,
+        "requirements": {
+            "signed_by": {
+                "all_of": spec.requirements.signed_by_all_of,
+                "any_of": spec.requirements.signed_by_any_of,
+            },
+            "attributes": attributes_json(&spec.requirements.attributes),
+        },
+        "resources": resources,
+    })
 }
 
 fn pagination(total: usize) -> Value {
@@ -350,24 +414,48 @@ async fn tx_by_hash(State(shared): State<Arc<Shared>>, Path(hash): Path<String>)
 }
 
 fn message_json(tx: &DecodedTx) -> Vec<Value> {
-    tx.deposits
+    tx.messages
         .iter()
-        .map(|deposit| {
-            let amount = coin(&deposit.denom, deposit.amount);
-            match deposit.message {
-                DepositMessage::AccountDeposit => json!({
-                    "@type": deposit.message.type_url(),
-                    "signer": deposit.signer,
-                    "id": {"scope": "deployment", "xid": format!("{}/{}", deposit.owner, deposit.dseq)},
-                    "deposit": {"amount": amount, "sources": ["balance"]},
-                }),
-                DepositMessage::DepositDeployment => json!({
-                    "@type": deposit.message.type_url(),
-                    "id": {"owner": deposit.owner, "dseq": deposit.dseq.to_string()},
-                    "amount": amount,
-                    "depositor": deposit.signer,
-                }),
+        .map(|message| match message {
+            ChainMessage::Deposit(deposit) => {
+                let amount = coin(&deposit.denom, deposit.amount);
+                match deposit.message {
+                    DepositMessage::AccountDeposit => json!({
+                        "@type": deposit.message.type_url(),
+                        "signer": deposit.signer,
+                        "id": {"scope": "deployment", "xid": format!("{}/{}", deposit.owner, deposit.dseq)},
+                        "deposit": {"amount": amount, "sources": ["balance"]},
+                    }),
+                    DepositMessage::DepositDeployment => json!({
+                        "@type": deposit.message.type_url(),
+                        "id": {"owner": deposit.owner, "dseq": deposit.dseq.to_string()},
+                        "amount": amount,
+                        "depositor": deposit.signer,
+                    }),
+                }
             }
+            ChainMessage::CreateDeployment(create) => json!({
+                "@type": message.type_url(),
+                "id": {"owner": create.owner, "dseq": create.dseq.to_string()},
+                "groups": create.groups.iter().map(group_spec_json).collect::<Vec<_>>(),
+                "hash": BASE64.encode(&create.hash),
+                "deposit": {"amount": coin(&create.denom, create.deposit), "sources": ["balance"]},
+            }),
+            ChainMessage::CloseDeployment(close) => json!({
+                "@type": message.type_url(),
+                "id": {"owner": close.owner, "dseq": close.dseq.to_string()},
+            }),
+            ChainMessage::CreateLease(bid) => json!({
+                "@type": message.type_url(),
+                "bid_id": {
+                    "owner": bid.owner,
+                    "dseq": bid.dseq.to_string(),
+                    "gseq": bid.gseq,
+                    "oseq": bid.oseq,
+                    "provider": bid.provider,
+                    "bseq": bid.bseq,
+                },
+            }),
         })
         .collect()
 }
@@ -460,22 +548,39 @@ fn deployment_json(chain: &Chain, deployment: &Deployment, shape: Shape) -> Valu
     let owner = &deployment.owner;
     let dseq = deployment.dseq.to_string();
     let xid = format!("{owner}/{dseq}");
-    let group_state = match deployment.state {
-        DeploymentState::Active => "open",
-        DeploymentState::Closed => "closed",
+    let groups = if deployment.groups.is_empty() {
+        // Deployments made by the admin API have no groups of their own; they show
+        // the one group their leases are numbered in.
+        let group_state = match deployment.state {
+            DeploymentState::Active => "open",
+            DeploymentState::Closed => "closed",
+        };
+        json!([{
+            "id": {"owner": owner, "dseq": dseq, "gseq": 1},
+            "state": group_state,
+            "group_spec": {"name": "simulated", "requirements": {"signed_by": {"all_of": [], "any_of": []}, "attributes": []}, "resources": []},
+            "created_at": deployment.created_at.to_string(),
+        }])
+    } else {
+        deployment
+            .groups
+            .iter()
+            .map(|group| {
+                json!({
+                    "id": {"owner": owner, "dseq": dseq, "gseq": group.gseq},
+                    "state": group.state.as_str(),
+                    "group_spec": group_spec_json(&group.spec),
+                    "created_at": deployment.created_at.to_string(),
+                })
+            })
+            .collect()
     };
-    let groups = json!([{
-        "id": {"owner": owner, "dseq": dseq, "gseq": 1},
-        "state": group_state,
-        "group_spec": {"name": "simulated", "requirements": {"signed_by": {"all_of": [], "any_of": []}, "attributes": []}, "resources": []},
-        "created_at": deployment.created_at.to_string(),
-    }]);
     match shape {
         Shape::Current => json!({
             "deployment": {
                 "id": {"owner": owner, "dseq": dseq},
                 "state": deployment.state.as_str(),
-                "hash": "",
+                "hash": BASE64.encode(&deployment.hash),
                 "created_at": deployment.created_at.to_string(),
             },
             "groups": groups,
@@ -586,6 +691,7 @@ async fn leases_list(
 ) -> ApiResult {
     let shape = lease_shape(&version)?;
     let owner = query.get("filters.owner").filter(|o| !o.is_empty());
+    let provider = query.get("filters.provider").filter(|p| !p.is_empty());
     let dseq = parse_dseq_param(query.get("filters.dseq"), "filters.dseq")?;
     let state = parse_state_param(query.get("filters.state"))?;
     shared.with_chain(|chain| {
@@ -598,7 +704,9 @@ async fn leases_list(
                 continue;
             }
             for lease in &deployment.leases {
-                if state.is_some_and(|state| lease.state != state) {
+                if state.is_some_and(|state| lease.state != state)
+                    || provider.is_some_and(|provider| &lease.provider != provider)
+                {
                     continue;
                 }
                 let id = json!({
@@ -617,12 +725,12 @@ async fn leases_list(
                 leases.push(match shape {
                     Shape::Current => {
                         let mut id = id;
-                        id["bseq"] = json!(0);
+                        id["bseq"] = json!(lease.bseq);
                         json!({
                             "lease": {
                                 "id": id,
                                 "state": lease.state.as_str(),
-                                "price": dec_coin(denom, lease.price),
+                                "price": dec_price(denom, lease.price),
                                 "created_at": lease.created_at.to_string(),
                                 "closed_on": lease.closed_on.to_string(),
                             },
@@ -631,7 +739,7 @@ async fn leases_list(
                                 "state": {
                                     "owner": lease.provider,
                                     "state": payment_state,
-                                    "rate": dec_coin(denom, lease.price),
+                                    "rate": dec_price(denom, lease.price),
                                     "balance": dec_coin(denom, 0),
                                     "unsettled": dec_coin(denom, 0),
                                     "withdrawn": coin(denom, 0),
@@ -643,7 +751,7 @@ async fn leases_list(
                         "lease": {
                             "lease_id": id,
                             "state": lease.state.as_str(),
-                            "price": dec_coin(denom, lease.price),
+                            "price": dec_price(denom, lease.price),
                             "created_at": lease.created_at.to_string(),
                             "closed_on": lease.closed_on.to_string(),
                         },
@@ -652,7 +760,7 @@ async fn leases_list(
                             "payment_id": payment_xid,
                             "owner": lease.provider,
                             "state": payment_state,
-                            "rate": dec_coin(denom, lease.price),
+                            "rate": dec_price(denom, lease.price),
                             "balance": dec_coin(denom, 0),
                             "withdrawn": coin(denom, 0),
                         },
@@ -662,6 +770,213 @@ async fn leases_list(
         }
         let total = leases.len();
         Ok(Json(json!({"leases": leases, "pagination": pagination(total)})))
+    })
+}
+
+fn market_v1beta5(version: &str) -> Result<(), ApiError> {
+    match version {
+        "v1beta5" => Ok(()),
+        other => Err(ApiError::not_found(format!(
+            "market API {other} orders and bids are not served by the Akash devnet simulator (v1beta5)"
+        ))),
+    }
+}
+
+fn parse_seq_param(value: Option<&String>, name: &str) -> Result<Option<u32>, ApiError> {
+    value
+        .filter(|text| !text.is_empty())
+        .map(|text| {
+            text.parse()
+                .map_err(|_| ApiError::invalid(format!("{name} '{text}' is not a number")))
+        })
+        .transpose()
+}
+
+/// The filters the order and bid lists share.
+struct MarketFilters {
+    owner: Option<String>,
+    dseq: Option<u64>,
+    gseq: Option<u32>,
+    oseq: Option<u32>,
+    provider: Option<String>,
+}
+
+impl MarketFilters {
+    fn parse(query: &HashMap<String, String>) -> Result<Self, ApiError> {
+        let text = |name: &str| query.get(name).filter(|v| !v.is_empty()).cloned();
+        Ok(Self {
+            owner: text("filters.owner"),
+            dseq: parse_dseq_param(query.get("filters.dseq"), "filters.dseq")?,
+            gseq: parse_seq_param(query.get("filters.gseq"), "filters.gseq")?,
+            oseq: parse_seq_param(query.get("filters.oseq"), "filters.oseq")?,
+            provider: text("filters.provider"),
+        })
+    }
+
+    fn deployment(&self, deployment: &Deployment) -> bool {
+        self.owner
+            .as_ref()
+            .is_none_or(|owner| &deployment.owner == owner)
+            && self.dseq.is_none_or(|dseq| deployment.dseq == dseq)
+    }
+
+    fn order(&self, gseq: u32, oseq: u32) -> bool {
+        self.gseq.is_none_or(|g| g == gseq) && self.oseq.is_none_or(|o| o == oseq)
+    }
+}
+
+fn parse_order_state(value: Option<&String>) -> Result<Option<OrderState>, ApiError> {
+    match value.map(String::as_str) {
+        None | Some("") => Ok(None),
+        Some("open") => Ok(Some(OrderState::Open)),
+        Some("active") => Ok(Some(OrderState::Active)),
+        Some("closed") => Ok(Some(OrderState::Closed)),
+        Some(other) => Err(ApiError::invalid(format!(
+            "invalid order state value '{other}' (open, active, closed)"
+        ))),
+    }
+}
+
+fn parse_bid_state(value: Option<&String>) -> Result<Option<BidState>, ApiError> {
+    match value.map(String::as_str) {
+        None | Some("") => Ok(None),
+        Some("open") => Ok(Some(BidState::Open)),
+        Some("active") => Ok(Some(BidState::Active)),
+        Some("lost") => Ok(Some(BidState::Lost)),
+        Some("closed") => Ok(Some(BidState::Closed)),
+        Some(other) => Err(ApiError::invalid(format!(
+            "invalid bid state value '{other}' (open, active, lost, closed)"
+        ))),
+    }
+}
+
+async fn orders_list(
+    State(shared): State<Arc<Shared>>,
+    Path(version): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> ApiResult {
+    market_v1beta5(&version)?;
+    let filters = MarketFilters::parse(&query)?;
+    let state = parse_order_state(query.get("filters.state"))?;
+    shared.with_chain(|chain| {
+        let mut orders = Vec::new();
+        for deployment in chain.deployments.values().filter(|d| filters.deployment(d)) {
+            for order in &deployment.orders {
+                if !filters.order(order.gseq, order.oseq)
+                    || state.is_some_and(|state| order.state != state)
+                {
+                    continue;
+                }
+                let spec = deployment
+                    .groups
+                    .iter()
+                    .find(|g| g.gseq == order.gseq)
+                    .map(|g| group_spec_json(&g.spec));
+                orders.push(json!({
+                    "id": {
+                        "owner": deployment.owner,
+                        "dseq": deployment.dseq.to_string(),
+                        "gseq": order.gseq,
+                        "oseq": order.oseq,
+                    },
+                    "state": order.state.as_str(),
+                    "spec": spec,
+                    "created_at": order.created_at.to_string(),
+                }));
+            }
+        }
+        let total = orders.len();
+        Ok(Json(
+            json!({"orders": orders, "pagination": pagination(total)}),
+        ))
+    })
+}
+
+fn bid_json(deployment: &Deployment, bid: &Bid, denom: &str) -> Value {
+    let xid = format!(
+        "{}/{}/{}/{}/{}/{}",
+        deployment.owner, deployment.dseq, bid.gseq, bid.oseq, bid.provider, bid.bseq
+    );
+    // Simulated bids carry no deposit: the bid's escrow account is empty.
+    let escrow_state = match bid.state {
+        BidState::Open | BidState::Active => "open",
+        BidState::Lost | BidState::Closed => "closed",
+    };
+    json!({
+        "bid": {
+            "id": {
+                "owner": deployment.owner,
+                "dseq": deployment.dseq.to_string(),
+                "gseq": bid.gseq,
+                "oseq": bid.oseq,
+                "provider": bid.provider,
+                "bseq": bid.bseq,
+            },
+            "state": bid.state.as_str(),
+            "price": dec_price(denom, bid.price),
+            "created_at": bid.created_at.to_string(),
+            "resources_offer": [],
+        },
+        "escrow_account": {
+            "id": {"scope": "bid", "xid": xid},
+            "state": {
+                "owner": bid.provider,
+                "state": escrow_state,
+                "transferred": [],
+                "settled_at": bid.created_at.to_string(),
+                "funds": [],
+                "deposits": [],
+            },
+        },
+    })
+}
+
+async fn bids_list(
+    State(shared): State<Arc<Shared>>,
+    Path(version): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> ApiResult {
+    market_v1beta5(&version)?;
+    let filters = MarketFilters::parse(&query)?;
+    let state = parse_bid_state(query.get("filters.state"))?;
+    shared.with_chain(|chain| {
+        let mut bids = Vec::new();
+        for deployment in chain.deployments.values().filter(|d| filters.deployment(d)) {
+            for bid in &deployment.bids {
+                if !filters.order(bid.gseq, bid.oseq)
+                    || filters
+                        .provider
+                        .as_ref()
+                        .is_some_and(|p| &bid.provider != p)
+                    || state.is_some_and(|state| bid.state != state)
+                {
+                    continue;
+                }
+                bids.push(bid_json(deployment, bid, &chain.denom));
+            }
+        }
+        let total = bids.len();
+        Ok(Json(json!({"bids": bids, "pagination": pagination(total)})))
+    })
+}
+
+async fn provider_info(
+    State(shared): State<Arc<Shared>>,
+    Path((version, address)): Path<(String, String)>,
+) -> ApiResult {
+    if version != "v1beta4" {
+        return Err(ApiError::not_found(format!(
+            "provider API {version} is not served by the Akash devnet simulator (v1beta4)"
+        )));
+    }
+    shared.with_chain(|chain| match chain.providers.get(&address) {
+        Some(provider) => Ok(Json(json!({"provider": {
+            "owner": provider.address,
+            "host_uri": provider.host_uri,
+            "attributes": attributes_json(&provider.attributes),
+            "info": {"email": provider.email, "website": provider.website},
+        }}))),
+        None => Err(ApiError::not_found("provider not found")),
     })
 }
 
@@ -824,6 +1139,116 @@ async fn admin_deployment(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct AttributeBody {
+    key: String,
+    value: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProviderRequest {
+    address: String,
+    host_uri: String,
+    #[serde(default)]
+    attributes: Vec<AttributeBody>,
+    /// Decimal text (`"12"`, `"12.5"`) or an integer; default 10.
+    #[serde(default)]
+    price_uakt_per_block: Option<Value>,
+    #[serde(default)]
+    bid_delay_blocks: Option<u64>,
+    #[serde(default)]
+    email: Option<String>,
+    #[serde(default)]
+    website: Option<String>,
+}
+
+fn provider_admin_json(provider: &SimulatedProvider) -> Value {
+    json!({
+        "address": provider.address,
+        "host_uri": provider.host_uri,
+        "attributes": attributes_json(&provider.attributes),
+        "price_uakt_per_block": provider.price.to_string(),
+        "bid_delay_blocks": provider.bid_delay_blocks,
+        "email": provider.email,
+        "website": provider.website,
+    })
+}
+
+/// The provider a registration body describes, checked.
+fn provider_from_request(body: ProviderRequest) -> Result<SimulatedProvider, ApiError> {
+    valid_address(&body.address)?;
+    let host = url::Url::parse(&body.host_uri).map_err(|error| {
+        ApiError::invalid(format!(
+            "host_uri '{}' is not a URL: {error}",
+            body.host_uri
+        ))
+    })?;
+    if !matches!(host.scheme(), "http" | "https") {
+        return Err(ApiError::invalid(format!(
+            "host_uri '{}' must be http:// or https://",
+            body.host_uri
+        )));
+    }
+    let mut provider = SimulatedProvider::new(&body.address, &body.host_uri);
+    if let Some(price) = &body.price_uakt_per_block {
+        provider.price = match price {
+            Value::String(text) => text.parse().ok(),
+            Value::Number(number) => number.as_u64().and_then(|n| Dec::from_whole(n.into())),
+            _ => None,
+        }
+        .ok_or_else(|| {
+            ApiError::invalid(format!(
+                "price_uakt_per_block {price} must be a non-negative decimal like \"12\" or \"12.5\""
+            ))
+        })?;
+    }
+    if let Some(delay) = body.bid_delay_blocks {
+        provider.bid_delay_blocks = delay;
+    }
+    provider.attributes = body
+        .attributes
+        .into_iter()
+        .map(|a| Attribute {
+            key: a.key,
+            value: a.value,
+        })
+        .collect();
+    if provider.attributes.iter().any(|a| a.key.is_empty()) {
+        return Err(ApiError::invalid("attribute keys must not be empty"));
+    }
+    provider.email = body.email.unwrap_or_default();
+    provider.website = body.website.unwrap_or_default();
+    Ok(provider)
+}
+
+async fn admin_register_provider(
+    State(shared): State<Arc<Shared>>,
+    Json(body): Json<ProviderRequest>,
+) -> ApiResult {
+    let provider = provider_from_request(body)?;
+    let address = provider.address.clone();
+    let answer = provider_admin_json(&provider);
+    let replaced = shared.with_chain(|chain| chain.register_provider(provider));
+    Ok(Json(json!({
+        "simulator": SIMULATOR_HEADER_VALUE,
+        "address": address,
+        "registered": true,
+        "replaced": replaced,
+        "provider": answer,
+    })))
+}
+
+async fn admin_providers(State(shared): State<Arc<Shared>>) -> ApiResult {
+    shared.with_chain(|chain| {
+        Ok(Json(json!({
+            "simulator": SIMULATOR_HEADER_VALUE,
+            "providers": chain.providers.values().map(provider_admin_json).collect::<Vec<_>>(),
+        })))
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct BlocksRequest {
     count: u64,
 }
@@ -886,7 +1311,63 @@ async fn admin_ledger(State(shared): State<Arc<Shared>>) -> ApiResult {
                     "transferred": d.transferred.to_string(),
                     "deposit_count": count,
                     "deposited": total.to_string(),
+                    "initial_deposit": d.initial_deposit.to_string(),
+                    "refunded": d.refunded.to_string(),
+                    "hash_hex": hex::encode(&d.hash),
                     "closed_at": d.closed_at,
+                })
+            })
+            .collect();
+        let mut orders = Vec::new();
+        let mut bids = Vec::new();
+        let mut leases = Vec::new();
+        for d in chain.deployments.values() {
+            let dseq = d.dseq.to_string();
+            for o in &d.orders {
+                orders.push(json!({
+                    "owner": d.owner, "dseq": dseq, "gseq": o.gseq, "oseq": o.oseq,
+                    "state": o.state.as_str(), "created_at": o.created_at,
+                }));
+            }
+            for b in &d.bids {
+                bids.push(json!({
+                    "owner": d.owner, "dseq": dseq, "gseq": b.gseq, "oseq": b.oseq,
+                    "provider": b.provider, "bseq": b.bseq, "state": b.state.as_str(),
+                    "price": b.price.to_string(), "created_at": b.created_at,
+                }));
+            }
+            for l in &d.leases {
+                leases.push(json!({
+                    "owner": d.owner, "dseq": dseq, "gseq": l.gseq, "oseq": l.oseq,
+                    "provider": l.provider, "bseq": l.bseq, "state": l.state.as_str(),
+                    "price": l.price.to_string(), "created_at": l.created_at,
+                    "closed_on": l.closed_on,
+                }));
+            }
+        }
+        let refunds: Vec<Value> = chain
+            .refunds
+            .iter()
+            .map(|r| {
+                json!({
+                    "height": r.height,
+                    "tx_hash": r.tx_hash,
+                    "owner": r.owner,
+                    "dseq": r.dseq.to_string(),
+                    "amount": r.amount.to_string(),
+                    "denom": r.denom,
+                })
+            })
+            .collect();
+        let committed_txs: Vec<Value> = chain
+            .committed_txs()
+            .map(|record| {
+                json!({
+                    "hash": record.tx.hash,
+                    "height": record.height,
+                    "code": record.result.code,
+                    "codespace": record.result.codespace,
+                    "msg_types": record.tx.messages.iter().map(ChainMessage::type_url).collect::<Vec<_>>(),
                 })
             })
             .collect();
@@ -911,6 +1392,12 @@ async fn admin_ledger(State(shared): State<Arc<Shared>>) -> ApiResult {
             "duplicate_broadcasts": chain.duplicate_broadcasts,
             "deposits": deposits,
             "deployments": deployments,
+            "orders": orders,
+            "bids": bids,
+            "leases": leases,
+            "refunds": refunds,
+            "committed_txs": committed_txs,
+            "providers": chain.providers.values().map(provider_admin_json).collect::<Vec<_>>(),
             "accounts": accounts,
         })))
     })

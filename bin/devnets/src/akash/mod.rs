@@ -6,9 +6,21 @@
 //!
 //! It behaves like a chain where it matters to a client: it decodes and verifies
 //! transactions (chain id, account number, sequence, secp256k1 signature, fees, funds,
-//! deployment state; see [`chain`] for the checks and codes), applies them in the next
-//! block, indexes them by hash, and drains each deployment's escrow by its lease rate
-//! as blocks advance, closing deployments that run dry.
+//! deployment, order and bid state; see [`chain`] for the checks and codes), applies
+//! them in the next block, indexes them by hash, lets simulated providers bid on the
+//! orders of new deployments, and drains each deployment's escrow by its active
+//! leases' prices as blocks advance, closing deployments that run dry.
+//!
+//! # Messages it executes
+//!
+//! | type URL | effect |
+//! |---|---|
+//! | `/akash.escrow.v1.MsgAccountDeposit`, `/akash.deployment.v1beta3.MsgDepositDeployment` | adds to an open deployment's escrow |
+//! | `/akash.deployment.v1beta4.MsgCreateDeployment` | an active deployment with the deposit as escrow (at least `min_deposit_uakt`), its groups and one open order per group |
+//! | `/akash.market.v1beta5.MsgCreateLease` | leases an open bid: lease active at the bid's price, the order active, its other bids lost |
+//! | `/akash.deployment.v1beta4.MsgCloseDeployment` | closes the deployment with its groups, orders, bids and leases; the remaining escrow goes back to the owner |
+//!
+//! Their field numbers and validation are in [`messages`].
 //!
 //! # Chain API (the subset served)
 //!
@@ -24,8 +36,12 @@
 //! | `GET /akash/deployment/v1beta4/deployments/list?filters.owner=&filters.state=&filters.dseq=` | `{"deployments": [QueryDeploymentResponse], "pagination"}` with `deployment.id`, `escrow_account.state.funds` |
 //! | `GET /akash/deployment/v1beta4/deployments/info?id.owner=&id.dseq=` | one `QueryDeploymentResponse`; 404 when unknown |
 //! | `GET /akash/deployment/v1beta3/deployments/{list,info}` | the same in the v1beta3 shape (`deployment.deployment_id`, `escrow_account.balance`/`funds`) |
-//! | `GET /akash/market/v1beta5/leases/list?filters.owner=&filters.dseq=&filters.state=` | `{"leases": [{"lease": {"id", "state", "price", …}, "escrow_payment"}], "pagination"}` |
-//! | `GET /akash/market/v1beta4/leases/list` | the same with `lease.lease_id` |
+//! | `GET /akash/deployment/v1beta4/deployments/info` (detail) | `deployment.state` (`active` \| `closed`), `deployment.hash` (base64 of the 32 bytes; empty for admin-made deployments), `groups: [{"id": {"owner", "dseq", "gseq"}, "state": "open" \| "closed", "group_spec"}]` |
+//! | `GET /akash/market/v1beta5/orders/list?filters.owner=&filters.dseq=&filters.gseq=&filters.oseq=&filters.state=` | `{"orders": [{"id": {"owner", "dseq", "gseq", "oseq"}, "state": "open" \| "active" \| "closed", "spec", "created_at"}], "pagination"}` |
+//! | `GET /akash/market/v1beta5/bids/list?filters.owner=&filters.dseq=&filters.gseq=&filters.oseq=&filters.provider=&filters.state=` | `{"bids": [{"bid": {"id": {…, "provider", "bseq"}, "state": "open" \| "active" \| "lost" \| "closed", "price": {"denom", "amount": "12.000000000000000000"}, "created_at", "resources_offer": []}, "escrow_account"}], "pagination"}` |
+//! | `GET /akash/market/v1beta5/leases/list?filters.owner=&filters.dseq=&filters.provider=&filters.state=` | `{"leases": [{"lease": {"id": {"owner", "dseq", "gseq", "oseq", "provider", "bseq"}, "state": "active" \| "closed", "price", "created_at", "closed_on"}, "escrow_payment"}], "pagination"}` |
+//! | `GET /akash/market/v1beta4/leases/list` | the same with `lease.lease_id` (no `bseq`) |
+//! | `GET /akash/provider/v1beta4/providers/{address}` | `{"provider": {"owner", "host_uri", "attributes": [{"key", "value"}], "info": {"email", "website"}}}`; 404 `{"code": 5, "message": "provider not found"}` |
 //!
 //! Errors use the gRPC-gateway shape `{"code", "message", "details": []}`.
 //!
@@ -36,8 +52,10 @@
 //! | `POST /simulator/accounts` | `{"address", "amount": "1000000", "denom"?, "reference"?}` | funds an address (creating its account); with a `reference`, once: a repeat credits nothing and answers the first credit (`"credited": false`) |
 //! | `GET /simulator/credits/{reference}` | | the credit made with that reference; 404 when none |
 //! | `POST /simulator/deployments` | `{"owner", "dseq"?, "escrow": "500000", "lease_prices"?: ["60", "40"], "closed"?: false}` | creates a deployment with one lease per price (uakt per block) |
+//! | `POST /simulator/providers` | `{"address", "host_uri", "attributes"?: [{"key", "value"}], "price_uakt_per_block"?: "12" (default "10"), "bid_delay_blocks"?: 2 (default 2), "email"?, "website"?}` | registers a simulated provider (re-posting an address replaces its settings): it bids once on every open order whose required attributes it all has and whose ceiling (sum of price × count) is at least its price, `bid_delay_blocks` after the order opened; answers `{"address", "registered": true, "replaced"}` |
+//! | `GET /simulator/providers` | | the registered providers with their settings |
 //! | `POST /simulator/blocks` | `{"count": 100}` | produces blocks at once (time acceleration) |
-//! | `GET /simulator/ledger` | | height, `mempool` size, committed `txs`, `duplicate_broadcasts` (same bytes sent again), every deposit applied (`deposits`), every deployment with escrow, rate and deposit totals, every account |
+//! | `GET /simulator/ledger` | | height, `mempool` size, the number of committed `txs` and each one in block order (`committed_txs`: hash, height, code, codespace, `msg_types`), `duplicate_broadcasts` (same bytes sent again), every deposit applied (`deposits`), every deployment with `state`, escrow, rate, deposit totals, `initial_deposit`, `refunded` and `hash_hex`, every `orders`/`bids`/`leases` entry with its state, the escrow `refunds` of closed deployments, the `providers`, every account |
 //! | `POST /simulator/faults` | `{"path_prefix", "method"?, "kind": "http_500" \| "malformed_json", "count": 1}` | the next `count` matching chain requests fail that way |
 //! | `DELETE /simulator/faults` | | clears armed faults |
 //!
@@ -58,6 +76,7 @@
 //! check.
 
 pub mod chain;
+pub mod dec;
 pub mod gas_price;
 mod http;
 pub mod messages;
@@ -73,6 +92,8 @@ use tokio::task::JoinHandle;
 
 use chain::{Chain, NewDeployment};
 use gas_price::GasPrice;
+
+pub use chain::SimulatedProvider;
 
 /// The demo wallet's mnemonic: the BIP-39 test vector, public on purpose. Anything it
 /// holds on a real chain is anyone's.
@@ -104,6 +125,12 @@ pub struct SimulatorOptions {
     pub seed_demo: bool,
     /// Fees must be at least `gas limit × this` (in uakt).
     pub min_gas_price: GasPrice,
+    /// The smallest deposit `MsgCreateDeployment` may carry, in uakt (Akash's
+    /// `min_deposits`; default [`chain::DEFAULT_MIN_DEPOSIT_UAKT`]).
+    pub min_deposit_uakt: u128,
+    /// Simulated providers registered from the start (more can register through
+    /// `POST /simulator/providers`).
+    pub providers: Vec<SimulatedProvider>,
 }
 
 impl Default for SimulatorOptions {
@@ -113,6 +140,8 @@ impl Default for SimulatorOptions {
             block_time: Duration::from_millis(200),
             seed_demo: false,
             min_gas_price: "0.025".parse().expect("constant"),
+            min_deposit_uakt: chain::DEFAULT_MIN_DEPOSIT_UAKT,
+            providers: Vec::new(),
         }
     }
 }
@@ -211,12 +240,19 @@ impl SimulatorHandle {
         };
         let mut text = format!(
             "Akash devnet SIMULATOR (in-memory ledger, not a real chain: verifies signatures, \
-             sequences and funds, drains escrow by lease rate)\n\
-             listening on {}  chain-id {}  {blocks}  min gas price {}uakt\n",
+             sequences and funds, runs a simulated market, drains escrow by lease rate)\n\
+             listening on {}  chain-id {}  {blocks}  min gas price {}uakt  min deposit {}uakt\n",
             self.url(),
             o.chain_id,
-            o.min_gas_price
+            o.min_gas_price,
+            o.min_deposit_uakt
         );
+        for provider in &o.providers {
+            text.push_str(&format!(
+                "simulated provider {} at {} bids {}uakt/block after {} blocks\n",
+                provider.address, provider.host_uri, provider.price, provider.bid_delay_blocks
+            ));
+        }
         if let Some(demo) = &self.demo {
             text.push_str(&format!(
                 "demo wallet {} holds {DEMO_BALANCE_UAKT}uakt; its key is the PUBLIC demo mnemonic (never use it for real funds):\n\
@@ -253,6 +289,10 @@ pub async fn serve(
 ) -> std::io::Result<SimulatorHandle> {
     let addr = listener.local_addr()?;
     let mut chain = Chain::new(&options.chain_id, "uakt", options.min_gas_price, Utc::now());
+    chain.min_deposit = options.min_deposit_uakt;
+    for provider in &options.providers {
+        chain.register_provider(provider.clone());
+    }
     let demo = options.seed_demo.then(|| seed_demo(&mut chain));
     let shared = Arc::new(Shared {
         chain: Mutex::new(chain),
