@@ -117,7 +117,7 @@ fn dns_label(text: &str) -> String {
 }
 
 /// Reads and validates the project in `dir`.
-fn load(dir: &Path) -> Result<Project> {
+pub fn load(dir: &Path) -> Result<Project> {
     let path = dir.join(PROJECT_FILE);
     let text = std::fs::read_to_string(&path).with_context(|| {
         format!(

@@ -74,6 +74,12 @@ pub enum Command {
     /// deposit it into the deployment's escrow (the `fund` workflow; needs [evm],
     /// [cosmos] and [fund] in morpheus.toml for the `morpheus up` that runs it).
     Fund(FundArgs),
+    /// Close the project's Akash deployment (`akash.close`: MsgCloseDeployment exactly
+    /// once; the provider stops its containers, the escrow's rest comes back).
+    Close(CloseArgs),
+    /// The project's Akash deployment: lease and services as the provider reports
+    /// them, escrow balance and predicted runway.
+    Status(StatusArgs),
     /// Sealed secrets (`sealed:v1:…`) for deploy spec env values: seal a value to a
     /// public key, make a key pair, or open a value to test a key.
     #[command(subcommand)]
@@ -198,6 +204,97 @@ pub struct DeployDryRunArgs {
     pub project_dir: Option<PathBuf>,
     /// Print one JSON document: `sdl` (YAML text), `manifest_version` (hex), `groups`,
     /// `image`, `manifest_sorted_json`.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `morpheus deploy` (the Akash deploy of ./morpheus.yaml): starts an `akash.deploy`
+/// run that a `morpheus up` with `[cosmos]` executes, and follows it.
+#[derive(Debug, Args)]
+pub struct AkashDeployArgs {
+    /// The deployment's owner (default: the address of the [cosmos] key, which must
+    /// be the owner's: it signs every message of the deployment).
+    #[arg(long, value_name = "AKASH_ADDRESS")]
+    pub owner: Option<String>,
+    /// The first escrow deposit (`5000000uakt`, or a number of uakt).
+    #[arg(long, default_value = "5000000uakt")]
+    pub deposit: String,
+    /// The highest acceptable bid, in uakt per block (a decimal).
+    #[arg(long, value_name = "UAKT")]
+    pub max_price: Option<String>,
+    /// Only bids of this provider (repeat for several; default: any).
+    #[arg(long = "allow-provider", value_name = "ADDRESS")]
+    pub allow_providers: Vec<String>,
+    /// Never bids of this provider (repeat for several).
+    #[arg(long = "deny-provider", value_name = "ADDRESS")]
+    pub deny_providers: Vec<String>,
+    /// Only providers with this attribute (repeat for several: `region=eu`,
+    /// `gpu-model=rtx4090`).
+    #[arg(long = "require-attribute", value_name = "KEY=VALUE")]
+    pub required_attributes: Vec<String>,
+    /// Collect bids this long after the deployment is created before choosing.
+    #[arg(long, default_value = "18s", value_parser = humantime::parse_duration)]
+    pub bid_window: std::time::Duration,
+    /// No acceptable bid this long after creation: close the deployment and fail.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub bid_timeout: std::time::Duration,
+    /// Services not ready this long after the manifest is accepted: close and fail.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub ready_timeout: std::time::Duration,
+    /// The chain's block time in seconds (Akash: about 6); bids and the lease status
+    /// are polled once per block.
+    #[arg(long, default_value_t = 6.0)]
+    pub seconds_per_block: f64,
+    /// Print the run id and return instead of following the run.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Stop following (the run goes on) after this long.
+    #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
+    /// Start at most one run for this key (a retried command follows the first run).
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+}
+
+/// `morpheus close`.
+#[derive(Debug, Args)]
+pub struct CloseArgs {
+    /// The deployment (default: the one the newest `morpheus deploy` of the project
+    /// in --project-dir created).
+    pub dseq: Option<String>,
+    /// The project directory holding morpheus.yaml (default: the current directory).
+    #[arg(long)]
+    pub project_dir: Option<PathBuf>,
+    /// The deployment's owner (default: the address of the [cosmos] key).
+    #[arg(long, value_name = "AKASH_ADDRESS")]
+    pub owner: Option<String>,
+    /// The chain's block time in seconds.
+    #[arg(long, default_value_t = 6.0)]
+    pub seconds_per_block: f64,
+    /// Print the run id and return instead of following the run.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Stop following (the run goes on) after this long.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
+    /// Print JSON (the run id, or the report).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `morpheus status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The deployment (default: the one the newest `morpheus deploy` of the project
+    /// in --project-dir created).
+    pub dseq: Option<String>,
+    /// The project directory holding morpheus.yaml (default: the current directory).
+    #[arg(long)]
+    pub project_dir: Option<PathBuf>,
+    /// The chain's block time in seconds (for the runway).
+    #[arg(long, default_value_t = 6.0)]
+    pub seconds_per_block: f64,
+    /// Print one JSON document.
     #[arg(long)]
     pub json: bool,
 }
@@ -334,13 +431,15 @@ pub struct DeployArgs {
     pub paths: DeployPathArgs,
     /// Without a subcommand: synthesize the Akash deploy of the project's morpheus.yaml
     /// (SDL, manifest version, groups, the image's content-hash tag) and print it,
-    /// building nothing and touching no chain. (The Akash deploy itself is not built
-    /// yet, so this flag is required without a subcommand.)
+    /// building nothing and touching no chain.
     #[arg(long)]
     pub dry_run: bool,
-    /// Options of --dry-run.
+    /// Options of --dry-run (and of the Akash deploy: --project-dir, --json).
     #[command(flatten)]
     pub dry_run_args: DeployDryRunArgs,
+    /// Options of the Akash deploy (no subcommand, no --dry-run).
+    #[command(flatten)]
+    pub akash: AkashDeployArgs,
     /// What to do with directory deploys (Docker sandboxes).
     #[command(subcommand)]
     pub command: Option<DeployCommand>,
@@ -572,8 +671,19 @@ pub enum RunsCommand {
 /// `morpheus logs`.
 #[derive(Debug, Args)]
 pub struct LogsArgs {
-    /// Run id.
-    pub run: String,
+    /// Run id. Without one: the app's own logs, from the provider of the Akash
+    /// deployment of the project in --project-dir.
+    pub run: Option<String>,
+    /// Without a run id: the project directory holding morpheus.yaml (default: the
+    /// current directory).
+    #[arg(long)]
+    pub project_dir: Option<PathBuf>,
+    /// Without a run id: the deployment (default: the project's newest).
+    #[arg(long)]
+    pub dseq: Option<String>,
+    /// Without a run id: the last this many lines of each service first.
+    #[arg(long, default_value_t = 100)]
+    pub tail: u32,
     /// Only this step's lines.
     #[arg(long)]
     pub step: Option<String>,
@@ -592,7 +702,7 @@ pub struct LogsArgs {
     /// At most this many lines.
     #[arg(long)]
     pub limit: Option<u64>,
-    /// Keep printing new lines until the run ends.
+    /// Keep printing new lines until the run ends (the app's logs: until Ctrl-C).
     #[arg(long, short = 'f')]
     pub follow: bool,
     /// One JSON object per line.

@@ -158,7 +158,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::Start(args) => start(&url, args).await,
         Command::Runs(command) => runs(&url, command).await,
-        Command::Logs(args) => logs(&url, args).await,
+        Command::Logs(args) => logs(&url, args, &config).await,
         Command::Extensions(command) => crate::extensions::run(&url, &config, command).await,
         Command::Events(EventsCommand::Send { key, payload }) => {
             let payload = read_json_argument("--payload", &payload)?;
@@ -186,7 +186,9 @@ pub async fn run(cli: Cli) -> Result<()> {
             ..
         }) => crate::bench_api::run(&url, args).await,
         Command::Bench(args) => crate::bench::run(&url, args).await,
-        Command::Deploy(args) => crate::deploy::run(&url, args).await,
+        Command::Deploy(args) => crate::deploy::run(&url, args, &config).await,
+        Command::Close(args) => crate::akash_deploy::close(&url, args, &config).await,
+        Command::Status(args) => crate::akash_deploy::status(&url, args, &config).await,
         Command::Devnet(command) => crate::devnet::run(command).await,
         Command::Fund(args) => crate::fund::run(&url, args, &config).await,
         Command::Init(args) => crate::akash_project::init(args),
@@ -543,8 +545,11 @@ async fn runs(url: &str, command: RunsCommand) -> Result<()> {
     Ok(())
 }
 
-async fn logs(url: &str, args: LogsArgs) -> Result<()> {
-    let run_id = parse_run_id(&args.run)?;
+async fn logs(url: &str, args: LogsArgs, config: &Config) -> Result<()> {
+    let Some(run) = args.run.clone() else {
+        return crate::akash_deploy::app_logs(url, args, config).await;
+    };
+    let run_id = parse_run_id(&run)?;
     let min_level = args
         .level
         .as_deref()
@@ -553,7 +558,7 @@ async fn logs(url: &str, args: LogsArgs) -> Result<()> {
         .map_err(|error| anyhow!("--level: {error}"))?;
     let since = args.since.as_deref().map(parse_since).transpose()?;
     let world = open(url).await?;
-    require_run(world.as_ref(), &args.run).await?;
+    require_run(world.as_ref(), &run).await?;
     let mut query = LogQuery {
         run_id: Some(run_id),
         step_key: args.step,
@@ -584,7 +589,7 @@ async fn logs(url: &str, args: LogsArgs) -> Result<()> {
             return Ok(());
         }
         if lines.is_empty() {
-            let run = require_run(world.as_ref(), &args.run).await?;
+            let run = require_run(world.as_ref(), &run).await?;
             if run.status.is_terminal() {
                 // One more read: lines committed together with the run's end.
                 let tail = world.query_logs(&query).await?;

@@ -55,14 +55,19 @@ async fn service(url: &str, config: DeployConfig) -> Result<DeployService> {
 }
 
 /// Runs a `deploy` subcommand.
-pub async fn run(url: &str, args: DeployArgs) -> Result<()> {
+pub async fn run(url: &str, args: DeployArgs, settings: &crate::config::Config) -> Result<()> {
     let Some(command) = args.command else {
-        if !args.dry_run {
-            anyhow::bail!(
-                "morpheus deploy needs a subcommand (spec, start, stop, list, snapshots, redeploy, gc), or --dry-run to show the Akash deploy of ./morpheus.yaml (the Akash deploy itself is not built yet)"
-            );
+        if args.dry_run {
+            return crate::akash_project::dry_run(args.dry_run_args);
         }
-        return crate::akash_project::dry_run(args.dry_run_args);
+        return crate::akash_deploy::deploy(
+            url,
+            &args.paths,
+            args.dry_run_args,
+            args.akash,
+            settings,
+        )
+        .await;
     };
     if args.dry_run {
         anyhow::bail!(

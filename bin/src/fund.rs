@@ -1,18 +1,14 @@
 //! `morpheus fund`: starts the `fund` workflow (USDC → MOR staking + AKT in a
 //! deployment's escrow) and, with `--wait`, follows its logs and prints the report.
 
-use std::time::Duration;
-
 use anyhow::{anyhow, bail, Result};
-use morpheus_engine::{Engine, LogQuery, RunStatus};
-use morpheus_executors::cosmos::CosmosExecutor;
+use morpheus_engine::{Engine, RunStatus};
 use morpheus_workflows::fund::{FundReport, LegStatus, MAX_AMOUNT};
 use serde_json::json;
 
 use crate::cli::FundArgs;
 use crate::commands::{default_registries, open};
 use crate::config::Config;
-use crate::output;
 
 /// USDC has 6 decimals.
 const USDC_DECIMALS: u32 = 6;
@@ -67,22 +63,7 @@ fn usdc_text(units: &str) -> String {
 /// Runs `morpheus fund`.
 pub async fn run(url: &str, args: FundArgs, config: &Config) -> Result<()> {
     let amount = usdc_base_units(&args.usdc)?;
-    let owner = match args.owner {
-        Some(owner) => owner,
-        None => {
-            let cosmos = config.cosmos.as_ref().ok_or_else(|| {
-                anyhow!(
-                    "--owner is required when morpheus.toml has no [cosmos] key to take it from"
-                )
-            })?;
-            let executor =
-                CosmosExecutor::new(cosmos).map_err(|error| anyhow!("config [cosmos]: {error}"))?;
-            executor
-                .address()
-                .ok_or_else(|| anyhow!("--owner is required: [cosmos] has no key"))?
-                .to_owned()
-        }
-    };
+    let owner = crate::akash_deploy::cosmos_owner(config, args.owner)?;
     let input = json!({
         "usdc_amount": amount.to_string(),
         "stake_share_pct": args.stake_share,
@@ -111,34 +92,7 @@ pub async fn run(url: &str, args: FundArgs, config: &Config) -> Result<()> {
         return Ok(());
     }
     eprintln!("fund run {run_id}: waiting for a `morpheus up` serving this database to run it (Ctrl-C stops waiting, not the run)");
-    // Progress: the run's own log lines, as they are written.
-    let mut query = LogQuery {
-        run_id: Some(run_id),
-        ..Default::default()
-    };
-    let deadline = tokio::time::Instant::now() + args.timeout;
-    let run = loop {
-        let lines = world.query_logs(&query).await?;
-        for line in &lines {
-            eprintln!("{}", output::log_line(line));
-        }
-        if let Some(last) = lines.last() {
-            query.after_id = Some(last.id);
-        }
-        let run = world
-            .get_run(run_id)
-            .await?
-            .ok_or_else(|| anyhow!("run {run_id} disappeared"))?;
-        if run.status.is_terminal() && lines.is_empty() {
-            break run;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            bail!("fund run {run_id} has not ended after {}: it is {} (it goes on; follow it with `morpheus logs {run_id} --follow`)", humantime::format_duration(args.timeout), run.status);
-        }
-        if lines.is_empty() {
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-    };
+    let run = crate::akash_deploy::follow_run(&world, run_id, args.timeout, "fund").await?;
     match run.status {
         RunStatus::Completed => {
             let output = run.output.unwrap_or_default();

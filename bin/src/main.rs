@@ -1,6 +1,7 @@
 //! `morpheus`: the command-line front of the engine. Wiring only: it opens the database,
 //! registers the built-in workflows and executors, and calls into the engine.
 
+mod akash_deploy;
 mod akash_project;
 mod bench;
 mod bench_api;

@@ -258,6 +258,19 @@ impl CosmosExecutor {
         self.client.signer.as_deref().map(Signer::address)
     }
 
+    /// A fresh provider JWT of the executor's key (as `send_manifest` sends; Akash's
+    /// `JwtTokenManager` shape, short expiry), for clients that talk to a lease's
+    /// provider themselves (the app's logs); `None` without a key.
+    pub fn provider_jwt(&self) -> Option<String> {
+        self.client.signer.as_deref().map(|signer| {
+            provider_jwt::mint_provider_jwt(
+                signer,
+                std::time::SystemTime::now(),
+                provider_jwt::DEFAULT_PROVIDER_JWT_TTL,
+            )
+        })
+    }
+
     /// Runs one operation: [`Executor::call`] with a typed payload.
     pub async fn execute(
         &self,
