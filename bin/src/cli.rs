@@ -1102,6 +1102,48 @@ pub enum DevnetCommand {
     /// Deploy the devnet EVM contracts (MockUSDC, MorStakingVault, SkipBridge) to an EVM
     /// node, optionally mint USDC, and print their addresses as JSON.
     Contracts(Box<DevnetContractsArgs>),
+    /// An Akash provider SIMULATOR: registers with the Akash devnet simulator, bids on
+    /// orders its attributes satisfy, accepts manifests (provider JWT checked) and runs
+    /// each lease's services as containers on the local Docker engine.
+    Provider(Box<DevnetProviderArgs>),
+}
+
+/// Environment variable holding the provider simulator's mnemonic (never on the
+/// command line: it would show in `ps`).
+pub const DEVNET_PROVIDER_MNEMONIC_ENV: &str = "MORPHEUS_DEVNET_PROVIDER_MNEMONIC";
+
+/// `morpheus devnet provider`.
+#[derive(Debug, Args)]
+pub struct DevnetProviderArgs {
+    /// Address to serve on (port 0 picks a free port; the banner shows it).
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    pub listen: std::net::SocketAddr,
+    /// REST URL of the Akash devnet simulator (`morpheus devnet akash`) to register
+    /// with and bid on.
+    #[arg(long, value_name = "URL")]
+    pub akash_rest: url::Url,
+    /// A provider attribute, KEY=VALUE (repeatable): the provider bids only on orders
+    /// whose required attributes it all has.
+    #[arg(long = "attribute", value_name = "KEY=VALUE")]
+    pub attributes: Vec<String>,
+    /// Bid price in uakt per block, as a decimal.
+    #[arg(long, default_value = "10")]
+    pub price: String,
+    /// Blocks after an order opens before the provider bids.
+    #[arg(long, default_value_t = 2)]
+    pub bid_delay_blocks: u64,
+    /// The host URI to register (default: http://<listen address>).
+    #[arg(long, value_name = "URL")]
+    pub host_uri: Option<url::Url>,
+    /// File holding the provider key's BIP-39 mnemonic. Without it, the mnemonic is
+    /// read from $MORPHEUS_DEVNET_PROVIDER_MNEMONIC; without either, a fresh key is
+    /// made (a new provider address on every start).
+    #[arg(long, value_name = "PATH")]
+    pub mnemonic_file: Option<PathBuf>,
+    /// Milliseconds between checks of the chain for closed leases (whose containers
+    /// are then removed).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub poll_interval_ms: u64,
 }
 
 /// Environment variable holding the hex private key that deploys the devnet contracts

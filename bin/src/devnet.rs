@@ -8,12 +8,13 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use morpheus_devnets::akash;
 use morpheus_devnets::evm::{self, PrivateKeySigner};
+use morpheus_devnets::provider;
 use morpheus_devnets::skip::{self, quote};
 use tokio::net::TcpListener;
 
 use crate::cli::{
-    DevnetAkashArgs, DevnetCommand, DevnetContractsArgs, DevnetEvmKeyArgs, DevnetSkipArgs,
-    DEVNET_EVM_KEY_ENV,
+    DevnetAkashArgs, DevnetCommand, DevnetContractsArgs, DevnetEvmKeyArgs, DevnetProviderArgs,
+    DevnetSkipArgs, DEVNET_EVM_KEY_ENV, DEVNET_PROVIDER_MNEMONIC_ENV,
 };
 
 /// Runs a devnet command until SIGTERM or Ctrl-C.
@@ -22,6 +23,7 @@ pub async fn run(command: DevnetCommand) -> Result<()> {
         DevnetCommand::Akash(args) => run_akash(args).await,
         DevnetCommand::Skip(args) => run_skip(*args).await,
         DevnetCommand::Contracts(args) => run_contracts(*args).await,
+        DevnetCommand::Provider(args) => run_provider(*args).await,
     }
 }
 
@@ -140,6 +142,54 @@ async fn run_akash(args: DevnetAkashArgs) -> Result<()> {
     );
     // The banner goes to stdout in one write, so a process reading it line by line
     // (a test, a script waiting for the port) sees it whole.
+    print!("{}", simulator.banner());
+    use std::io::Write as _;
+    std::io::stdout().flush()?;
+    shutdown_signal().await;
+    simulator.shutdown().await;
+    Ok(())
+}
+
+/// `KEY=VALUE` from `--attribute`.
+fn parse_attribute(text: &str) -> Result<(String, String)> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() && !value.trim().is_empty() => {
+            Ok((key.trim().to_owned(), value.trim().to_owned()))
+        }
+        _ => anyhow::bail!("--attribute '{text}' is not KEY=VALUE"),
+    }
+}
+
+async fn run_provider(args: DevnetProviderArgs) -> Result<()> {
+    let attributes = args
+        .attributes
+        .iter()
+        .map(|text| parse_attribute(text))
+        .collect::<Result<Vec<_>>>()?;
+    quote::Decimal::parse(&args.price, "--price").map_err(anyhow::Error::msg)?;
+    let mnemonic = match &args.mnemonic_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read --mnemonic-file {}", path.display()))?,
+        ),
+        None => std::env::var(DEVNET_PROVIDER_MNEMONIC_ENV).ok(),
+    };
+    let mut options = provider::ProviderOptions::new(args.akash_rest);
+    options.attributes = attributes;
+    options.price_uakt_per_block = args.price;
+    options.bid_delay_blocks = args.bid_delay_blocks;
+    options.mnemonic = mnemonic;
+    options.host_uri = args.host_uri;
+    options.poll_interval = Duration::from_millis(args.poll_interval_ms);
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let simulator = provider::start_provider(listener, options).await?;
+    tracing::info!(
+        url = %simulator.url(),
+        provider = %simulator.address(),
+        "akash provider simulator started"
+    );
     print!("{}", simulator.banner());
     use std::io::Write as _;
     std::io::stdout().flush()?;

@@ -72,6 +72,9 @@ pub(crate) struct CtxShared {
 #[derive(Default)]
 struct CtxState {
     next_seq: i64,
+    /// The highest position the journal holds: code before it already ran in an
+    /// earlier execution of this run.
+    journal_end: Option<i64>,
     name_counts: HashMap<String, u32>,
     park: Option<Park>,
 }
@@ -96,10 +99,21 @@ pub struct StepBuilder<'a> {
 
 impl Ctx {
     pub(crate) fn new(shared: CtxShared) -> Self {
+        let journal_end = shared.keys_by_seq.keys().max().copied();
         Self {
             shared,
-            state: Mutex::new(CtxState::default()),
+            state: Mutex::new(CtxState {
+                journal_end,
+                ..CtxState::default()
+            }),
         }
+    }
+
+    /// Whether the workflow body is replaying: a step at or after the current position
+    /// is already in the journal, so the code up to it ran (and logged) before.
+    pub fn is_replaying(&self) -> bool {
+        let state = self.state.lock().expect("ctx state");
+        state.journal_end.is_some_and(|end| state.next_seq <= end)
     }
 
     /// The run's id.
@@ -194,13 +208,20 @@ impl Ctx {
     }
 
     /// Appends a line to the run's logs (committed with the run's next checkpoint).
+    /// While the body replays what an earlier execution already ran, the line is not
+    /// written again: a run that sleeps and resumes logs each line once (a crash after
+    /// the line and before the next checkpoint may still repeat it).
     pub fn log(&self, level: LogLevel, message: impl Into<String>) {
-        self.log_sink(None, None).log(level, message, None);
+        if !self.is_replaying() {
+            self.log_sink(None, None).log(level, message, None);
+        }
     }
 
-    /// Appends a line with structured fields.
+    /// Appends a line with structured fields (not again on replay, as [`Ctx::log`]).
     pub fn log_with(&self, level: LogLevel, message: impl Into<String>, fields: Value) {
-        self.log_sink(None, None).log(level, message, Some(fields));
+        if !self.is_replaying() {
+            self.log_sink(None, None).log(level, message, Some(fields));
+        }
     }
 
     /// The document store (see [`crate::documents`]). It is not journaled: use it

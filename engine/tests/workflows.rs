@@ -269,7 +269,9 @@ impl Workflow for Napper {
         ctx.step("before")
             .run(|_| async { Ok::<_, StepError>(()) })
             .await?;
+        ctx.log(LogLevel::Info, "going to sleep");
         ctx.sleep(Duration::from_millis(300)).await?;
+        ctx.log(LogLevel::Info, "awake");
         ctx.step("after")
             .run(|_| async { Ok::<_, StepError>("rested".to_owned()) })
             .await
@@ -311,6 +313,20 @@ async fn durable_sleep_parks_and_resumes(world: Arc<dyn World>) {
         "the step after the sleep started at {} before the wake time {until}",
         journal[2].started_at
     );
+    // The body ran twice (before and after the park); each line was written once.
+    let lines: Vec<String> = logs_of(
+        &world,
+        LogQuery {
+            run_id: Some(run_id),
+            ..Default::default()
+        },
+    )
+    .await
+    .into_iter()
+    .filter(|line| line.step_key.is_none())
+    .map(|line| line.message)
+    .collect();
+    assert_eq!(lines, vec!["going to sleep", "awake"], "{lines:?}");
     harness.stop().await;
 }
 
