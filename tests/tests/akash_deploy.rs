@@ -1,0 +1,624 @@
+//! The Akash deploy end to end, every part a real process: the Akash chain
+//! **simulator** (`morpheus devnet akash`), the provider **simulator** (`morpheus devnet
+//! provider`, which runs leases as containers on the real Docker engine), the local
+//! registry on 127.0.0.1:5000, `morpheus up` with `[cosmos]` (SQLite and Postgres), and
+//! the CLI: `morpheus deploy` of a project whose image is built from `FROM scratch` plus
+//! a static busybox, pushed, and run by digest.
+//!
+//! Every check reads what really happened — the chain simulator's ledger (deployments,
+//! leases, escrow refunds, committed transactions), the containers on the Docker engine,
+//! the app's own HTTP answer — never the workflow's report alone:
+//!
+//! - the happy path: the URI answers with the project's page, the sidecar runs in the
+//!   same pod, `morpheus logs --follow` streams the app's output, `morpheus status`
+//!   reports it ready, and `morpheus close` removes the containers and refunds the rest
+//!   of the escrow;
+//! - no bid before the deadline, a manifest the provider refuses, services that never
+//!   become ready: each run fails saying why, and its deployment is closed and refunded;
+//! - the crash matrix SIGKILLs `morpheus up` around the create-deployment and the
+//!   create-lease broadcasts (before the send, after it, after its confirmation),
+//!   restarts it, and finds one deployment and one lease per run, each transaction
+//!   committed once.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use morpheus_tests::devnet::{http_request, DevnetProcess, DEMO_MNEMONIC};
+use morpheus_tests::docker::{containers_with_label, docker_ok, http_get, ContainerGuard};
+use morpheus_tests::{
+    both_backends, wait_for, Backend, CliOutput, TestEnv, WorkerProcess, FAST_LEASES,
+};
+use serde_json::{json, Value};
+
+const MNEMONIC_ENV: &str = "MORPHEUS_DEMO_MNEMONIC";
+const REGISTRY: &str = "127.0.0.1:5000";
+/// The provider simulator's container labels (see `morpheus_devnets::provider`).
+const PROVIDER_LABEL: &str = "morpheus.provider-simulator";
+const DSEQ_LABEL: &str = "akash.dseq";
+const CREATE_DEPLOYMENT: &str = "/akash.deployment.v1beta4.MsgCreateDeployment";
+const CREATE_LEASE: &str = "/akash.market.v1beta5.MsgCreateLease";
+/// What the app serves.
+const PAGE: &str = "hello from an akash lease\n";
+/// What the sidecar serves to the app, inside the pod.
+const SIDECAR_PAGE: &str = "sidecar here\n";
+
+fn busybox() -> PathBuf {
+    std::env::var_os("MORPHEUS_TEST_BUSYBOX")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/bin/busybox"))
+}
+
+/// The sidecar image (busybox httpd on 9000), built and pushed to the local registry
+/// once per test process: the provider simulator pulls every image, as a provider does.
+fn sidecar_image() -> &'static str {
+    static IMAGE: OnceLock<String> = OnceLock::new();
+    IMAGE.get_or_init(|| {
+        morpheus_tests::docker::require_docker();
+        let context = tempfile::tempdir().unwrap();
+        std::fs::copy(busybox(), context.path().join("busybox")).expect("copy busybox");
+        std::fs::write(context.path().join("index.html"), SIDECAR_PAGE).unwrap();
+        std::fs::write(
+            context.path().join("Dockerfile"),
+            "FROM scratch\nCOPY busybox /bin/busybox\nCOPY index.html /srv/index.html\n\
+             ENTRYPOINT [\"/bin/busybox\"]\nCMD [\"httpd\", \"-f\", \"-p\", \"9000\", \"-h\", \"/srv\"]\n",
+        )
+        .unwrap();
+        let image = format!("{REGISTRY}/morpheus-e2e-sidecar:latest");
+        docker_ok(&["build", "-q", "-t", &image, &context.path().display().to_string()]);
+        docker_ok(&["push", "-q", &image]);
+        image
+    })
+}
+
+/// One deploy world: a database, both simulators, the configuration, a project.
+struct DeployWorld {
+    env: TestEnv,
+    akash: DevnetProcess,
+    provider: DevnetProcess,
+    owner: String,
+    config: PathBuf,
+    project: PathBuf,
+    // Removes every container of this provider when the test ends, however it ends.
+    _containers: ContainerGuard,
+}
+
+impl DeployWorld {
+    fn new(backend: Backend) -> Self {
+        let env = TestEnv::new(backend);
+        let mut akash = DevnetProcess::spawn_akash(&["--seed-demo", "--block-time-ms", "100"]);
+        let owner = akash.demo_wallet();
+        let rest = format!("http://{}", akash.addr);
+        let provider = DevnetProcess::spawn(
+            "provider",
+            &[
+                "--akash-rest",
+                &rest,
+                "--attribute",
+                "region=local",
+                "--bid-delay-blocks",
+                "1",
+                "--poll-interval-ms",
+                "200",
+            ],
+        );
+        let provider_address = provider.get_json("/address")["address"]
+            .as_str()
+            .expect("the provider's address")
+            .to_owned();
+        let containers = ContainerGuard::new(PROVIDER_LABEL, &provider_address);
+        let config = env.path("morpheus.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[cosmos]\nrest_url = \"{rest}\"\nchain_id = \"morpheus-devnet-1\"\n\
+                 key = {{ mnemonic_env = \"{MNEMONIC_ENV}\" }}\n\
+                 timeouts = {{ confirm_poll = \"100ms\", confirm = \"10s\" }}\n"
+            ),
+        )
+        .unwrap();
+        let project = env.path("project");
+        write_project(
+            &project,
+            &format!("e2e{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
+        );
+        Self {
+            env,
+            akash,
+            provider,
+            owner,
+            config,
+            project,
+            _containers: containers,
+        }
+    }
+
+    /// `morpheus up` with fast leases and `[cosmos]`; `crash_at` arms `MORPHEUS_CRASH_AT`.
+    fn worker(&self, name: &str, crash_at: Option<&str>) -> WorkerProcess {
+        self.env.spawn_worker_with(name, FAST_LEASES, |command| {
+            command
+                .env("MORPHEUS_CONFIG", &self.config)
+                .env(MNEMONIC_ENV, DEMO_MNEMONIC);
+            if let Some(point) = crash_at {
+                command.env("MORPHEUS_CRASH_AT", point);
+            }
+        })
+    }
+
+    /// A `morpheus <args>` command with the configuration and the key.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = self.env.command();
+        command
+            .env("MORPHEUS_CONFIG", &self.config)
+            .env(MNEMONIC_ENV, DEMO_MNEMONIC)
+            .args(args);
+        command
+    }
+
+    fn cli(&self, args: &[&str]) -> CliOutput {
+        CliOutput::from_command(&mut self.command(args))
+    }
+
+    fn cli_json(&self, args: &[&str]) -> Value {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "morpheus {args:?} failed: {}\n{}",
+            out.stderr,
+            out.stdout
+        );
+        serde_json::from_str(&out.stdout)
+            .unwrap_or_else(|error| panic!("morpheus {args:?}: not JSON ({error}): {}", out.stdout))
+    }
+
+    /// `morpheus deploy` of the project with short windows for a 100 ms chain;
+    /// `extra` flags with a value replace the defaults of the same name.
+    fn deploy(&self, extra: &[&str]) -> CliOutput {
+        let project = self.project.display().to_string();
+        let defaults = [
+            ("--deposit", "1000000uakt"),
+            ("--bid-window", "500ms"),
+            ("--bid-timeout", "20s"),
+            ("--ready-timeout", "30s"),
+            ("--seconds-per-block", "0.1"),
+            ("--timeout", "150s"),
+        ];
+        let mut args = vec!["deploy", "--project-dir", &project, "--json"];
+        for (flag, value) in defaults {
+            if !extra.contains(&flag) {
+                args.extend([flag, value]);
+            }
+        }
+        args.extend_from_slice(extra);
+        self.cli(&args)
+    }
+
+    fn ledger(&self) -> Value {
+        self.akash.get_json("/simulator/ledger")
+    }
+
+    /// The owner's deployments on the chain, by dseq.
+    fn deployments(&self) -> Vec<Value> {
+        self.ledger()["deployments"]
+            .as_array()
+            .expect("deployments")
+            .iter()
+            .filter(|d| d["owner"] == self.owner.as_str())
+            .cloned()
+            .collect()
+    }
+
+    fn deployment(&self, dseq: &str) -> Value {
+        self.deployments()
+            .into_iter()
+            .find(|d| d["dseq"] == dseq)
+            .unwrap_or_else(|| panic!("no deployment {dseq} on the chain"))
+    }
+
+    fn leases(&self, dseq: &str) -> Vec<Value> {
+        self.ledger()["leases"]
+            .as_array()
+            .expect("leases")
+            .iter()
+            .filter(|l| l["owner"] == self.owner.as_str() && l["dseq"] == dseq)
+            .cloned()
+            .collect()
+    }
+
+    /// How many committed transactions carried a message of `msg_type`.
+    fn committed(&self, msg_type: &str) -> usize {
+        self.ledger()["committed_txs"]
+            .as_array()
+            .expect("committed_txs")
+            .iter()
+            .filter(|tx| tx["code"] == 0)
+            .filter(|tx| {
+                tx["msg_types"]
+                    .as_array()
+                    .is_some_and(|types| types.iter().any(|t| t == msg_type))
+            })
+            .count()
+    }
+
+    /// The deployment is closed, its leases are closed, and the escrow holds nothing:
+    /// what was not paid to the provider went back to the owner.
+    fn assert_closed_and_refunded(&self, dseq: &str, why: &str) {
+        let deployment = self.deployment(dseq);
+        assert_eq!(deployment["state"], "closed", "{why}: {deployment}");
+        assert_eq!(deployment["escrow"], "0", "{why}: {deployment}");
+        let amount = |field: &str| -> f64 {
+            deployment[field]
+                .as_str()
+                .and_then(|text| text.parse().ok())
+                .unwrap_or_else(|| panic!("{why}: {field} in {deployment}"))
+        };
+        assert!(
+            amount("refunded") > 0.0,
+            "{why}: nothing refunded: {deployment}"
+        );
+        assert!(
+            (amount("refunded") + amount("transferred")
+                - amount("deposited")
+                - amount("initial_deposit"))
+            .abs()
+                < 1e-6,
+            "{why}: escrow not accounted for (refunded + transferred ≠ deposits): {deployment}"
+        );
+        for lease in self.leases(dseq) {
+            assert_ne!(lease["state"], "active", "{why}: {lease}");
+        }
+        wait_for(
+            &format!("{why}: the containers of deployment {dseq} to be removed"),
+            Duration::from_secs(15),
+            || {
+                containers_with_label(DSEQ_LABEL, dseq)
+                    .is_empty()
+                    .then_some(())
+            },
+        );
+    }
+
+    fn arm_fault(&self, fault: &Value) {
+        let answer = self.provider.post("/simulator/faults", fault);
+        assert!((200..300).contains(&answer.status), "{}", answer.body);
+    }
+
+    fn clear_faults(&self) {
+        let answer = http_request(self.provider.addr, "DELETE", "/simulator/faults", None)
+            .expect("DELETE /simulator/faults");
+        assert!((200..300).contains(&answer.status), "{}", answer.body);
+    }
+
+    /// The dseq of the one deployment that appeared since `before`.
+    fn new_dseq(&self, before: &[Value]) -> String {
+        let known: Vec<&Value> = before.iter().map(|d| &d["dseq"]).collect();
+        let fresh: Vec<Value> = self
+            .deployments()
+            .into_iter()
+            .filter(|d| !known.contains(&&d["dseq"]))
+            .collect();
+        assert_eq!(fresh.len(), 1, "expected one new deployment: {fresh:?}");
+        fresh[0]["dseq"].as_str().unwrap().to_owned()
+    }
+}
+
+/// A project: a Dockerfile (`FROM scratch` + busybox, httpd on 8080 after a start
+/// line), its page, and a `morpheus.yaml` with a custom sidecar.
+fn write_project(dir: &Path, name: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::copy(busybox(), dir.join("busybox")).expect("copy busybox");
+    std::fs::write(dir.join("index.html"), PAGE).unwrap();
+    std::fs::write(
+        dir.join("Dockerfile"),
+        "FROM scratch\nCOPY busybox /bin/busybox\nCOPY index.html /www/index.html\n\
+         ENTRYPOINT [\"/bin/busybox\"]\n\
+         CMD [\"sh\", \"-c\", \"echo app started; exec /bin/busybox httpd -f -v -p 8080 -h /www\"]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("morpheus.yaml"),
+        format!(
+            "name: {name}\ntemplate: website\n\
+             build: {{ context: ., tag: {REGISTRY}/morpheus-{name} }}\n\
+             ports:\n  - {{ port: 8080, as: 80 }}\n\
+             env:\n  GREETING: hello\n\
+             sidecars:\n  custom:\n    - name: side\n      image: {sidecar}\n      port: 9000\n\
+             \x20     resources: {{ cpu: 0.1, memory: 64Mi }}\n",
+            sidecar = sidecar_image()
+        ),
+    )
+    .unwrap();
+}
+
+/// The deploy's report from `deploy --json`.
+fn report(out: &CliOutput) -> Value {
+    assert!(
+        out.status.success(),
+        "morpheus deploy failed: {}\n{}",
+        out.stderr,
+        out.stdout
+    );
+    let printed: Value = serde_json::from_str(&out.stdout).expect("deploy --json");
+    printed["report"].clone()
+}
+
+/// The app's URL from a report.
+fn app_url(report: &Value) -> String {
+    let uri = report["uris"]["app"][0]
+        .as_str()
+        .unwrap_or_else(|| panic!("no app URI in {report}"));
+    if uri.contains("://") {
+        uri.to_owned()
+    } else {
+        format!("http://{uri}")
+    }
+}
+
+/// The containers of deployment `dseq` by service name: (id, running).
+fn pod(dseq: &str) -> Vec<(String, String, bool)> {
+    containers_with_label(DSEQ_LABEL, dseq)
+        .into_iter()
+        .map(|id| {
+            let inspected = docker_ok(&[
+                "inspect",
+                "--format",
+                "{{index .Config.Labels \"akash.service\"}} {{.State.Running}}",
+                &id,
+            ]);
+            let mut words = inspected.split_whitespace();
+            let service = words.next().unwrap_or_default().to_owned();
+            let running = words.next() == Some("true");
+            (id, service, running)
+        })
+        .collect()
+}
+
+fn happy_path_runs_answers_streams_logs_and_closes(backend: Backend) {
+    let world = DeployWorld::new(backend);
+    let _worker = world.worker("w", None);
+    let project = world.project.display().to_string();
+
+    let before = world.deployments();
+    let report = report(&world.deploy(&[]));
+    let dseq = report["dseq"].as_str().expect("a dseq").to_owned();
+    assert!(
+        report["image"]
+            .as_str()
+            .is_some_and(|image| image.starts_with(REGISTRY) && image.contains("@sha256:")),
+        "the SDL runs the pushed image by digest: {report}"
+    );
+
+    // The app answers at its URI with the project's page.
+    let url = app_url(&report);
+    let (status, body) = http_get(&url).expect("the app answers");
+    assert_eq!((status, body.as_str()), (200, PAGE), "{url}");
+
+    // The sidecar runs in the same pod: the app reaches it on localhost.
+    let containers = pod(&dseq);
+    let mut services: Vec<&str> = containers.iter().map(|(_, s, _)| s.as_str()).collect();
+    services.sort_unstable();
+    assert_eq!(services, ["app", "side"], "{containers:?}");
+    assert!(
+        containers.iter().all(|(_, _, running)| *running),
+        "{containers:?}"
+    );
+    let app = &containers.iter().find(|(_, s, _)| s == "app").unwrap().0;
+    let from_app = docker_ok(&[
+        "exec",
+        app,
+        "/bin/busybox",
+        "wget",
+        "-qO-",
+        "http://127.0.0.1:9000/",
+    ]);
+    assert_eq!(from_app, SIDECAR_PAGE);
+
+    // One deployment, one lease, each transaction committed once.
+    assert_eq!(world.new_dseq(&before), dseq);
+    assert_eq!(world.leases(&dseq).len(), 1);
+    assert_eq!(world.committed(CREATE_DEPLOYMENT), 1);
+    assert_eq!(world.committed(CREATE_LEASE), 1);
+
+    // `morpheus status` reads the chain and the provider.
+    let status = world.cli_json(&["status", "--project-dir", &project, "--json"]);
+    assert_eq!(status["dseq"], dseq.as_str(), "{status}");
+    assert_eq!(status["deployment"]["state"], "active", "{status}");
+    let services = &status["leases"][0]["status"]["services"];
+    assert!(
+        services.to_string().contains("\"app\""),
+        "the lease status names the app: {status}"
+    );
+
+    // `morpheus logs --follow` streams the app's own output: the start line, then a
+    // request made after it began following.
+    let mut follower = world
+        .command(&[
+            "logs",
+            "--project-dir",
+            &project,
+            "--follow",
+            "--tail",
+            "100",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn morpheus logs --follow");
+    let (send, lines) = mpsc::channel();
+    let stdout = follower.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if send.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let next_matching = |what: &str, matches: &dyn Fn(&str) -> bool| -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(line) if matches(&line) => return line,
+                Ok(_) => continue,
+                Err(_) => panic!("morpheus logs --follow printed no {what} line"),
+            }
+        }
+    };
+    let started = next_matching("start", &|line| line.contains("app started"));
+    assert!(
+        started.starts_with("app"),
+        "lines are `service | message`: {started}"
+    );
+    let (status, _) = http_get(&format!("{url}/index.html")).expect("the app answers");
+    assert_eq!(status, 200);
+    next_matching("request", &|line| line.contains("response:200"));
+    let _ = follower.kill();
+    let _ = follower.wait();
+
+    // `morpheus close` closes it on chain; the provider removes the containers; the
+    // escrow's rest goes back to the owner.
+    let closed = world.cli_json(&[
+        "close",
+        "--project-dir",
+        &project,
+        "--seconds-per-block",
+        "0.1",
+        "--json",
+    ]);
+    assert!(closed.to_string().contains(&dseq), "{closed}");
+    world.assert_closed_and_refunded(&dseq, "close");
+    assert!(
+        http_get(&url).is_err(),
+        "the app still answers after its lease closed"
+    );
+}
+
+both_backends!(happy_path => happy_path_runs_answers_streams_logs_and_closes);
+
+/// Each failure ends with the run failed saying why, and the deployment closed and
+/// refunded; then a deploy with the fault cleared still works in the same world.
+#[test]
+fn failures_close_the_deployment_and_refund_it() {
+    let world = DeployWorld::new(Backend::Sqlite);
+    let _worker = world.worker("w", None);
+    let cases: [(&str, Option<Value>, Vec<&str>, &str); 3] = [
+        (
+            "no bid before the deadline",
+            None,
+            vec!["--require-attribute", "region=mars", "--bid-timeout", "2s"],
+            "no acceptable bid",
+        ),
+        (
+            "the provider refuses the manifest",
+            Some(json!({"kind": "refuse_manifest", "status": 422})),
+            vec![],
+            "refused the manifest",
+        ),
+        (
+            "services never become ready",
+            Some(json!({"kind": "never_ready"})),
+            vec!["--ready-timeout", "3s"],
+            "not ready",
+        ),
+    ];
+    for (why, fault, args, says) in cases {
+        if let Some(fault) = &fault {
+            world.arm_fault(fault);
+        }
+        let before = world.deployments();
+        let out = world.deploy(&args);
+        assert!(
+            !out.status.success(),
+            "{why}: the deploy succeeded: {}",
+            out.stdout
+        );
+        assert!(
+            out.stderr.contains(says),
+            "{why}: the error does not say '{says}': {}",
+            out.stderr
+        );
+        let dseq = world.new_dseq(&before);
+        world.assert_closed_and_refunded(&dseq, why);
+        world.clear_faults();
+    }
+    let report = report(&world.deploy(&[]));
+    let (status, body) = http_get(&app_url(&report)).expect("the app answers");
+    assert_eq!((status, body.as_str()), (200, PAGE));
+}
+
+fn crash_points() -> Vec<String> {
+    let only = std::env::var("MORPHEUS_DEPLOY_CRASH_POINTS").unwrap_or_default();
+    let mut points = Vec::new();
+    for steps in ["/deployment/create/broadcast", "/lease/1/broadcast"] {
+        for point in ["before_send", "after_send", "after_confirm"] {
+            points.push(format!("cosmos.broadcast.{point}:{steps}"));
+        }
+    }
+    points.retain(|point| point.contains(&only));
+    points
+}
+
+/// SIGKILL `morpheus up` around each chain transaction of a deploy, restart it: the
+/// run completes with one deployment and one lease, each transaction committed once,
+/// and the app answers.
+#[test]
+fn a_crash_around_any_transaction_never_makes_a_second_deployment_or_lease() {
+    let world = DeployWorld::new(Backend::Sqlite);
+    let project = world.project.display().to_string();
+    for (index, point) in crash_points().iter().enumerate() {
+        let deployments_before = world.deployments();
+        let created_before = world.committed(CREATE_DEPLOYMENT);
+        let leased_before = world.committed(CREATE_LEASE);
+        let mut doomed = world.worker(&format!("crash-{index}"), Some(point));
+        let key = format!("crash-{index}");
+        let started = world.deploy(&["--no-wait", "--idempotency-key", &key]);
+        assert!(started.status.success(), "{point}: {}", started.stderr);
+        let run: Value = serde_json::from_str(&started.stdout).expect("deploy --no-wait --json");
+        let run = run["run_id"].as_str().expect("a run id").to_owned();
+        let status = doomed.wait_exit(Duration::from_secs(90));
+        assert!(!status.success(), "{point}: the worker exited cleanly");
+        let name = point.split(':').next().unwrap();
+        assert!(
+            doomed
+                .stderr()
+                .contains(&format!("crash point {name} reached")),
+            "{point}: the worker died elsewhere: {}",
+            doomed.stderr()
+        );
+        let mut survivor = world.worker(&format!("resume-{index}"), None);
+        let shown = world
+            .env
+            .wait_for_status(&run, "completed", Duration::from_secs(120));
+        survivor.kill();
+        let dseq = world.new_dseq(&deployments_before);
+        assert_eq!(shown["run"]["output"]["dseq"], dseq.as_str(), "{point}");
+        assert_eq!(world.leases(&dseq).len(), 1, "{point}: leases");
+        assert_eq!(
+            world.committed(CREATE_DEPLOYMENT),
+            created_before + 1,
+            "{point}: create-deployment transactions"
+        );
+        assert_eq!(
+            world.committed(CREATE_LEASE),
+            leased_before + 1,
+            "{point}: create-lease transactions"
+        );
+        let (status, body) = http_get(&app_url(&shown["run"]["output"])).expect("the app answers");
+        assert_eq!((status, body.as_str()), (200, PAGE), "{point}");
+        // Close it (a worker must run the close) so the next round starts clean.
+        let _closer = world.worker(&format!("close-{index}"), None);
+        let closed = world.cli(&[
+            "close",
+            &dseq,
+            "--project-dir",
+            &project,
+            "--seconds-per-block",
+            "0.1",
+        ]);
+        assert!(closed.status.success(), "{point}: close: {}", closed.stderr);
+        world.assert_closed_and_refunded(&dseq, point);
+    }
+}
