@@ -15,9 +15,10 @@
 //!   of the escrow;
 //! - no bid before the deadline, a manifest the provider refuses, services that never
 //!   become ready: each run fails saying why, and its deployment is closed and refunded;
-//! - the crash matrix SIGKILLs `morpheus up` around the create-deployment and the
-//!   create-lease broadcasts (before the send, after it, after its confirmation),
-//!   restarts it, and finds one deployment and one lease per run, each transaction
+//! - the crash matrix kills `morpheus up` around the create-deployment and the
+//!   create-lease broadcasts (before the send, after it, after its confirmation), after
+//!   the manifest send, while waiting for bids and while waiting for readiness,
+//!   restarts it, and finds one deployment, one lease and one pod per run, each transaction
 //!   committed once.
 
 use std::io::{BufRead, BufReader};
@@ -504,7 +505,7 @@ both_backends!(happy_path => happy_path_runs_answers_streams_logs_and_closes);
 fn failures_close_the_deployment_and_refund_it() {
     let world = DeployWorld::new(Backend::Sqlite);
     let _worker = world.worker("w", None);
-    let cases: [(&str, Option<Value>, Vec<&str>, &str); 3] = [
+    let cases: [(&str, Option<Value>, Vec<&str>, &str); 4] = [
         (
             "no bid before the deadline",
             None,
@@ -514,6 +515,14 @@ fn failures_close_the_deployment_and_refund_it() {
         (
             "the provider refuses the manifest",
             Some(json!({"kind": "refuse_manifest", "status": 422})),
+            vec![],
+            "refused the manifest",
+        ),
+        (
+            // What the provider answers a JWT it does not accept (the simulator's own
+            // JWT checks are tested in bin/devnets/tests/provider.rs).
+            "the provider answers 401 to the manifest",
+            Some(json!({"kind": "refuse_manifest", "status": 401})),
             vec![],
             "refused the manifest",
         ),
@@ -549,65 +558,134 @@ fn failures_close_the_deployment_and_refund_it() {
     assert_eq!((status, body.as_str()), (200, PAGE));
 }
 
-fn crash_points() -> Vec<String> {
-    let only = std::env::var("MORPHEUS_DEPLOY_CRASH_POINTS").unwrap_or_default();
-    let mut points = Vec::new();
-    for steps in ["/deployment/create/broadcast", "/lease/1/broadcast"] {
-        for point in ["before_send", "after_send", "after_confirm"] {
-            points.push(format!("cosmos.broadcast.{point}:{steps}"));
-        }
-    }
-    points.retain(|point| point.contains(&only));
-    points
+/// Where a crash round kills `morpheus up`.
+enum Kill {
+    /// At a named crash point (`MORPHEUS_CRASH_AT`): the worker kills itself there.
+    Point(String),
+    /// With SIGKILL once the run's logs show `line`; `fault` is armed on the provider
+    /// until then (so the phase lasts long enough to be caught), and cleared before the
+    /// restart.
+    WhenLogged {
+        line: &'static str,
+        fault: Option<Value>,
+    },
 }
 
-/// SIGKILL `morpheus up` around each chain transaction of a deploy, restart it: the
-/// run completes with one deployment and one lease, each transaction committed once,
-/// and the app answers.
+impl Kill {
+    fn name(&self) -> String {
+        match self {
+            Kill::Point(point) => point.clone(),
+            Kill::WhenLogged { line, .. } => format!("SIGKILL once the run logged '{line}'"),
+        }
+    }
+}
+
+/// Every crash round: each side of both transactions, the manifest send, and the two
+/// waits. `MORPHEUS_DEPLOY_CRASH_POINTS=<substring>` keeps only the matching ones.
+fn crash_rounds() -> Vec<Kill> {
+    let only = std::env::var("MORPHEUS_DEPLOY_CRASH_POINTS").unwrap_or_default();
+    let mut rounds = Vec::new();
+    for steps in ["/deployment/create/broadcast", "/lease/1/broadcast"] {
+        for point in ["before_send", "after_send", "after_confirm"] {
+            rounds.push(Kill::Point(format!("cosmos.broadcast.{point}:{steps}")));
+        }
+    }
+    rounds.push(Kill::Point("cosmos.manifest.after_send:/manifest/".into()));
+    rounds.push(Kill::WhenLogged {
+        line: "waiting for bids",
+        fault: None,
+    });
+    rounds.push(Kill::WhenLogged {
+        line: "manifest accepted",
+        fault: Some(json!({"kind": "never_ready"})),
+    });
+    rounds.retain(|kill| kill.name().contains(&only));
+    rounds
+}
+
+/// SIGKILL `morpheus up` at every step of a deploy, restart it: the run completes with
+/// one deployment, one lease and one set of containers, each transaction committed
+/// once, and the app answers.
 #[test]
-fn a_crash_around_any_transaction_never_makes_a_second_deployment_or_lease() {
+fn a_crash_at_any_step_never_makes_a_second_deployment_lease_or_pod() {
     let world = DeployWorld::new(Backend::Sqlite);
     let project = world.project.display().to_string();
-    for (index, point) in crash_points().iter().enumerate() {
+    // The bid window is long enough for the bid wait to be caught.
+    let deploy_args = ["--bid-window", "2s"];
+    for (index, kill) in crash_rounds().iter().enumerate() {
+        let why = kill.name();
         let deployments_before = world.deployments();
         let created_before = world.committed(CREATE_DEPLOYMENT);
         let leased_before = world.committed(CREATE_LEASE);
-        let mut doomed = world.worker(&format!("crash-{index}"), Some(point));
+        let point = match kill {
+            Kill::Point(point) => Some(point.as_str()),
+            Kill::WhenLogged { .. } => None,
+        };
+        if let Kill::WhenLogged {
+            fault: Some(fault), ..
+        } = kill
+        {
+            world.arm_fault(fault);
+        }
+        let mut doomed = world.worker(&format!("crash-{index}"), point);
         let key = format!("crash-{index}");
-        let started = world.deploy(&["--no-wait", "--idempotency-key", &key]);
-        assert!(started.status.success(), "{point}: {}", started.stderr);
+        let mut args = vec!["--no-wait", "--idempotency-key", &key];
+        args.extend_from_slice(&deploy_args);
+        let started = world.deploy(&args);
+        assert!(started.status.success(), "{why}: {}", started.stderr);
         let run: Value = serde_json::from_str(&started.stdout).expect("deploy --no-wait --json");
         let run = run["run_id"].as_str().expect("a run id").to_owned();
-        let status = doomed.wait_exit(Duration::from_secs(90));
-        assert!(!status.success(), "{point}: the worker exited cleanly");
-        let name = point.split(':').next().unwrap();
-        assert!(
-            doomed
-                .stderr()
-                .contains(&format!("crash point {name} reached")),
-            "{point}: the worker died elsewhere: {}",
-            doomed.stderr()
-        );
+        match kill {
+            Kill::Point(point) => {
+                let status = doomed.wait_exit(Duration::from_secs(90));
+                assert!(!status.success(), "{why}: the worker exited cleanly");
+                let name = point.split(':').next().unwrap();
+                assert!(
+                    doomed
+                        .stderr()
+                        .contains(&format!("crash point {name} reached")),
+                    "{why}: the worker died elsewhere: {}",
+                    doomed.stderr()
+                );
+            }
+            Kill::WhenLogged { line, fault } => {
+                wait_for(&format!("{why}: the line"), Duration::from_secs(60), || {
+                    let logs = world.env.cli(&["logs", &run]).stdout;
+                    logs.contains(line).then_some(())
+                });
+                doomed.kill();
+                if fault.is_some() {
+                    world.clear_faults();
+                }
+            }
+        }
         let mut survivor = world.worker(&format!("resume-{index}"), None);
         let shown = world
             .env
             .wait_for_status(&run, "completed", Duration::from_secs(120));
         survivor.kill();
         let dseq = world.new_dseq(&deployments_before);
-        assert_eq!(shown["run"]["output"]["dseq"], dseq.as_str(), "{point}");
-        assert_eq!(world.leases(&dseq).len(), 1, "{point}: leases");
+        let output = &shown["run"]["output"];
+        assert_eq!(output["dseq"], dseq.as_str(), "{why}");
+        assert_eq!(world.leases(&dseq).len(), 1, "{why}: leases");
         assert_eq!(
             world.committed(CREATE_DEPLOYMENT),
             created_before + 1,
-            "{point}: create-deployment transactions"
+            "{why}: create-deployment transactions"
         );
         assert_eq!(
             world.committed(CREATE_LEASE),
             leased_before + 1,
-            "{point}: create-lease transactions"
+            "{why}: create-lease transactions"
         );
-        let (status, body) = http_get(&app_url(&shown["run"]["output"])).expect("the app answers");
-        assert_eq!((status, body.as_str()), (200, PAGE), "{point}");
+        let containers = pod(&dseq);
+        assert_eq!(
+            containers.len(),
+            2,
+            "{why}: one set of containers: {containers:?}"
+        );
+        let (status, body) = http_get(&app_url(output)).expect("the app answers");
+        assert_eq!((status, body.as_str()), (200, PAGE), "{why}");
         // Close it (a worker must run the close) so the next round starts clean.
         let _closer = world.worker(&format!("close-{index}"), None);
         let closed = world.cli(&[
@@ -618,7 +696,7 @@ fn a_crash_around_any_transaction_never_makes_a_second_deployment_or_lease() {
             "--seconds-per-block",
             "0.1",
         ]);
-        assert!(closed.status.success(), "{point}: close: {}", closed.stderr);
-        world.assert_closed_and_refunded(&dseq, point);
+        assert!(closed.status.success(), "{why}: close: {}", closed.stderr);
+        world.assert_closed_and_refunded(&dseq, &why);
     }
 }

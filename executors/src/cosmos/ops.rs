@@ -716,7 +716,12 @@ impl Client {
                 host_uri,
                 dseq,
                 manifest_json,
-            } => out(self.send_manifest(&host_uri, dseq, &manifest_json).await?),
+            } => {
+                let sent = self.send_manifest(&host_uri, dseq, &manifest_json).await?;
+                // The provider has the manifest; the step has not recorded it yet.
+                crash_point("cosmos.manifest.after_send", call.idempotency_key);
+                out(sent)
+            }
             CosmosRequest::LeaseStatus {
                 host_uri,
                 dseq,
