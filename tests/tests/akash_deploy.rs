@@ -309,6 +309,11 @@ impl DeployWorld {
 /// A project: a Dockerfile (`FROM scratch` + busybox, httpd on 8080 after a start
 /// line), its page, and a `morpheus.yaml` with a custom sidecar.
 fn write_project(dir: &Path, name: &str) {
+    write_project_with_env(dir, name, "GREETING: hello");
+}
+
+/// [`write_project`] with `env` (YAML map entries, one per line, unindented).
+fn write_project_with_env(dir: &Path, name: &str, env: &str) {
     std::fs::create_dir_all(dir).unwrap();
     std::fs::copy(busybox(), dir.join("busybox")).expect("copy busybox");
     std::fs::write(dir.join("index.html"), PAGE).unwrap();
@@ -325,10 +330,15 @@ fn write_project(dir: &Path, name: &str) {
             "name: {name}\ntemplate: website\n\
              build: {{ context: ., tag: {REGISTRY}/morpheus-{name} }}\n\
              ports:\n  - {{ port: 8080, as: 80 }}\n\
-             env:\n  GREETING: hello\n\
+             env:\n{env}\n\
              sidecars:\n  custom:\n    - name: side\n      image: {sidecar}\n      port: 9000\n\
              \x20     resources: {{ cpu: 0.1, memory: 64Mi }}\n",
-            sidecar = sidecar_image()
+            sidecar = sidecar_image(),
+            env = env
+                .lines()
+                .map(|line| format!("  {line}"))
+                .collect::<Vec<_>>()
+                .join("\n"),
         ),
     )
     .unwrap();
@@ -699,4 +709,115 @@ fn a_crash_at_any_step_never_makes_a_second_deployment_lease_or_pod() {
         assert!(closed.status.success(), "{why}: close: {}", closed.stderr);
         world.assert_closed_and_refunded(&dseq, &why);
     }
+}
+
+/// A sealed env value of `morpheus.yaml` reaches the container in plaintext, while the
+/// database file, the run's logs and its journal hold only the sealed form; a tampered
+/// value fails the run before anything is created on chain.
+#[test]
+fn sealed_values_reach_the_container_and_nothing_else() {
+    let world = DeployWorld::new(Backend::Sqlite);
+    let key = world.env.path("sealing.key");
+    world
+        .env
+        .cli_ok(&["secrets", "keygen", "--out", &key.display().to_string()]);
+    let mut config = std::fs::read_to_string(&world.config).unwrap();
+    config.push_str(&format!(
+        "\n[secrets]\nkey = {{ hex_key_file = \"{}\" }}\n",
+        key.display()
+    ));
+    std::fs::write(&world.config, config).unwrap();
+    let plaintext = format!("tok-{}", uuid::Uuid::new_v4().simple());
+    let sealed = world
+        .env
+        .cli_ok(&[
+            "secrets",
+            "seal",
+            "--key-file",
+            &key.display().to_string(),
+            "--value",
+            &plaintext,
+        ])
+        .trim()
+        .to_owned();
+    assert!(sealed.starts_with("sealed:v1:"), "{sealed}");
+    let name = format!("e2e{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    write_project_with_env(
+        &world.project,
+        &name,
+        &format!("GREETING: hello\nSECRET_TOKEN: '{sealed}'"),
+    );
+    let _worker = world.worker("w", None);
+
+    let printed = world.deploy(&[]);
+    let report = report(&printed);
+    let dseq = report["dseq"].as_str().unwrap().to_owned();
+    let app = pod(&dseq)
+        .into_iter()
+        .find(|(_, service, _)| service == "app")
+        .expect("the app container")
+        .0;
+    let env = docker_ok(&["inspect", "--format", "{{json .Config.Env}}", &app]);
+    assert!(
+        env.contains(&format!("SECRET_TOKEN={plaintext}")),
+        "the container has the opened value: {env}"
+    );
+
+    // Nowhere else: the database (and its WAL), the run's logs and journal, the CLI's
+    // own output.
+    let run = serde_json::from_str::<Value>(&printed.stdout).unwrap()["run_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let shown = world.env.cli_ok(&["runs", "show", &run, "--json"]);
+    let logs = world.env.cli_ok(&["logs", &run]);
+    for (what, text) in [
+        ("runs show", shown.as_str()),
+        ("logs", logs.as_str()),
+        ("deploy's stdout", printed.stdout.as_str()),
+        ("deploy's stderr", printed.stderr.as_str()),
+    ] {
+        assert!(!text.contains(&plaintext), "{what} holds the plaintext");
+    }
+    assert!(shown.contains(&sealed), "the journal keeps the sealed form");
+    for entry in std::fs::read_dir(world.env.dir()).unwrap() {
+        let path = entry.unwrap().path();
+        let file = path.file_name().unwrap().to_string_lossy().into_owned();
+        if file.starts_with("morpheus.db") {
+            let bytes = std::fs::read(&path).unwrap();
+            assert!(
+                !bytes
+                    .windows(plaintext.len())
+                    .any(|window| window == plaintext.as_bytes()),
+                "{file} holds the plaintext"
+            );
+        }
+    }
+
+    // A tampered value (still well-formed base64) does not open: the run fails naming
+    // the variable, and nothing is created on chain.
+    let mut tampered: Vec<char> = sealed.chars().collect();
+    let at = tampered.len() - 8;
+    tampered[at] = if tampered[at] == 'A' { 'B' } else { 'A' };
+    let tampered: String = tampered.into_iter().collect();
+    write_project_with_env(
+        &world.project,
+        &name,
+        &format!("SECRET_TOKEN: '{tampered}'"),
+    );
+    let before = world.deployments();
+    let created_before = world.committed(CREATE_DEPLOYMENT);
+    let failed = world.deploy(&[]);
+    assert!(!failed.status.success(), "a tampered value deployed");
+    assert!(
+        failed.stderr.contains("env SECRET_TOKEN"),
+        "the error names the variable: {}",
+        failed.stderr
+    );
+    assert_eq!(
+        world.deployments().len(),
+        before.len(),
+        "a deployment was created"
+    );
+    assert_eq!(world.committed(CREATE_DEPLOYMENT), created_before);
 }

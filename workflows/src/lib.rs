@@ -26,13 +26,13 @@ pub mod topup;
 
 use morpheus_engine::WorkflowRegistry;
 
-/// Registers every built-in workflow that needs no configuration (deploys need a
-/// [`deploy::DeployConfig`]: register them with [`deploy::register`]).
+/// Registers every built-in workflow that needs no configuration (deploys, the
+/// directory ones and `akash.deploy`, need a [`deploy::DeployConfig`]: register them
+/// with [`deploy::register`]).
 pub fn register_builtin(registry: &mut WorkflowRegistry) {
     registry.register(shell::Shell);
     registry.register(pipeline::Pipeline);
     registry.register(topup::TopUpEscrow);
     registry.register(fund::Fund::default());
-    registry.register(akash::deploy::AkashDeploy);
     registry.register(akash::deploy::AkashClose);
 }

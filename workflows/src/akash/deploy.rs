@@ -21,6 +21,7 @@
 //! `akash.close`: `MsgCloseDeployment`, exactly once.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -29,13 +30,17 @@ use morpheus_engine::{
 };
 use morpheus_executors::cosmos::{AccountInfo, LatestHeight};
 use morpheus_executors::image_build::{BuildImageSpec, PushedImage};
+use morpheus_executors::sealed::SecretKey;
 use morpheus_executors::DockerRequest;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use zeroize::Zeroizing;
 
 use super::bids::{choose_bid, BidDecision, BidPolicy, Candidate};
+use super::manifest::manifest_version;
 use super::project::Project;
-use super::synthesize;
+use super::{secrets, synthesize};
+use crate::deploy::secrets::Masker;
 use crate::escrow::{chain_step, dseq_number, submit_once, Submission};
 use crate::topup::decide::Dec;
 use crate::topup::workflow::DEFAULT_SECONDS_PER_BLOCK;
@@ -105,6 +110,10 @@ pub struct Synthesized {
     pub manifest_version: String,
     /// The deployment groups, in the SDK's `groups()` shape.
     pub groups: Value,
+    /// Whether the manifest holds sealed values (opened only for the upload; the
+    /// version is the opened manifest's hash).
+    #[serde(default)]
+    pub sealed: bool,
 }
 
 /// One lease of a deployment.
@@ -197,8 +206,27 @@ struct ServiceStatus {
 }
 
 /// The `akash.deploy` workflow.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct AkashDeploy;
+#[derive(Clone, Default)]
+pub struct AkashDeploy {
+    secrets_key: Option<Arc<SecretKey>>,
+}
+
+impl AkashDeploy {
+    /// The workflow, opening the project's sealed values with `secrets_key` (`[secrets]
+    /// key`); without one, a project with a sealed value fails before anything is
+    /// created on chain.
+    pub fn new(secrets_key: Option<Arc<SecretKey>>) -> Self {
+        Self { secrets_key }
+    }
+}
+
+impl std::fmt::Debug for AkashDeploy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AkashDeploy")
+            .field("secrets_key", &self.secrets_key.is_some())
+            .finish()
+    }
+}
 
 fn positive(name: &str, value: f64) -> Result<(), InvalidInput> {
     if value > 0.0 && value.is_finite() {
@@ -228,7 +256,9 @@ impl Workflow for AkashDeploy {
 
     fn validate(&self, input: &AkashDeployInput) -> Result<(), InvalidInput> {
         check_owner(&input.owner)?;
-        Project::from_yaml(&input.project_yaml)
+        let project = Project::from_yaml(&input.project_yaml)
+            .map_err(|error| InvalidInput::new(format!("project_yaml: {error}")))?;
+        secrets::check_sealed(&project)
             .map_err(|error| InvalidInput::new(format!("project_yaml: {error}")))?;
         crate::topup::decide::parse_coin(&input.deposit, &input.bids.denom)
             .map_err(|error| InvalidInput::new(format!("deposit: {error}")))?;
@@ -266,7 +296,8 @@ impl Workflow for AkashDeploy {
                     .image
             }
         };
-        let synthesized = synthesize_step(ctx, &input.project_yaml, &image).await?;
+        let synthesized =
+            synthesize_step(ctx, &input.project_yaml, &image, self.secrets_key.clone()).await?;
         ctx.log(
             LogLevel::Info,
             format!(
@@ -314,6 +345,7 @@ impl Workflow for AkashDeploy {
             dseq: &dseq,
             subject: &subject,
             poll: Duration::from_secs_f64(input.poll_s.unwrap_or(input.seconds_per_block)),
+            secrets_key: self.secrets_key.as_deref(),
         };
         let outcome = match deploy.lease_and_start(created_at, &synthesized).await {
             Ok(outcome) => outcome,
@@ -373,10 +405,15 @@ async fn check_signer(ctx: &Ctx, owner: &str) -> WorkflowResult<()> {
 
 /// Synthesizes in a step so that the journal holds what was signed: a resumed run (or a
 /// newer binary) sends the provider the very manifest whose hash is on chain.
+///
+/// With sealed values the journal holds the sealed SDL and manifest; the version is the
+/// hash of the opened manifest (what the provider receives and hashes), opened here in
+/// memory and dropped.
 async fn synthesize_step(
     ctx: &Ctx,
     project_yaml: &str,
     image: &str,
+    secrets_key: Option<Arc<SecretKey>>,
 ) -> WorkflowResult<Synthesized> {
     let (project_yaml, image) = (project_yaml.to_owned(), image.to_owned());
     ctx.step("synthesize")
@@ -387,12 +424,23 @@ async fn synthesize_step(
             let synthesis = synthesize(&project)
                 .map_err(|error| StepError::permanent(format!("SDL synthesis: {error}")))?;
             let groups = serde_json::to_value(&synthesis.groups).map_err(StepError::permanent)?;
+            let sealed = secrets::has_sealed(&project);
+            let manifest_version = if sealed {
+                let (opened, _) = secrets::open_manifest(
+                    &synthesis.manifest_sorted_json,
+                    secrets_key.as_deref(),
+                )?;
+                hex::encode(manifest_version(&opened))
+            } else {
+                synthesis.manifest_version_hex
+            };
             Ok(Synthesized {
                 image,
                 sdl_yaml: synthesis.sdl_yaml,
                 manifest_sorted_json: synthesis.manifest_sorted_json,
-                manifest_version: synthesis.manifest_version_hex,
+                manifest_version,
                 groups,
+                sealed,
             })
         })
         .await
@@ -431,6 +479,7 @@ struct Deployment<'a> {
     dseq: &'a str,
     subject: &'a str,
     poll: Duration,
+    secrets_key: Option<&'a SecretKey>,
 }
 
 type Started = (Vec<LeaseReport>, BTreeMap<String, Vec<String>>);
@@ -500,22 +549,48 @@ impl Deployment<'_> {
         // One manifest per provider (a provider running two groups takes it once).
         let hosts: BTreeSet<&str> = leases.iter().map(|lease| lease.host_uri.as_str()).collect();
         for host in hosts {
+            // Opened here, in memory only: a step's request is not journaled, its
+            // output (the answer's status) holds nothing of the manifest.
+            let (manifest_json, masker) = if synthesized.sealed {
+                let (opened, masker) = match secrets::open_manifest(
+                    &synthesized.manifest_sorted_json,
+                    self.secrets_key,
+                ) {
+                    Ok(opened) => opened,
+                    Err(error) => return Ok(Err(error.message().to_owned())),
+                };
+                if hex::encode(manifest_version(&opened)) != synthesized.manifest_version {
+                    return Ok(Err(
+                        "the opened manifest's hash is not the deployment's version: was [secrets] key changed since the deployment was created?".to_owned(),
+                    ));
+                }
+                (opened, masker)
+            } else {
+                (
+                    Zeroizing::new(synthesized.manifest_sorted_json.clone()),
+                    Masker::default(),
+                )
+            };
             let sent = chain_step(self.ctx, format!("manifest/{host}"))
                 .timeout(Duration::from_secs(120))
                 .call(json!({
                     "op": "send_manifest",
                     "host_uri": host,
                     "dseq": self.dseq,
-                    "manifest_json": synthesized.manifest_sorted_json,
+                    "manifest_json": manifest_json.as_str(),
                 }))
                 .await;
+            drop(manifest_json);
             match sent {
                 Ok(_) => self.ctx.log(
                     LogLevel::Info,
                     format!("{} manifest accepted by {host}", self.subject),
                 ),
                 Err(WorkflowError::StepFailed { message, .. }) => {
-                    return Ok(Err(format!("the provider refused the manifest: {message}")))
+                    return Ok(Err(format!(
+                        "the provider refused the manifest: {}",
+                        masker.mask(&message)
+                    )))
                 }
                 Err(other) => return Err(other),
             }

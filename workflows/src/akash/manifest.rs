@@ -1082,9 +1082,14 @@ pub fn manifest(sdl: &Sdl) -> Result<Vec<ManifestGroup>, ManifestError> {
 /// no whitespace, and `<`, `>`, `&` escaped as `\u003c`, `\u003e`, `\u0026` (Go's
 /// `encoding/json` habit, which the SDK reproduces).
 pub fn manifest_sorted_json(manifest: &[ManifestGroup]) -> String {
-    let value = serde_json::to_value(manifest).expect("a manifest is plain data");
+    sorted_json(&serde_json::to_value(manifest).expect("a manifest is plain data"))
+}
+
+/// Any JSON value written as [`manifest_sorted_json`] writes a manifest (a manifest read
+/// back from its sorted JSON and written again is the same text).
+pub fn sorted_json(value: &Value) -> String {
     let mut text = String::new();
-    write_sorted(&value, &mut text);
+    write_sorted(value, &mut text);
     text.replace('<', "\\u003c")
         .replace('>', "\\u003e")
         .replace('&', "\\u0026")

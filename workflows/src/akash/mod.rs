@@ -34,6 +34,7 @@ pub mod deploy;
 pub mod manifest;
 pub mod project;
 pub mod sdl;
+pub mod secrets;
 pub mod templates;
 
 use manifest::{GroupSpec, ManifestError};

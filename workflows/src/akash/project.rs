@@ -24,9 +24,9 @@
 //! 32`); nothing is started on a bad configuration.
 //!
 //! **Env values and secrets.** A value that starts with `sealed:v1:` is a sealed
-//! secret: it is accepted and passed to the SDL exactly as written. Sealing and
-//! opening secrets come with the sealed-secrets issue; until then every other value is
-//! plain text and lands in the SDL (and so with the provider) as written.
+//! secret: it stays sealed in the SDL and the journaled manifest, and is opened only
+//! for the manifest upload (see [`super::secrets`]). Every other value is plain text
+//! and reaches the provider as written.
 
 use indexmap::IndexMap;
 use serde::Deserialize;
@@ -684,7 +684,7 @@ fn check_sidecars(sidecars: &SidecarsConfig) -> Result<SidecarResources, Project
     })
 }
 
-/// Whether an env value is a sealed secret (kept as written).
+/// Whether an env value is a sealed secret (kept sealed until the manifest upload).
 pub fn is_sealed(value: &str) -> bool {
     value.starts_with(SEALED_PREFIX)
 }

@@ -53,8 +53,12 @@ pub use spec::{SpecError, SpecRequest};
 pub use start::DeployStart;
 pub use stop::DeployStop;
 
-/// Registers `deploy.start` (configured by `config`) and `deploy.stop`.
+/// Registers `deploy.start` (configured by `config`), `deploy.stop` and `akash.deploy`
+/// (which opens sealed values with `config.secrets_key`).
 pub fn register(registry: &mut WorkflowRegistry, config: Arc<DeployConfig>) {
+    registry.register(crate::akash::deploy::AkashDeploy::new(
+        config.secrets_key.clone(),
+    ));
     registry.register(DeployStart::new(config));
     registry.register(DeployStop);
 }
