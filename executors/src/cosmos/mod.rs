@@ -119,6 +119,7 @@
 mod akash;
 mod amount;
 mod config;
+pub mod ephemeral;
 mod keys;
 mod market;
 mod ops;
