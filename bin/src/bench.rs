@@ -94,6 +94,9 @@ pub(crate) fn percentile_ms(sorted_us: &[u32], fraction: f64) -> f64 {
 
 /// Runs the benchmark and prints one JSON line.
 pub async fn run(url: &str, args: BenchArgs) -> Result<()> {
+    if let Some(crate::cli::BenchMode::Deploy(deploy)) = args.mode {
+        return crate::bench_deploy::run(deploy).await;
+    }
     let is_postgres = url.starts_with("postgres://") || url.starts_with("postgresql://");
     if args.compare_pgbench && !is_postgres {
         bail!("--compare-pgbench needs a postgres:// --database-url");

@@ -61,8 +61,10 @@ pub enum Command {
     Prune(PruneArgs),
     /// Measure throughput and step latency on a fresh set of no-op runs.
     Bench(BenchArgs),
-    /// Deploy directories into fresh Docker sandboxes (specs, runs, snapshots, gc); with
-    /// --dry-run and no subcommand, show the Akash deploy of ./morpheus.yaml.
+    /// Without a subcommand, deploy the project in ./morpheus.yaml to Akash (build, push,
+    /// deployment, bids, lease, manifest) and follow the run to its URI; with --dry-run,
+    /// only show the SDL and the plan. The subcommands deploy directories into fresh
+    /// Docker sandboxes (specs, runs, snapshots, gc).
     Deploy(DeployArgs),
     /// Run a local chain simulator (for demos and tests; not a real chain).
     #[command(subcommand)]
@@ -965,6 +967,15 @@ pub enum BenchMode {
     /// deploys the devnet contracts, and runs the Akash devnet and Skip Go route
     /// SIMULATORS and the engine (a temporary SQLite file) in process.
     Fund(BenchFundArgs),
+    /// Wall time of `akash.deploy` runs split by phase (synthesize, create deployment,
+    /// bid wait, lease, manifest, ready wait), and the engine's own time beyond the
+    /// simulators' latency and the block times (wall − executor calls − durable sleeps).
+    /// Runs the Akash devnet and provider SIMULATORS (containers on the local Docker
+    /// engine) and the engine (a temporary SQLite file) in process; builds and pushes a
+    /// tiny busybox image to --registry once; closes each deployment after its run. Also
+    /// times the dry-run synthesis of a project with three sidecars (budget ≤ 50 ms).
+    /// Progress goes to stderr, the table to stdout.
+    Deploy(BenchDeployArgs),
 }
 
 /// `morpheus bench fund`.
@@ -988,6 +999,40 @@ pub struct BenchFundArgs {
     pub route_poll: std::time::Duration,
     /// Also print, for the last run, each step's gap since the previous commit, its
     /// executor time and the rest of its span (the commit): where the engine's time goes.
+    #[arg(long)]
+    pub per_step: bool,
+    /// Print one JSON document instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `morpheus bench deploy`.
+#[derive(Debug, Args)]
+pub struct BenchDeployArgs {
+    /// Measured runs (after one warm-up run); medians are reported. Each deploy is
+    /// followed by an `akash.close` run and a wait until its containers are removed.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub runs: u64,
+    /// Block time of the in-process Akash devnet simulator; also the workflow's seconds
+    /// per block, so it polls bids and readiness once a block.
+    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    pub akash_block_time: std::time::Duration,
+    /// How long the workflow collects bids after creating the deployment before it
+    /// chooses one (`morpheus deploy --bid-window`, 18s there). Its durable sleeps are
+    /// not counted as the engine's time.
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    pub bid_window: std::time::Duration,
+    /// The registry (`host:port`) the benchmark's image is pushed to and the provider
+    /// simulator pulls it from.
+    #[arg(long, default_value = "127.0.0.1:5000")]
+    pub registry: String,
+    /// A statically linked busybox: the benchmark's image is `FROM scratch` with it,
+    /// serving HTTP with its httpd.
+    #[arg(long, env = "MORPHEUS_TEST_BUSYBOX", default_value = "/bin/busybox")]
+    pub busybox: PathBuf,
+    /// Also print, for the last run, each journal entry's gap since the previous one,
+    /// its executor time, the durable sleep it asked for and the rest of its span (the
+    /// commit): where the engine's time goes.
     #[arg(long)]
     pub per_step: bool,
     /// Print one JSON document instead of the table.

@@ -5,6 +5,7 @@ mod akash_deploy;
 mod akash_project;
 mod bench;
 mod bench_api;
+mod bench_deploy;
 mod bench_extensions;
 mod bench_fund;
 mod cli;

@@ -131,10 +131,27 @@ fn bad_projects_are_one_line_errors_and_init_never_overwrites() {
     assert!(bad_template
         .stderr
         .contains("--template: 'gpu' is not a template"));
-    let no_subcommand = morpheus(dir.path(), &["deploy"]);
-    assert!(
-        no_subcommand.stderr.contains("--dry-run"),
+    // Without --dry-run the project is deployed: the same bad configuration
+    // is refused before anything (not even a database) is created.
+    let real_deploy = morpheus(dir.path(), &["deploy"]);
+    assert!(!real_deploy.status.success());
+    assert_eq!(
+        real_deploy.stderr_lines().len(),
+        1,
         "{}",
-        no_subcommand.stderr
+        real_deploy.stderr
     );
+    assert!(
+        real_deploy
+            .stderr
+            .contains("resources.cpu: 64 is above the limit 32"),
+        "{}",
+        real_deploy.stderr
+    );
+    let created: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .filter(|name| !["morpheus.yaml", "Dockerfile", "index.html"].contains(&name.as_str()))
+        .collect();
+    assert!(created.is_empty(), "a refused deploy created {created:?}");
 }

@@ -182,6 +182,30 @@ pub enum CosmosRequest {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         memo: Option<String>,
     },
+    /// Signs (does not broadcast) the executor key's grants to an ephemeral key, in one
+    /// transaction (see [`super::ephemeral::grant_messages`]) → [`SignedTx`].
+    SignGrantEphemeral {
+        /// The ephemeral key's address.
+        grantee: String,
+        /// When every grant expires (whole seconds are kept).
+        expires_at: chrono::DateTime<chrono::Utc>,
+        /// The most the key may deposit into escrow (`20000000uakt`).
+        spend_limit: String,
+        /// The most of the granter's funds the key may spend on fees (`1000000uakt`).
+        fee_limit: String,
+        /// Default: the configured memo, else `morpheus:{idempotency key}`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        memo: Option<String>,
+    },
+    /// Signs (does not broadcast) revoking every grant of
+    /// [`CosmosRequest::SignGrantEphemeral`] → [`SignedTx`].
+    SignRevokeEphemeral {
+        /// The ephemeral key's address.
+        grantee: String,
+        /// Default: the configured memo, else `morpheus:{idempotency key}`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        memo: Option<String>,
+    },
     /// Signs (does not broadcast) closing one of the executor's deployments (the
     /// remaining escrow goes back to its balance) → [`SignedTx`].
     SignCloseDeployment {
@@ -681,6 +705,45 @@ impl Client {
             } => out(self
                 .sign_create_deployment(dseq, &groups, &hash_hex, &deposit, memo, call)
                 .await?),
+            CosmosRequest::SignGrantEphemeral {
+                grantee,
+                expires_at,
+                spend_limit,
+                fee_limit,
+                memo,
+            } => {
+                let grantee = self.address_or_own(Some(grantee))?;
+                let granter = self.signer()?.address().to_owned();
+                if grantee == granter {
+                    return Err(StepError::permanent(
+                        "grantee: an ephemeral key must not be the granter's own key",
+                    ));
+                }
+                let coin = |text: &str, what: &str| {
+                    text.parse::<Coin>()
+                        .map_err(|error| StepError::permanent(format!("{what}: {error}")))
+                };
+                let messages = super::ephemeral::grant_messages(
+                    &granter,
+                    &grantee,
+                    expires_at,
+                    &coin(&spend_limit, "spend_limit")?,
+                    &coin(&fee_limit, "fee_limit")?,
+                );
+                let details = format!(" grantee={grantee} expires={}", expires_at.to_rfc3339());
+                out(self
+                    .sign_messages(messages, "grant", 0, &details, memo, call)
+                    .await?)
+            }
+            CosmosRequest::SignRevokeEphemeral { grantee, memo } => {
+                let grantee = self.address_or_own(Some(grantee))?;
+                let granter = self.signer()?.address().to_owned();
+                let messages = super::ephemeral::revoke_messages(&granter, &grantee);
+                let details = format!(" grantee={grantee}");
+                out(self
+                    .sign_messages(messages, "revoke", 0, &details, memo, call)
+                    .await?)
+            }
             CosmosRequest::SignCloseDeployment { dseq, memo } => {
                 out(self.sign_close_deployment(dseq, memo, call).await?)
             }
@@ -1251,6 +1314,21 @@ impl Client {
         memo: Option<String>,
         call: &Call<'_>,
     ) -> Result<SignedTx, StepError> {
+        self.sign_messages(vec![message], what, dseq, details, memo, call)
+            .await
+    }
+
+    /// [`Self::sign_message`] for several messages in one transaction (all or nothing on
+    /// chain); `msg_type` of the answer is the first one's, the audit lists them all.
+    async fn sign_messages(
+        &self,
+        messages: Vec<Any>,
+        what: &str,
+        dseq: u64,
+        details: &str,
+        memo: Option<String>,
+        call: &Call<'_>,
+    ) -> Result<SignedTx, StepError> {
         let signer = self.signer()?;
         let memo = memo
             .or_else(|| self.settings.memo.clone())
@@ -1268,7 +1346,11 @@ impl Client {
                 )))
             }
         };
-        let msg_type = message.type_url.clone();
+        let msg_type = messages
+            .first()
+            .map(|message| message.type_url.clone())
+            .unwrap_or_default();
+        let message_types: Vec<String> = messages.iter().map(|m| m.type_url.clone()).collect();
         let mut params = TxParams {
             chain_id: &self.settings.chain_id,
             account_number,
@@ -1280,7 +1362,7 @@ impl Client {
         let gas_limit = match self.settings.gas {
             Gas::Fixed(limit) => limit,
             Gas::Simulate => {
-                let unsigned = tx::unsigned_for_simulation(signer, vec![message.clone()], &params)
+                let unsigned = tx::unsigned_for_simulation(signer, messages.clone(), &params)
                     .map_err(StepError::permanent)?;
                 let gas_used = self.simulate(&unsigned, call).await?;
                 (gas_used as f64 * self.settings.gas_adjustment).ceil() as u64
@@ -1288,7 +1370,7 @@ impl Client {
         };
         params.gas_limit = gas_limit;
         params.fee = self.fee_for(gas_limit)?;
-        let signed = tx::sign(signer, vec![message], &params).map_err(StepError::permanent)?;
+        let signed = tx::sign(signer, messages, &params).map_err(StepError::permanent)?;
         let output = SignedTx {
             tx_bytes_b64: BASE64.encode(&signed.bytes),
             tx_hash: signed.hash,
@@ -1307,7 +1389,7 @@ impl Client {
                     chain: format!("cosmos:{}", self.settings.chain_id),
                     tx_hash: &output.tx_hash,
                     address: &output.signer,
-                    message_types: vec![output.msg_type.clone()],
+                    message_types,
                     idempotency_key: call.idempotency_key,
                 })
                 .await?;

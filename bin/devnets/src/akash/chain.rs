@@ -69,8 +69,10 @@ use sha2::{Digest, Sha256};
 use super::dec::{Dec, ATTO_PER_UNIT};
 use super::gas_price::GasPrice;
 use super::messages::{
-    decode_message, Attribute, BidRef, ChainMessage, CreateDeploymentRequest, DeploymentRef,
-    DepositMessage, DepositRequest, GroupSpec, MessageError,
+    decode_message, routed, valid_akash_address, AllowanceRef, AllowanceRequest, Attribute,
+    Authorization, BidRef, ChainMessage, CreateDeploymentRequest, DeploymentRef, DepositMessage,
+    DepositRequest, DepositSource, ExecRequest, GrantRequest, GroupSpec, MessageError,
+    RevokeRequest, SendRequest, DEPOSIT_SCOPE_DEPLOYMENT,
 };
 
 /// Type URL of secp256k1 public keys.
@@ -470,6 +472,30 @@ pub struct DepositRecord {
     pub denom: String,
     /// Which message carried it.
     pub message: DepositMessage,
+    /// `balance` or `grant`.
+    pub source: DepositSource,
+    /// Whose balances paid it and how much each: the signer for a balance deposit,
+    /// the granters of the signer's deposit grants for a grant deposit.
+    pub funded_by: Vec<(String, u128)>,
+}
+
+/// An authz grant as the chain stores it, under `(granter, grantee, msg type URL)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthzGrant {
+    /// What it allows (a `DepositAuthorization`'s spend limit is what is left).
+    pub authorization: Authorization,
+    /// When it ends (none: never). A grant counts while the block time is before it.
+    pub expiration: Option<DateTime<Utc>>,
+}
+
+/// A fee allowance (`BasicAllowance`) as the chain stores it, under `(granter,
+/// grantee)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeeAllowance {
+    /// What is left to pay, by denomination; empty: no limit.
+    pub spend_limit: BTreeMap<String, u128>,
+    /// When it ends (none: never).
+    pub expiration: Option<DateTime<Utc>>,
 }
 
 /// Escrow returned to an owner when their deployment was closed.
@@ -508,6 +534,9 @@ pub struct DecodedTx {
     pub pub_key: Option<Vec<u8>>,
     /// Fee in the chain denom.
     pub fee: u128,
+    /// `AuthInfo.fee.granter`: who pays the fee through a fee allowance (none: the
+    /// signer pays).
+    pub fee_granter: Option<String>,
     /// Gas limit.
     pub gas_limit: u64,
     /// The signature.
@@ -517,11 +546,21 @@ pub struct DecodedTx {
 }
 
 impl DecodedTx {
-    /// What its messages take from the signer's balance, fee excluded.
-    pub fn spend(&self) -> u128 {
-        self.messages
-            .iter()
-            .fold(0u128, |sum, message| sum.saturating_add(message.spend()))
+    /// What its messages take from the signer's balance in `denom`, fee excluded.
+    pub fn spend(&self, denom: &str) -> u128 {
+        self.messages.iter().fold(0u128, |sum, message| {
+            sum.saturating_add(message.spend_by(&self.signer, denom))
+        })
+    }
+
+    /// Who pays the fee: the fee granter when there is one, else the signer.
+    pub fn fee_payer(&self) -> &str {
+        self.fee_granter.as_deref().unwrap_or(&self.signer)
+    }
+
+    /// How many messages it counts for gas (an exec's inner messages included).
+    pub fn weight(&self) -> usize {
+        self.messages.iter().map(ChainMessage::weight).sum()
     }
 }
 
@@ -586,6 +625,13 @@ pub struct Chain {
     /// answered from here and moves nothing (how the route simulator delivers each
     /// swap exactly once, even across its own restarts).
     pub referenced_credits: BTreeMap<String, ReferencedCredit>,
+    /// AuthZ grants by `(granter, grantee, msg type URL)`.
+    pub grants: BTreeMap<(String, String, String), AuthzGrant>,
+    /// Fee allowances by `(granter, grantee)`.
+    pub allowances: BTreeMap<(String, String), FeeAllowance>,
+    /// How far the simulator's clock is ahead of the wall clock
+    /// (`POST /simulator/clock`): blocks are stamped with the wall clock plus this.
+    pub clock_offset: chrono::TimeDelta,
     next_account_number: u64,
     mempool: Vec<DecodedTx>,
     txs: HashMap<String, TxRecord>,
@@ -621,6 +667,9 @@ struct Snapshot {
     deployments: Vec<((String, u64), Option<Deployment>)>,
     deposits: usize,
     refunds: usize,
+    grants: BTreeMap<(String, String, String), AuthzGrant>,
+    allowances: BTreeMap<(String, String), FeeAllowance>,
+    next_account_number: u64,
 }
 
 impl Chain {
@@ -641,6 +690,9 @@ impl Chain {
             refunds: Vec::new(),
             duplicate_broadcasts: 0,
             referenced_credits: BTreeMap::new(),
+            grants: BTreeMap::new(),
+            allowances: BTreeMap::new(),
+            clock_offset: chrono::TimeDelta::zero(),
             next_account_number: 1,
             mempool: Vec::new(),
             txs: HashMap::new(),
@@ -695,6 +747,13 @@ impl Chain {
                 reserved: 0,
             }
         })
+    }
+
+    /// Moves the simulator's clock forward by `by` (an admin facility, not a chain
+    /// feature): the next blocks are stamped that much later, so grants and
+    /// allowances expire sooner in wall-clock terms. The latest block keeps its time.
+    pub fn advance_clock(&mut self, by: chrono::TimeDelta) {
+        self.clock_offset += by;
     }
 
     /// Registers a simulated provider, or replaces the settings of one registered
@@ -809,25 +868,28 @@ impl Chain {
             Ok(tx) => tx,
             Err(code) => return reject(code, 0),
         };
-        let gas_used = gas_needed(tx.size, tx.messages.len());
+        let gas_used = gas_needed(tx.size, tx.weight());
         if let Err(code) = self.ante(&tx, gas_used, true) {
             return reject(code, tx.gas_limit);
         }
         if let Err(code) = self.trial(&tx) {
             return reject(code, tx.gas_limit);
         }
+        let spend = tx.spend(&self.denom);
         let account = self
             .accounts
             .get_mut(&tx.signer)
             .expect("ante checked the account");
         account.check_sequence += 1;
-        account.reserved = account
-            .reserved
-            .saturating_add(tx.fee)
-            .saturating_add(tx.spend());
+        account.reserved = account.reserved.saturating_add(spend);
         if account.pub_key.is_none() {
             account.pub_key = tx.pub_key.clone();
         }
+        let payer = self
+            .accounts
+            .get_mut(tx.fee_payer())
+            .expect("ante checked the fee payer");
+        payer.reserved = payer.reserved.saturating_add(tx.fee);
         let gas_wanted = tx.gas_limit;
         self.mempool.push(tx);
         CheckOutcome {
@@ -858,7 +920,7 @@ impl Chain {
         } else {
             0
         };
-        Ok(gas_needed(tx.size, tx.messages.len()) + missing_signature)
+        Ok(gas_needed(tx.size, tx.weight()) + missing_signature)
     }
 
     /// The ante handler's checks. `check_state` selects the mempool view (sequence and
@@ -890,7 +952,17 @@ impl Chain {
                 format!("account {} not found: unknown address", tx.signer),
             )
         })?;
-        let spendable = self.spendable(account, check_state);
+        let payer = tx.fee_payer();
+        if payer != tx.signer {
+            self.check_allowance(payer, &tx.signer, tx.fee)?;
+        }
+        let payer_account = self.accounts.get(payer).ok_or_else(|| {
+            TxCode::sdk(
+                9,
+                format!("fee payer address: {payer} does not exist: unknown address"),
+            )
+        })?;
+        let spendable = self.spendable(payer_account, check_state);
         if tx.fee > spendable {
             return Err(TxCode::sdk(
                 5,
@@ -977,17 +1049,26 @@ impl Chain {
         )
     }
 
-    /// Saves what the messages of `txs` may change: their signers' and deployment
-    /// owners' accounts, the deployments they name, the lengths of the records.
+    /// Saves what the messages of `txs` may change: the accounts they name (signers,
+    /// fee payers, deployment owners, granters, grantees, recipients) and those of
+    /// every granter holding a grant (a grant-funded deposit takes from them), the
+    /// deployments they name, the grants and allowances, the lengths of the records.
     fn snapshot<'a>(&self, txs: impl IntoIterator<Item = &'a DecodedTx>) -> Snapshot {
-        let mut addresses = BTreeSet::new();
+        let mut addresses: BTreeSet<String> = self
+            .grants
+            .keys()
+            .map(|(granter, _, _)| granter.clone())
+            .collect();
         let mut keys = BTreeSet::new();
         for tx in txs {
             addresses.insert(tx.signer.clone());
+            addresses.insert(tx.fee_payer().to_owned());
             for message in &tx.messages {
-                let key = message.deployment_key();
-                addresses.insert(key.0.clone());
-                keys.insert(key);
+                addresses.extend(message.addresses());
+                for key in message.deployment_keys() {
+                    addresses.insert(key.0.clone());
+                    keys.insert(key);
+                }
             }
         }
         Snapshot {
@@ -1007,6 +1088,9 @@ impl Chain {
                 .collect(),
             deposits: self.deposits.len(),
             refunds: self.refunds.len(),
+            grants: self.grants.clone(),
+            allowances: self.allowances.clone(),
+            next_account_number: self.next_account_number,
         }
     }
 
@@ -1025,11 +1109,15 @@ impl Chain {
         }
         self.deposits.truncate(snapshot.deposits);
         self.refunds.truncate(snapshot.refunds);
+        self.grants = snapshot.grants;
+        self.allowances = snapshot.allowances;
+        self.next_account_number = snapshot.next_account_number;
     }
 
     /// Runs `tx`'s fee and messages against the check state (the committed state
     /// with every transaction of the mempool applied in order, as the next block
-    /// would) and undoes all of it: what the block would answer, known now.
+    /// would) and undoes all of it: what the block would answer, known now. Grants
+    /// and allowances are judged by the latest block's time, as CheckTx does.
     fn trial(&mut self, tx: &DecodedTx) -> Result<(), TxCode> {
         let mempool = std::mem::take(&mut self.mempool);
         let snapshot = self.snapshot(mempool.iter().chain(std::iter::once(tx)));
@@ -1039,7 +1127,7 @@ impl Chain {
                 spendable: 0,
                 needed: 0,
             };
-            if self.take_fee(pending).is_ok() {
+            if self.take_fee(pending, funds).is_ok() {
                 // A pending transaction that would fail changes nothing, as in the
                 // block; its refusal is not this transaction's answer.
                 let _ = self.apply_messages(pending, height, funds);
@@ -1049,13 +1137,18 @@ impl Chain {
             .accounts
             .get(&tx.signer)
             .map_or(0, |account| self.balance(account));
+        let own_fee = if tx.fee_payer() == tx.signer {
+            tx.fee
+        } else {
+            0
+        };
         let funds = Funds {
             spendable,
-            needed: tx.fee.saturating_add(tx.spend()),
+            needed: own_fee.saturating_add(tx.spend(&self.denom)),
         };
-        let result = match self.take_fee(tx) {
+        let result = match self.take_fee(tx, funds) {
             Ok(()) => self.apply_messages(tx, height, funds),
-            Err(()) => Err(self.insufficient_funds(funds)),
+            Err(code) => Err(code),
         };
         self.restore(snapshot);
         self.mempool = mempool;
@@ -1066,19 +1159,96 @@ impl Chain {
         account.balances.get(&self.denom).copied().unwrap_or(0)
     }
 
-    /// Takes the fee from the signer's balance (`Err` when it cannot pay it).
-    fn take_fee(&mut self, tx: &DecodedTx) -> Result<(), ()> {
+    /// Whether a grant still counts at the current block time: no expiration, or one
+    /// after it (the authz module prunes grants whose expiration is at or before the
+    /// block time when the block begins).
+    fn live(&self, expiration: Option<DateTime<Utc>>) -> bool {
+        expiration.is_none_or(|expiration| expiration > self.block_time)
+    }
+
+    /// What the fee grant ante step checks before `granter` pays `fee` for
+    /// `grantee`: an allowance exists (`feegrant` 5), has not expired (3) and its
+    /// spend limit covers the fee (2). Wrapped as the SDK wraps them.
+    fn check_allowance(&self, granter: &str, grantee: &str, fee: u128) -> Result<(), TxCode> {
+        let context = format!("{granter} does not allow to pay fees for {grantee}");
+        let allowance = self
+            .allowances
+            .get(&(granter.to_owned(), grantee.to_owned()))
+            .ok_or_else(|| {
+                TxCode::new(
+                    "feegrant",
+                    5,
+                    format!("{context}: fee-grant not found: no allowance"),
+                )
+            })?;
+        if allowance
+            .expiration
+            .is_some_and(|expiration| expiration < self.block_time)
+        {
+            return Err(TxCode::new(
+                "feegrant",
+                3,
+                format!("{context}: basic allowance: fee allowance expired"),
+            ));
+        }
+        let left = allowance.spend_limit.get(&self.denom).copied().unwrap_or(0);
+        if !allowance.spend_limit.is_empty() && fee > left {
+            return Err(TxCode::new(
+                "feegrant",
+                2,
+                format!(
+                    "{context}: basic allowance: fee limit exceeded ({fee}{denom} > {left}{denom} left)",
+                    denom = self.denom
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Takes the fee from the payer: through the allowance when a fee granter pays
+    /// for the signer (its spend limit shrinks; an allowance spent to zero is
+    /// removed, as `BasicAllowance.Accept` answers), then from the payer's balance.
+    /// `funds` words the refusal when the signer pays and cannot.
+    fn take_fee(&mut self, tx: &DecodedTx, funds: Funds) -> Result<(), TxCode> {
+        let payer = tx.fee_payer().to_owned();
+        if payer != tx.signer {
+            self.check_allowance(&payer, &tx.signer, tx.fee)?;
+            let key = (payer.clone(), tx.signer.clone());
+            let allowance = self.allowances.get_mut(&key).expect("checked above");
+            if !allowance.spend_limit.is_empty() && tx.fee > 0 {
+                let left = allowance
+                    .spend_limit
+                    .get_mut(&self.denom)
+                    .expect("checked above");
+                *left -= tx.fee;
+                if *left == 0 {
+                    allowance.spend_limit.remove(&self.denom);
+                    if allowance.spend_limit.is_empty() {
+                        self.allowances.remove(&key);
+                    }
+                }
+            }
+        }
+        let denom = self.denom.clone();
         let balance = self
             .accounts
-            .get_mut(&tx.signer)
-            .and_then(|account| account.balances.get_mut(&self.denom));
+            .get_mut(&payer)
+            .and_then(|account| account.balances.get_mut(&denom));
         match balance {
             Some(balance) if *balance >= tx.fee => {
                 *balance -= tx.fee;
                 Ok(())
             }
             _ if tx.fee == 0 => Ok(()),
-            _ => Err(()),
+            balance if payer != tx.signer => Err(TxCode::sdk(
+                5,
+                format!(
+                    "insufficient funds to pay for fees; {}{denom} < {}{denom}: insufficient funds",
+                    balance.map_or(0, |b| *b),
+                    tx.fee
+                ),
+            )),
+            _ => Err(self.insufficient_funds(funds)),
         }
     }
 
@@ -1102,17 +1272,7 @@ impl Chain {
     fn apply_messages(&mut self, tx: &DecodedTx, height: u64, funds: Funds) -> Result<(), TxCode> {
         let snapshot = self.snapshot(std::iter::once(tx));
         for message in &tx.messages {
-            let applied = match message {
-                ChainMessage::Deposit(deposit) => self.apply_deposit(deposit, tx, height, funds),
-                ChainMessage::CreateDeployment(create) => {
-                    self.apply_create_deployment(create, height, funds)
-                }
-                ChainMessage::CloseDeployment(close) => {
-                    self.apply_close_deployment(close, tx, height)
-                }
-                ChainMessage::CreateLease(bid) => self.apply_create_lease(bid, height),
-            };
-            if let Err(code) = applied {
+            if let Err(code) = self.apply_message(message, tx, height, funds) {
                 self.restore(snapshot);
                 return Err(code);
             }
@@ -1120,10 +1280,373 @@ impl Chain {
         Ok(())
     }
 
-    /// A deposit: a known, open deployment, the chain denom, the funds.
+    /// Runs one message; `funds` are the numbers of its signer, for an
+    /// insufficient-funds refusal.
+    fn apply_message(
+        &mut self,
+        message: &ChainMessage,
+        tx: &DecodedTx,
+        height: u64,
+        funds: Funds,
+    ) -> Result<(), TxCode> {
+        match message {
+            ChainMessage::Deposit(deposit, source) => {
+                self.apply_deposit(deposit, *source, tx, height, funds)
+            }
+            ChainMessage::CreateDeployment(create) => {
+                self.apply_create_deployment(create, height, funds)
+            }
+            ChainMessage::CloseDeployment(close) => self.apply_close_deployment(close, tx, height),
+            ChainMessage::CreateLease(bid) => self.apply_create_lease(bid, height),
+            ChainMessage::Grant(grant) => self.apply_grant(grant),
+            ChainMessage::Revoke(revoke) => self.apply_revoke(revoke),
+            ChainMessage::Exec(exec) => self.apply_exec(exec, tx, height),
+            ChainMessage::GrantAllowance(allowance) => self.apply_grant_allowance(allowance),
+            ChainMessage::RevokeAllowance(allowance) => self.apply_revoke_allowance(allowance),
+            ChainMessage::Send(send) => self.apply_send(send),
+        }
+    }
+
+    /// `MsgGrant`: the authorized type must have a handler (`sdk` 29), the expiration
+    /// be after the block time (`authz` 3). The grantee's account is created if it has
+    /// none; a grant for the same granter, grantee and message type replaces the
+    /// previous one.
+    fn apply_grant(&mut self, grant: &GrantRequest) -> Result<(), TxCode> {
+        let msg_type = grant.authorization.msg_type_url().to_owned();
+        if !routed(&msg_type) {
+            return Err(TxCode::sdk(
+                29,
+                format!("{msg_type} doesn't exist.: invalid type"),
+            ));
+        }
+        if let Some(expiration) = grant.expiration {
+            if expiration <= self.block_time {
+                return Err(TxCode::new(
+                    "authz",
+                    3,
+                    format!(
+                        "expiration must be after the current block time ({}), got {}: expiration time of authorization should be more than current time",
+                        rfc3339(self.block_time),
+                        rfc3339(expiration)
+                    ),
+                ));
+            }
+        }
+        self.account_entry(&grant.grantee);
+        self.grants.insert(
+            (grant.granter.clone(), grant.grantee.clone(), msg_type),
+            AuthzGrant {
+                authorization: grant.authorization.clone(),
+                expiration: grant.expiration,
+            },
+        );
+        Ok(())
+    }
+
+    /// `MsgRevoke`: the grant must exist (`authz` 2).
+    fn apply_revoke(&mut self, revoke: &RevokeRequest) -> Result<(), TxCode> {
+        let key = (
+            revoke.granter.clone(),
+            revoke.grantee.clone(),
+            revoke.msg_type_url.clone(),
+        );
+        match self.grants.remove(&key) {
+            Some(_) => Ok(()),
+            None => Err(TxCode::new(
+                "authz",
+                2,
+                format!(
+                    "failed to delete grant of {} to {} for {}: authorization not found",
+                    revoke.granter, revoke.grantee, revoke.msg_type_url
+                ),
+            )),
+        }
+    }
+
+    /// `MsgExec`, as the authz keeper's `DispatchActions`: for each message whose
+    /// signer (the granter) is not the grantee, a grant for its type that has not
+    /// expired (`authz` 2 "authorization not found" otherwise), accepted by its
+    /// authorization; then the message runs as if the granter had signed it. A
+    /// failure anywhere fails the whole transaction.
+    fn apply_exec(
+        &mut self,
+        exec: &ExecRequest,
+        tx: &DecodedTx,
+        height: u64,
+    ) -> Result<(), TxCode> {
+        let mut funds = BTreeMap::new();
+        for inner in &exec.msgs {
+            let signer = inner.signer().to_owned();
+            if let std::collections::btree_map::Entry::Vacant(entry) = funds.entry(signer) {
+                let signer = entry.key();
+                let spendable = self
+                    .accounts
+                    .get(signer)
+                    .map_or(0, |account| self.balance(account));
+                let needed = exec.msgs.iter().fold(0u128, |sum, m| {
+                    sum.saturating_add(m.spend_by(signer, &self.denom))
+                });
+                entry.insert(Funds { spendable, needed });
+            }
+        }
+        for inner in &exec.msgs {
+            let granter = inner.signer();
+            if granter != exec.grantee {
+                self.accept_grant(granter, &exec.grantee, inner)?;
+            }
+            self.apply_message(inner, tx, height, funds[granter])?;
+        }
+        Ok(())
+    }
+
+    /// Finds the grant `granter` → `grantee` for `inner`'s type and asks its
+    /// authorization: a `GenericAuthorization` accepts; a `DepositAuthorization`
+    /// (only for `MsgAccountDeposit`) wants the deployment scope (`escrow` 15), the
+    /// spend limit's denomination (`sdk` 4) and an amount within the limit (`sdk` 5),
+    /// which then shrinks by it; a grant spent to zero is deleted, as authz does with
+    /// an authorization that answers `Delete`.
+    fn accept_grant(
+        &mut self,
+        granter: &str,
+        grantee: &str,
+        inner: &ChainMessage,
+    ) -> Result<(), TxCode> {
+        let type_url = inner.type_url();
+        let key = (granter.to_owned(), grantee.to_owned(), type_url.to_owned());
+        let found = self
+            .grants
+            .get(&key)
+            .filter(|grant| self.live(grant.expiration))
+            .cloned()
+            .ok_or_else(|| {
+                TxCode::new(
+                    "authz",
+                    2,
+                    format!(
+                        "failed to get grant with given granter: {granter}, grantee: {grantee} & msgType: {type_url} : authorization not found"
+                    ),
+                )
+            })?;
+        let Authorization::Deposit {
+            spend_limit,
+            denom,
+            scopes,
+        } = found.authorization
+        else {
+            return Ok(());
+        };
+        let ChainMessage::Deposit(deposit, _) = inner else {
+            return Err(TxCode::sdk(
+                29,
+                format!(
+                    "\"{type_url}\" is unsupported authorization msg for deposit: invalid type"
+                ),
+            ));
+        };
+        if !scopes.contains(&DEPOSIT_SCOPE_DEPLOYMENT) {
+            return Err(TxCode::new(
+                "escrow",
+                15,
+                "the grant does not cover the deployment scope: unauthorized deposit scope",
+            ));
+        }
+        if denom != deposit.denom {
+            return Err(TxCode::sdk(
+                4,
+                format!(
+                    "the grant's spend limit is in {denom}, the deposit in {}: unauthorized",
+                    deposit.denom
+                ),
+            ));
+        }
+        if deposit.amount > spend_limit {
+            return Err(TxCode::sdk(
+                5,
+                format!(
+                    "deposit {}{denom} exceeds the grant's spend limit {spend_limit}{denom}: insufficient funds",
+                    deposit.amount
+                ),
+            ));
+        }
+        let left = spend_limit - deposit.amount;
+        if left == 0 {
+            self.grants.remove(&key);
+        } else if let Some(grant) = self.grants.get_mut(&key) {
+            grant.authorization = Authorization::Deposit {
+                spend_limit: left,
+                denom,
+                scopes,
+            };
+        }
+        Ok(())
+    }
+
+    /// A `[grant]` deposit, as Akash's escrow keeper (`AuthorizeDeposits`) funds it:
+    /// the `DepositAuthorization`s granted *to the signer* (any granter, in the order
+    /// of the granters' address bytes), skipping expired ones, those spent to zero,
+    /// without the deployment scope or in another denomination; each pays what it
+    /// can until the amount is covered, its spend limit shrinking by that (a grant
+    /// spent to zero is kept with a zero limit: the keeper ignores `Delete` here). Not
+    /// covered: `market` 28 "deposit invalid: insufficient balance" (the error the
+    /// keeper wraps is the market module's) and nothing moves. Then each granter's
+    /// balance pays its part (`sdk` 5 if it cannot).
+    fn fund_from_grants(
+        &mut self,
+        deposit: &DepositRequest,
+    ) -> Result<Vec<(String, u128)>, TxCode> {
+        let msg_type = DepositMessage::AccountDeposit.type_url();
+        let mut candidates: Vec<(Vec<u8>, (String, String, String))> = self
+            .grants
+            .iter()
+            .filter(|((_, grantee, msg), grant)| {
+                grantee == &deposit.signer && msg == msg_type && self.live(grant.expiration)
+            })
+            .map(|(key, _)| {
+                let bytes = key
+                    .0
+                    .parse::<cosmrs::AccountId>()
+                    .map(|id| id.to_bytes())
+                    .unwrap_or_else(|_| key.0.as_bytes().to_vec());
+                (bytes, key.clone())
+            })
+            .collect();
+        candidates.sort();
+        let mut remainder = deposit.amount;
+        let mut takes = Vec::new();
+        for (_, key) in candidates {
+            if remainder == 0 {
+                break;
+            }
+            let grant = self.grants.get_mut(&key).expect("listed above");
+            let Authorization::Deposit {
+                spend_limit,
+                denom,
+                scopes,
+            } = &mut grant.authorization
+            else {
+                continue;
+            };
+            if *spend_limit == 0
+                || !scopes.contains(&DEPOSIT_SCOPE_DEPLOYMENT)
+                || *denom != deposit.denom
+            {
+                continue;
+            }
+            let take = (*spend_limit).min(remainder);
+            *spend_limit -= take;
+            remainder -= take;
+            takes.push((key.0, take));
+        }
+        if remainder > 0 {
+            return Err(TxCode::new(
+                "market",
+                28,
+                format!(
+                    "deposit invalid: insufficient balance (the deposit grants to {} cover {}{denom} of {}{denom})",
+                    deposit.signer,
+                    deposit.amount - remainder,
+                    deposit.amount,
+                    denom = deposit.denom
+                ),
+            ));
+        }
+        for (granter, take) in &takes {
+            let spendable = self
+                .accounts
+                .get(granter)
+                .map_or(0, |account| self.balance(account));
+            let funds = Funds {
+                spendable,
+                needed: *take,
+            };
+            self.debit(granter, *take, funds)?;
+        }
+        Ok(takes)
+    }
+
+    /// `MsgGrantAllowance`: none may exist for the pair yet (`sdk` 18 "fee allowance
+    /// already exists"; unlike authz grants, allowances are not replaced), the
+    /// expiration not before the block time (`sdk` 18). The grantee's account is
+    /// created if it has none.
+    fn apply_grant_allowance(&mut self, allowance: &AllowanceRequest) -> Result<(), TxCode> {
+        let key = (allowance.granter.clone(), allowance.grantee.clone());
+        if self.allowances.contains_key(&key) {
+            return Err(TxCode::sdk(
+                18,
+                "fee allowance already exists: invalid request",
+            ));
+        }
+        if allowance
+            .expiration
+            .is_some_and(|expiration| expiration < self.block_time)
+        {
+            return Err(TxCode::sdk(
+                18,
+                "expiration is before current block time: invalid request",
+            ));
+        }
+        self.account_entry(&allowance.grantee);
+        self.allowances.insert(
+            key,
+            FeeAllowance {
+                spend_limit: allowance.spend_limit.clone(),
+                expiration: allowance.expiration,
+            },
+        );
+        Ok(())
+    }
+
+    /// `MsgRevokeAllowance`: the allowance must exist (`feegrant` 5).
+    fn apply_revoke_allowance(&mut self, allowance: &AllowanceRef) -> Result<(), TxCode> {
+        let key = (allowance.granter.clone(), allowance.grantee.clone());
+        match self.allowances.remove(&key) {
+            Some(_) => Ok(()),
+            None => Err(TxCode::new(
+                "feegrant",
+                5,
+                "fee-grant not found: no allowance",
+            )),
+        }
+    }
+
+    /// `MsgSend`: the sender's balance must hold every coin (`sdk` 5, worded as the
+    /// bank module words it); the recipient's account is created if it has none.
+    fn apply_send(&mut self, send: &SendRequest) -> Result<(), TxCode> {
+        for (denom, amount) in &send.amount {
+            let have = self
+                .accounts
+                .get(&send.from)
+                .and_then(|account| account.balances.get(denom))
+                .copied()
+                .unwrap_or(0);
+            if have < *amount {
+                return Err(TxCode::sdk(
+                    5,
+                    format!(
+                        "spendable balance {have}{denom} is smaller than {amount}{denom}: insufficient funds"
+                    ),
+                ));
+            }
+        }
+        for (denom, amount) in &send.amount {
+            let from = self.accounts.get_mut(&send.from).expect("checked above");
+            *from.balances.get_mut(denom).expect("checked above") -= amount;
+            *self
+                .account_entry(&send.to)
+                .balances
+                .entry(denom.clone())
+                .or_insert(0) += amount;
+        }
+        Ok(())
+    }
+
+    /// A deposit: a known, open deployment, the chain denom, the funds: the signer's
+    /// balance, or for `[grant]` the deposit grants to the signer
+    /// ([`Chain::fund_from_grants`]).
     fn apply_deposit(
         &mut self,
         deposit: &DepositRequest,
+        source: DepositSource,
         tx: &DecodedTx,
         height: u64,
         funds: Funds,
@@ -1159,7 +1682,13 @@ impl Chain {
             }
             Some(_) => {}
         }
-        self.debit(&deposit.signer, deposit.amount, funds)?;
+        let funded_by = match source {
+            DepositSource::Balance => {
+                self.debit(&deposit.signer, deposit.amount, funds)?;
+                vec![(deposit.signer.clone(), deposit.amount)]
+            }
+            DepositSource::Grant => self.fund_from_grants(deposit)?,
+        };
         let deployment = self
             .deployments
             .get_mut(&(deposit.owner.clone(), deposit.dseq))
@@ -1168,12 +1697,14 @@ impl Chain {
         self.deposits.push(DepositRecord {
             height,
             tx_hash: tx.hash.clone(),
-            signer: tx.signer.clone(),
+            signer: deposit.signer.clone(),
             owner: deposit.owner.clone(),
             dseq: deposit.dseq,
             amount: deposit.amount,
             denom: deposit.denom.clone(),
             message: deposit.message,
+            source,
+            funded_by,
         });
         Ok(())
     }
@@ -1412,10 +1943,23 @@ impl Chain {
     /// a deposit checked while its deployment was open can still fail here, as on a
     /// chain where state moves between CheckTx and the block. Last, the simulated
     /// providers bid on the orders that are due.
+    ///
+    /// The block is stamped `now` (the wall clock) plus [`Chain::clock_offset`], and
+    /// never earlier than a microsecond after the previous block. When it begins,
+    /// grants that expired by its time are pruned (authz's `BeginBlocker`); when it
+    /// ends, so are expired fee allowances (feegrant's `EndBlocker`).
     pub fn produce_block(&mut self, now: DateTime<Utc>) {
         self.height += 1;
-        self.block_time = now;
+        let stamped = now + self.clock_offset;
+        self.block_time = if stamped > self.block_time {
+            stamped
+        } else {
+            self.block_time + chrono::TimeDelta::microseconds(1)
+        };
+        let now = self.block_time;
         let height = self.height;
+        self.grants
+            .retain(|_, grant| grant.expiration.is_none_or(|expiration| expiration > now));
         for deployment in self.deployments.values_mut() {
             if deployment.state != DeploymentState::Active {
                 continue;
@@ -1441,7 +1985,7 @@ impl Chain {
             }
         }
         for tx in std::mem::take(&mut self.mempool) {
-            let gas_used = gas_needed(tx.size, tx.messages.len());
+            let gas_used = gas_needed(tx.size, tx.weight());
             let result = self.deliver(&tx, height);
             self.committed.push(tx.hash.clone());
             self.txs.insert(
@@ -1456,6 +2000,11 @@ impl Chain {
             );
         }
         self.place_bids(height);
+        self.allowances.retain(|_, allowance| {
+            allowance
+                .expiration
+                .is_none_or(|expiration| expiration > now)
+        });
         // The mempool is empty now, so the check state is the committed state again
         // (a real node resets it on commit and re-checks what is left).
         for account in self.accounts.values_mut() {
@@ -1509,12 +2058,17 @@ impl Chain {
     /// DeliverTx: the ante handler against committed state (fee and sequence stick
     /// even when a message fails), then the messages, all or nothing.
     fn deliver(&mut self, tx: &DecodedTx, height: u64) -> TxCode {
-        let gas_used = gas_needed(tx.size, tx.messages.len());
+        let gas_used = gas_needed(tx.size, tx.weight());
         if let Err(code) = self.ante(tx, gas_used, false) {
             // Failing the ante handler in the block changes nothing, not even the fee.
             return code;
         }
-        self.take_fee(tx).expect("ante checked the fee funds");
+        let unused = Funds {
+            spendable: 0,
+            needed: 0,
+        };
+        self.take_fee(tx, unused)
+            .expect("ante checked the fee allowance and funds");
         let account = self
             .accounts
             .get_mut(&tx.signer)
@@ -1526,7 +2080,7 @@ impl Chain {
         let spendable = self.balance(&self.accounts[&tx.signer]);
         let funds = Funds {
             spendable,
-            needed: tx.spend(),
+            needed: tx.spend(&self.denom),
         };
         match self.apply_messages(tx, height, funds) {
             Ok(()) => TxCode::ok(),
@@ -1545,6 +2099,12 @@ pub fn tx_hash(tx_bytes: &[u8]) -> String {
 /// `ConsumeTxSizeGas` + message execution (numbers chosen to land near a real deposit).
 pub fn gas_needed(size: usize, messages: usize) -> u64 {
     50_000 + 10 * size as u64 + 20_000 * messages as u64
+}
+
+/// A time as the gRPC gateway writes a `Timestamp`: RFC 3339 in UTC with `Z`, with
+/// as many fractional digits as needed (none, 3, 6 or 9).
+pub fn rfc3339(time: DateTime<Utc>) -> String {
+    time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
 }
 
 /// Gas a simulation adds for a signature it does not have yet (64 bytes at 10 gas).
@@ -1627,6 +2187,25 @@ pub fn decode(bytes: &[u8], fee_denom: &str) -> Result<DecodedTx, TxCode> {
         }
     };
     let fee = auth_info.fee.unwrap_or_default();
+    if !fee.payer.is_empty() && fee.payer != signer {
+        return Err(TxCode::sdk(
+            4,
+            format!(
+                "fee payer {} must sign too; wrong number of signers; expected 2, got 1: unauthorized",
+                fee.payer
+            ),
+        ));
+    }
+    if !fee.granter.is_empty() && !valid_akash_address(&fee.granter) {
+        return Err(TxCode::sdk(
+            7,
+            format!(
+                "invalid fee granter address '{}': invalid address",
+                fee.granter
+            ),
+        ));
+    }
+    let fee_granter = (!fee.granter.is_empty()).then(|| fee.granter.clone());
     let mut fee_amount: u128 = 0;
     for coin in fee.amount.iter().filter(|coin| coin.denom == fee_denom) {
         let amount: u128 = coin
@@ -1644,6 +2223,7 @@ pub fn decode(bytes: &[u8], fee_denom: &str) -> Result<DecodedTx, TxCode> {
         sequence: signer_info.sequence,
         pub_key,
         fee: fee_amount,
+        fee_granter,
         gas_limit: fee.gas_limit,
         signature: raw.signatures[0].clone(),
         body_bytes: raw.body_bytes,

@@ -1,7 +1,7 @@
 //! HTTP routes of the simulator: the chain's REST subset in the shapes real nodes
 //! answer with, and the `/simulator/…` admin API.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, PoisonError};
 
 use axum::extract::{Path, Query, Request, State};
@@ -16,12 +16,18 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use chrono::{DateTime, Utc};
+
 use super::chain::{
-    Account, Bid, BidState, Chain, DecodedTx, Deployment, DeploymentState, NewDeployment,
-    OrderState, ReferencedCredit, SimulatedProvider, TxRecord, SECP256K1_PUBKEY_TYPE_URL,
+    rfc3339, Account, AuthzGrant, Bid, BidState, Chain, DecodedTx, Deployment, DeploymentState,
+    FeeAllowance, NewDeployment, OrderState, ReferencedCredit, SimulatedProvider, TxRecord,
+    SECP256K1_PUBKEY_TYPE_URL,
 };
 use super::dec::Dec;
-use super::messages::{valid_denom, Attribute, ChainMessage, DepositMessage, GroupSpec};
+use super::messages::{
+    deposit_scope_name, valid_denom, Attribute, Authorization, ChainMessage, DepositMessage,
+    GroupSpec, BASIC_ALLOWANCE,
+};
 use super::{Shared, SIMULATOR_HEADER_VALUE};
 
 /// A failure armed through `POST /simulator/faults`.
@@ -83,10 +89,32 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             "/akash/provider/{version}/providers/{address}",
             get(provider_info),
         )
+        .route("/cosmos/authz/v1beta1/grants", get(authz_grants))
+        .route(
+            "/cosmos/authz/v1beta1/grants/granter/{granter}",
+            get(authz_granter_grants),
+        )
+        .route(
+            "/cosmos/authz/v1beta1/grants/grantee/{grantee}",
+            get(authz_grantee_grants),
+        )
+        .route(
+            "/cosmos/feegrant/v1beta1/allowance/{granter}/{grantee}",
+            get(feegrant_allowance),
+        )
+        .route(
+            "/cosmos/feegrant/v1beta1/allowances/{grantee}",
+            get(feegrant_allowances),
+        )
+        .route(
+            "/cosmos/feegrant/v1beta1/issued/{granter}",
+            get(feegrant_issued),
+        )
         .route(
             "/simulator/providers",
             post(admin_register_provider).get(admin_providers),
         )
+        .route("/simulator/clock", post(admin_clock))
         .route("/simulator/accounts", post(admin_fund))
         .route("/simulator/credits/{reference}", get(admin_credit))
         .route("/simulator/deployments", post(admin_deployment))
@@ -413,51 +441,125 @@ async fn tx_by_hash(State(shared): State<Arc<Shared>>, Path(hash): Path<String>)
     })
 }
 
-fn message_json(tx: &DecodedTx) -> Vec<Value> {
-    tx.messages
-        .iter()
-        .map(|message| match message {
-            ChainMessage::Deposit(deposit) => {
-                let amount = coin(&deposit.denom, deposit.amount);
-                match deposit.message {
-                    DepositMessage::AccountDeposit => json!({
-                        "@type": deposit.message.type_url(),
-                        "signer": deposit.signer,
-                        "id": {"scope": "deployment", "xid": format!("{}/{}", deposit.owner, deposit.dseq)},
-                        "deposit": {"amount": amount, "sources": ["balance"]},
-                    }),
-                    DepositMessage::DepositDeployment => json!({
-                        "@type": deposit.message.type_url(),
-                        "id": {"owner": deposit.owner, "dseq": deposit.dseq.to_string()},
-                        "amount": amount,
-                        "depositor": deposit.signer,
-                    }),
-                }
-            }
-            ChainMessage::CreateDeployment(create) => json!({
-                "@type": message.type_url(),
-                "id": {"owner": create.owner, "dseq": create.dseq.to_string()},
-                "groups": create.groups.iter().map(group_spec_json).collect::<Vec<_>>(),
-                "hash": BASE64.encode(&create.hash),
-                "deposit": {"amount": coin(&create.denom, create.deposit), "sources": ["balance"]},
-            }),
-            ChainMessage::CloseDeployment(close) => json!({
-                "@type": message.type_url(),
-                "id": {"owner": close.owner, "dseq": close.dseq.to_string()},
-            }),
-            ChainMessage::CreateLease(bid) => json!({
-                "@type": message.type_url(),
-                "bid_id": {
-                    "owner": bid.owner,
-                    "dseq": bid.dseq.to_string(),
-                    "gseq": bid.gseq,
-                    "oseq": bid.oseq,
-                    "provider": bid.provider,
-                    "bseq": bid.bseq,
-                },
-            }),
-        })
+fn coins_json<'a>(coins: impl IntoIterator<Item = (&'a String, &'a u128)>) -> Vec<Value> {
+    coins
+        .into_iter()
+        .map(|(denom, amount)| coin(denom, *amount))
         .collect()
+}
+
+fn expiration_json(expiration: Option<DateTime<Utc>>) -> Value {
+    expiration.map_or(Value::Null, |time| Value::String(rfc3339(time)))
+}
+
+/// An authorization as the gateway writes its `Any`: `@type` and its fields.
+fn authorization_json(authorization: &Authorization) -> Value {
+    match authorization {
+        Authorization::Generic { msg } => json!({"@type": authorization.type_url(), "msg": msg}),
+        Authorization::Deposit {
+            spend_limit,
+            denom,
+            scopes,
+        } => json!({
+            "@type": authorization.type_url(),
+            "spend_limit": coin(denom, *spend_limit),
+            "scopes": scopes.iter().map(|s| deposit_scope_name(*s)).collect::<Vec<_>>(),
+        }),
+    }
+}
+
+/// A `BasicAllowance` as the gateway writes its `Any`.
+fn basic_allowance_json(
+    spend_limit: &BTreeMap<String, u128>,
+    expiration: Option<DateTime<Utc>>,
+) -> Value {
+    json!({
+        "@type": BASIC_ALLOWANCE,
+        "spend_limit": coins_json(spend_limit),
+        "expiration": expiration_json(expiration),
+    })
+}
+
+/// One message of a transaction in the gateway's JSON shape.
+fn message_json(message: &ChainMessage) -> Value {
+    match message {
+        ChainMessage::Deposit(deposit, source) => {
+            let amount = coin(&deposit.denom, deposit.amount);
+            match deposit.message {
+                DepositMessage::AccountDeposit => json!({
+                    "@type": deposit.message.type_url(),
+                    "signer": deposit.signer,
+                    "id": {"scope": "deployment", "xid": format!("{}/{}", deposit.owner, deposit.dseq)},
+                    "deposit": {"amount": amount, "sources": [source.as_str()]},
+                }),
+                DepositMessage::DepositDeployment => json!({
+                    "@type": deposit.message.type_url(),
+                    "id": {"owner": deposit.owner, "dseq": deposit.dseq.to_string()},
+                    "amount": amount,
+                    "depositor": deposit.signer,
+                }),
+            }
+        }
+        ChainMessage::CreateDeployment(create) => json!({
+            "@type": message.type_url(),
+            "id": {"owner": create.owner, "dseq": create.dseq.to_string()},
+            "groups": create.groups.iter().map(group_spec_json).collect::<Vec<_>>(),
+            "hash": BASE64.encode(&create.hash),
+            "deposit": {"amount": coin(&create.denom, create.deposit), "sources": ["balance"]},
+        }),
+        ChainMessage::CloseDeployment(close) => json!({
+            "@type": message.type_url(),
+            "id": {"owner": close.owner, "dseq": close.dseq.to_string()},
+        }),
+        ChainMessage::CreateLease(bid) => json!({
+            "@type": message.type_url(),
+            "bid_id": {
+                "owner": bid.owner,
+                "dseq": bid.dseq.to_string(),
+                "gseq": bid.gseq,
+                "oseq": bid.oseq,
+                "provider": bid.provider,
+                "bseq": bid.bseq,
+            },
+        }),
+        ChainMessage::Grant(grant) => json!({
+            "@type": message.type_url(),
+            "granter": grant.granter,
+            "grantee": grant.grantee,
+            "grant": {
+                "authorization": authorization_json(&grant.authorization),
+                "expiration": expiration_json(grant.expiration),
+            },
+        }),
+        ChainMessage::Revoke(revoke) => json!({
+            "@type": message.type_url(),
+            "granter": revoke.granter,
+            "grantee": revoke.grantee,
+            "msg_type_url": revoke.msg_type_url,
+        }),
+        ChainMessage::Exec(exec) => json!({
+            "@type": message.type_url(),
+            "grantee": exec.grantee,
+            "msgs": exec.msgs.iter().map(message_json).collect::<Vec<_>>(),
+        }),
+        ChainMessage::GrantAllowance(allowance) => json!({
+            "@type": message.type_url(),
+            "granter": allowance.granter,
+            "grantee": allowance.grantee,
+            "allowance": basic_allowance_json(&allowance.spend_limit, allowance.expiration),
+        }),
+        ChainMessage::RevokeAllowance(allowance) => json!({
+            "@type": message.type_url(),
+            "granter": allowance.granter,
+            "grantee": allowance.grantee,
+        }),
+        ChainMessage::Send(send) => json!({
+            "@type": message.type_url(),
+            "from_address": send.from,
+            "to_address": send.to,
+            "amount": send.amount.iter().map(|(denom, amount)| coin(denom, *amount)).collect::<Vec<_>>(),
+        }),
+    }
 }
 
 fn tx_json(tx: &DecodedTx, denom: &str) -> Value {
@@ -468,7 +570,7 @@ fn tx_json(tx: &DecodedTx, denom: &str) -> Value {
     json!({
         "@type": "/cosmos.tx.v1beta1.Tx",
         "body": {
-            "messages": message_json(tx),
+            "messages": tx.messages.iter().map(message_json).collect::<Vec<_>>(),
             "memo": tx.memo,
             "timeout_height": "0",
             "extension_options": [],
@@ -484,7 +586,7 @@ fn tx_json(tx: &DecodedTx, denom: &str) -> Value {
                 "amount": [coin(denom, tx.fee)],
                 "gas_limit": tx.gas_limit.to_string(),
                 "payer": "",
-                "granter": "",
+                "granter": tx.fee_granter.as_deref().unwrap_or(""),
             },
         },
         "signatures": [BASE64.encode(&tx.signature)],
@@ -980,6 +1082,174 @@ async fn provider_info(
     })
 }
 
+/// `cosmos.authz.v1beta1.Grant`: the authorization and its expiration.
+fn grant_json(grant: &AuthzGrant) -> Value {
+    json!({
+        "authorization": authorization_json(&grant.authorization),
+        "expiration": expiration_json(grant.expiration),
+    })
+}
+
+/// `cosmos.authz.v1beta1.GrantAuthorization`: a grant with its parties.
+fn grant_authorization_json(granter: &str, grantee: &str, grant: &AuthzGrant) -> Value {
+    json!({
+        "granter": granter,
+        "grantee": grantee,
+        "authorization": authorization_json(&grant.authorization),
+        "expiration": expiration_json(grant.expiration),
+    })
+}
+
+/// `cosmos.feegrant.v1beta1.Grant`: an allowance with its parties.
+fn allowance_grant_json(granter: &str, grantee: &str, allowance: &FeeAllowance) -> Value {
+    json!({
+        "granter": granter,
+        "grantee": grantee,
+        "allowance": basic_allowance_json(&allowance.spend_limit, allowance.expiration),
+    })
+}
+
+fn required_address(query: &HashMap<String, String>, name: &str) -> Result<String, ApiError> {
+    let value = query.get(name).filter(|v| !v.is_empty()).ok_or_else(|| {
+        ApiError::invalid(format!(
+            "invalid {name} address: empty address string is not allowed"
+        ))
+    })?;
+    valid_address(value)?;
+    Ok(value.clone())
+}
+
+/// `GET /cosmos/authz/v1beta1/grants?granter=&grantee=&msg_type_url=`: the grants of
+/// one pair; with a message type, that one grant (gRPC NotFound when there is none or
+/// it has expired, as `GetAuthorization` answers).
+async fn authz_grants(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let granter = required_address(&query, "granter")?;
+    let grantee = required_address(&query, "grantee")?;
+    let msg_type = query.get("msg_type_url").filter(|t| !t.is_empty()).cloned();
+    shared.with_chain(|chain| {
+        let time = chain.block_time;
+        let grants: Vec<Value> = match &msg_type {
+            Some(msg_type) => {
+                let key = (granter.clone(), grantee.clone(), msg_type.clone());
+                let grant = chain
+                    .grants
+                    .get(&key)
+                    .filter(|g| g.expiration.is_none_or(|e| e > time))
+                    .ok_or_else(|| {
+                        ApiError::not_found(format!("no authorization found for {msg_type} type"))
+                    })?;
+                vec![grant_json(grant)]
+            }
+            None => chain
+                .grants
+                .iter()
+                .filter(|((g, e, _), _)| *g == granter && *e == grantee)
+                .map(|(_, grant)| grant_json(grant))
+                .collect(),
+        };
+        let total = grants.len();
+        Ok(Json(
+            json!({"grants": grants, "pagination": pagination(total)}),
+        ))
+    })
+}
+
+/// `GET /cosmos/authz/v1beta1/grants/granter/{granter}` (`by_granter` true) and
+/// `…/grantee/{grantee}`: `GrantAuthorization`s.
+fn grants_of(chain: &Chain, address: &str, by_granter: bool) -> Value {
+    let grants: Vec<Value> = chain
+        .grants
+        .iter()
+        .filter(|((granter, grantee, _), _)| {
+            if by_granter {
+                granter == address
+            } else {
+                grantee == address
+            }
+        })
+        .map(|((granter, grantee, _), grant)| grant_authorization_json(granter, grantee, grant))
+        .collect();
+    let total = grants.len();
+    json!({"grants": grants, "pagination": pagination(total)})
+}
+
+async fn authz_granter_grants(
+    State(shared): State<Arc<Shared>>,
+    Path(granter): Path<String>,
+) -> ApiResult {
+    valid_address(&granter)?;
+    shared.with_chain(|chain| Ok(Json(grants_of(chain, &granter, true))))
+}
+
+async fn authz_grantee_grants(
+    State(shared): State<Arc<Shared>>,
+    Path(grantee): Path<String>,
+) -> ApiResult {
+    valid_address(&grantee)?;
+    shared.with_chain(|chain| Ok(Json(grants_of(chain, &grantee, false))))
+}
+
+/// `GET /cosmos/feegrant/v1beta1/allowance/{granter}/{grantee}`. None: the keeper's
+/// error is a registered error without a gRPC code, so the gateway answers gRPC
+/// Unknown (HTTP 500, `code` 2) with its text, not NotFound.
+async fn feegrant_allowance(
+    State(shared): State<Arc<Shared>>,
+    Path((granter, grantee)): Path<(String, String)>,
+) -> ApiResult {
+    valid_address(&granter)?;
+    valid_address(&grantee)?;
+    shared.with_chain(
+        |chain| match chain.allowances.get(&(granter.clone(), grantee.clone())) {
+            Some(allowance) => Ok(Json(
+                json!({"allowance": allowance_grant_json(&granter, &grantee, allowance)}),
+            )),
+            None => Err(ApiError {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                code: 2,
+                message: "fee-grant not found: no allowance".to_owned(),
+            }),
+        },
+    )
+}
+
+/// `GET /cosmos/feegrant/v1beta1/allowances/{grantee}` (`by_granter` false) and
+/// `…/issued/{granter}`: `{"allowances": [Grant], "pagination"}`.
+fn allowances_of(chain: &Chain, address: &str, by_granter: bool) -> Value {
+    let allowances: Vec<Value> = chain
+        .allowances
+        .iter()
+        .filter(|((granter, grantee), _)| {
+            if by_granter {
+                granter == address
+            } else {
+                grantee == address
+            }
+        })
+        .map(|((granter, grantee), allowance)| allowance_grant_json(granter, grantee, allowance))
+        .collect();
+    let total = allowances.len();
+    json!({"allowances": allowances, "pagination": pagination(total)})
+}
+
+async fn feegrant_allowances(
+    State(shared): State<Arc<Shared>>,
+    Path(grantee): Path<String>,
+) -> ApiResult {
+    valid_address(&grantee)?;
+    shared.with_chain(|chain| Ok(Json(allowances_of(chain, &grantee, false))))
+}
+
+async fn feegrant_issued(
+    State(shared): State<Arc<Shared>>,
+    Path(granter): Path<String>,
+) -> ApiResult {
+    valid_address(&granter)?;
+    shared.with_chain(|chain| Ok(Json(allowances_of(chain, &granter, true))))
+}
+
 /// Amounts in admin bodies may be strings or numbers.
 fn amount(value: &Value, name: &str) -> Result<u128, ApiError> {
     match value {
@@ -1275,6 +1545,40 @@ async fn admin_blocks(
     })
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClockRequest {
+    advance_s: u64,
+}
+
+/// Most one `POST /simulator/clock` may move the clock (ten years).
+const MAX_ADVANCE_S: u64 = 10 * 366 * 24 * 3600;
+
+/// `POST /simulator/clock {"advance_s": N}`: moves the simulator's clock forward (a
+/// simulator facility: no chain has it). Blocks from the next one on are stamped N
+/// seconds later; the latest block keeps its time, so expirations are judged by the
+/// new time once a block has been produced.
+async fn admin_clock(
+    State(shared): State<Arc<Shared>>,
+    Json(body): Json<ClockRequest>,
+) -> ApiResult {
+    if body.advance_s == 0 || body.advance_s > MAX_ADVANCE_S {
+        return Err(ApiError::invalid(format!(
+            "advance_s must be between 1 and {MAX_ADVANCE_S}"
+        )));
+    }
+    let seconds = i64::try_from(body.advance_s).expect("bounded above");
+    shared.with_chain(|chain| {
+        chain.advance_clock(chrono::TimeDelta::seconds(seconds));
+        Ok(Json(json!({
+            "simulator": SIMULATOR_HEADER_VALUE,
+            "clock_offset_s": chain.clock_offset.num_seconds(),
+            "block_time": rfc3339(chain.block_time),
+            "next_block_not_before": rfc3339(Utc::now() + chain.clock_offset),
+        })))
+    })
+}
+
 async fn admin_ledger(State(shared): State<Arc<Shared>>) -> ApiResult {
     shared.with_chain(|chain| {
         let deposits: Vec<Value> = chain
@@ -1290,6 +1594,11 @@ async fn admin_ledger(State(shared): State<Arc<Shared>>) -> ApiResult {
                     "amount": d.amount.to_string(),
                     "denom": d.denom,
                     "msg_type": d.message.type_url(),
+                    "source": d.source.as_str(),
+                    "funded_by": d.funded_by.iter().map(|(address, amount)| json!({
+                        "address": address,
+                        "amount": amount.to_string(),
+                    })).collect::<Vec<_>>(),
                 })
             })
             .collect();
@@ -1383,10 +1692,33 @@ async fn admin_ledger(State(shared): State<Arc<Shared>>) -> ApiResult {
                 })
             })
             .collect();
+        let grants: Vec<Value> = chain
+            .grants
+            .iter()
+            .map(|((granter, grantee, msg_type), grant)| {
+                let mut entry = grant_authorization_json(granter, grantee, grant);
+                entry["msg_type_url"] = json!(msg_type);
+                entry
+            })
+            .collect();
+        let fee_allowances: Vec<Value> = chain
+            .allowances
+            .iter()
+            .map(|((granter, grantee), allowance)| json!({
+                "granter": granter,
+                "grantee": grantee,
+                "spend_limit": coins_json(&allowance.spend_limit),
+                "expiration": expiration_json(allowance.expiration),
+            }))
+            .collect();
         Ok(Json(json!({
             "simulator": SIMULATOR_HEADER_VALUE,
             "chain_id": chain.chain_id,
             "height": chain.height,
+            "block_time": rfc3339(chain.block_time),
+            "clock_offset_s": chain.clock_offset.num_seconds(),
+            "grants": grants,
+            "fee_allowances": fee_allowances,
             "mempool": chain.mempool_len(),
             "txs": chain.tx_count(),
             "duplicate_broadcasts": chain.duplicate_broadcasts,

@@ -46,6 +46,9 @@
 //! walks their wire bytes against the table above ([`check_wire`]), and a client that
 //! put a field under a wrong number is refused instead of silently losing it.
 
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
 use cosmrs::proto::cosmos::base::v1beta1::{Coin, DecCoin};
 use cosmrs::Any;
 use prost::Message;
@@ -89,6 +92,27 @@ pub struct DepositRequest {
     pub denom: String,
     /// Which message carried it.
     pub message: DepositMessage,
+}
+
+/// Where a deposit's funds come from: `deposit.sources` of `MsgAccountDeposit`
+/// (`akash.base.deposit.v1.Source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DepositSource {
+    /// `[balance]` (1): the signer's bank balance.
+    Balance,
+    /// `[grant]` (2): the `DepositAuthorization`s granted to the signer, the funds taken
+    /// from their granters' balances.
+    Grant,
+}
+
+impl DepositSource {
+    /// As the gateway writes the enum.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Balance => "balance",
+            Self::Grant => "grant",
+        }
+    }
 }
 
 /// Why a message was refused before execution.
@@ -151,6 +175,9 @@ struct Deposit {
 /// `akash.base.deposit.v1.Source` value of "from the signer's bank balance".
 const SOURCE_BALANCE: i32 = 1;
 
+/// `akash.base.deposit.v1.Source` value of "from the grants to the signer".
+const SOURCE_GRANT: i32 = 2;
+
 /// `akash.deployment.v1beta3.MsgDepositDeployment`.
 #[derive(Clone, PartialEq, prost::Message)]
 struct MsgDepositDeployment {
@@ -178,6 +205,15 @@ struct DeploymentId {
 /// positive integer amount in a well-formed denomination, the balance as the only
 /// source of funds. That the signer is the key's address is the ante handler's check.
 pub fn decode_deposit(any: &Any) -> Result<DepositRequest, MessageError> {
+    decode_deposit_with_source(any).map(|(request, _)| request)
+}
+
+/// [`decode_deposit`] with where the funds come from: `deposit.sources` of
+/// `MsgAccountDeposit` (`[balance]` or `[grant]`), the balance for
+/// `MsgDepositDeployment` (it has no sources).
+pub fn decode_deposit_with_source(
+    any: &Any,
+) -> Result<(DepositRequest, DepositSource), MessageError> {
     let invalid = |text: String| MessageError::Invalid(text);
     Ok(
         if any.type_url == DepositMessage::AccountDeposit.type_url() {
@@ -196,21 +232,17 @@ pub fn decode_deposit(any: &Any) -> Result<DepositRequest, MessageError> {
             let deposit = msg
                 .deposit
                 .ok_or_else(|| invalid("MsgAccountDeposit has no deposit".into()))?;
-            if deposit.sources != [SOURCE_BALANCE] {
-                return Err(invalid(format!(
-                    "deposit sources {:?} are not supported (only [balance])",
-                    deposit.sources
-                )));
-            }
+            let source = deposit_source(&deposit.sources).map_err(invalid)?;
             let (amount, denom) = coin_amount(deposit.amount).map_err(invalid)?;
-            DepositRequest {
+            let request = DepositRequest {
                 signer: msg.owner,
                 owner,
                 dseq,
                 amount,
                 denom,
                 message: DepositMessage::AccountDeposit,
-            }
+            };
+            (request, source)
         } else if any.type_url == DepositMessage::DepositDeployment.type_url() {
             let msg = MsgDepositDeployment::decode(any.value.as_slice())
                 .map_err(|error| invalid(format!("cannot decode MsgDepositDeployment: {error}")))?;
@@ -218,14 +250,15 @@ pub fn decode_deposit(any: &Any) -> Result<DepositRequest, MessageError> {
                 .id
                 .ok_or_else(|| invalid("MsgDepositDeployment has no deployment id".into()))?;
             let (amount, denom) = coin_amount(msg.amount).map_err(invalid)?;
-            DepositRequest {
+            let request = DepositRequest {
                 signer: msg.depositor,
                 owner: id.owner,
                 dseq: id.dseq,
                 amount,
                 denom,
                 message: DepositMessage::DepositDeployment,
-            }
+            };
+            (request, DepositSource::Balance)
         } else {
             return Err(MessageError::UnknownType(format!(
                 "unable to resolve type URL {}",
@@ -233,6 +266,31 @@ pub fn decode_deposit(any: &Any) -> Result<DepositRequest, MessageError> {
             )));
         },
     )
+}
+
+/// `deposit.sources` as `ValidateBasic` checks them (not empty, known values, no
+/// duplicates), then what the simulator runs: `[balance]` or `[grant]`. The chain
+/// also takes `[balance, grant]` and `[grant, balance]` (each source in turn until
+/// the amount is covered); the simulator refuses those combinations.
+fn deposit_source(sources: &[i32]) -> Result<DepositSource, String> {
+    if sources.is_empty() {
+        return Err("empty deposit sources".to_owned());
+    }
+    for (index, source) in sources.iter().enumerate() {
+        if ![SOURCE_BALANCE, SOURCE_GRANT].contains(source) {
+            return Err(format!("invalid deposit source type {source}"));
+        }
+        if sources[..index].contains(source) {
+            return Err(format!("duplicate deposit source type {source}"));
+        }
+    }
+    match sources {
+        [SOURCE_BALANCE] => Ok(DepositSource::Balance),
+        [SOURCE_GRANT] => Ok(DepositSource::Grant),
+        _ => Err(format!(
+            "deposit sources {sources:?} are not supported by the simulator (only [balance] = [1] or [grant] = [2])"
+        )),
+    }
 }
 
 /// Splits a deployment escrow id, `"{owner}/{dseq}"`.
@@ -292,55 +350,134 @@ const MIN_STORAGE_BYTES: u128 = 5 << 20;
 /// as the chain's `ValidateBasic` would.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChainMessage {
-    /// `MsgAccountDeposit` or `MsgDepositDeployment`.
-    Deposit(DepositRequest),
+    /// `MsgAccountDeposit` or `MsgDepositDeployment`, and where its funds come from.
+    Deposit(DepositRequest, DepositSource),
     /// `MsgCreateDeployment`.
     CreateDeployment(CreateDeploymentRequest),
     /// `MsgCloseDeployment`.
     CloseDeployment(DeploymentRef),
     /// `MsgCreateLease`.
     CreateLease(BidRef),
+    /// `cosmos.authz.v1beta1.MsgGrant`.
+    Grant(GrantRequest),
+    /// `cosmos.authz.v1beta1.MsgRevoke`.
+    Revoke(RevokeRequest),
+    /// `cosmos.authz.v1beta1.MsgExec`.
+    Exec(ExecRequest),
+    /// `cosmos.feegrant.v1beta1.MsgGrantAllowance`.
+    GrantAllowance(AllowanceRequest),
+    /// `cosmos.feegrant.v1beta1.MsgRevokeAllowance`.
+    RevokeAllowance(AllowanceRef),
+    /// `cosmos.bank.v1beta1.MsgSend`.
+    Send(SendRequest),
 }
 
 impl ChainMessage {
-    /// Who must sign it: the depositor of a deposit, the deployment's owner otherwise
-    /// (the chain's `GetSigners`).
+    /// Who must sign it: the depositor of a deposit, the deployment's owner for the
+    /// market messages, the granter of a grant or revocation, the grantee of an exec,
+    /// the sender of a send (the chain's `GetSigners`).
     pub fn signer(&self) -> &str {
         match self {
-            Self::Deposit(deposit) => &deposit.signer,
+            Self::Deposit(deposit, _) => &deposit.signer,
             Self::CreateDeployment(create) => &create.owner,
             Self::CloseDeployment(close) => &close.owner,
             Self::CreateLease(bid) => &bid.owner,
+            Self::Grant(grant) => &grant.granter,
+            Self::Revoke(revoke) => &revoke.granter,
+            Self::Exec(exec) => &exec.grantee,
+            Self::GrantAllowance(allowance) => &allowance.granter,
+            Self::RevokeAllowance(allowance) => &allowance.granter,
+            Self::Send(send) => &send.from,
         }
     }
 
     /// Its type URL.
     pub fn type_url(&self) -> &'static str {
         match self {
-            Self::Deposit(deposit) => deposit.message.type_url(),
+            Self::Deposit(deposit, _) => deposit.message.type_url(),
             Self::CreateDeployment(_) => MSG_CREATE_DEPLOYMENT,
             Self::CloseDeployment(_) => MSG_CLOSE_DEPLOYMENT,
             Self::CreateLease(_) => MSG_CREATE_LEASE,
+            Self::Grant(_) => MSG_GRANT,
+            Self::Revoke(_) => MSG_REVOKE,
+            Self::Exec(_) => MSG_EXEC,
+            Self::GrantAllowance(_) => MSG_GRANT_ALLOWANCE,
+            Self::RevokeAllowance(_) => MSG_REVOKE_ALLOWANCE,
+            Self::Send(_) => MSG_SEND,
         }
     }
 
-    /// What it takes from the signer's balance: a deposit's amount, a new
-    /// deployment's initial deposit, nothing for the others.
-    pub fn spend(&self) -> u128 {
+    /// What it takes from `address`'s balance in `denom`: a deposit's amount from its
+    /// signer (when it pays from its balance, not through grants), a new deployment's
+    /// initial deposit from its owner, a send's amount from its sender, and for an
+    /// exec whatever its messages take; nothing for the others.
+    pub fn spend_by(&self, address: &str, denom: &str) -> u128 {
         match self {
-            Self::Deposit(deposit) => deposit.amount,
-            Self::CreateDeployment(create) => create.deposit,
-            Self::CloseDeployment(_) | Self::CreateLease(_) => 0,
+            Self::Deposit(deposit, DepositSource::Balance)
+                if deposit.signer == address && deposit.denom == denom =>
+            {
+                deposit.amount
+            }
+            Self::CreateDeployment(create) if create.owner == address && create.denom == denom => {
+                create.deposit
+            }
+            Self::Send(send) if send.from == address => send
+                .amount
+                .iter()
+                .filter(|(coin_denom, _)| coin_denom == denom)
+                .fold(0u128, |sum, (_, amount)| sum.saturating_add(*amount)),
+            Self::Exec(exec) => exec.msgs.iter().fold(0u128, |sum, inner| {
+                sum.saturating_add(inner.spend_by(address, denom))
+            }),
+            _ => 0,
         }
     }
 
-    /// The deployment it acts on, as `(owner, dseq)`.
-    pub fn deployment_key(&self) -> (String, u64) {
+    /// The deployments it acts on, as `(owner, dseq)` (an exec's: its messages').
+    pub fn deployment_keys(&self) -> Vec<(String, u64)> {
         match self {
-            Self::Deposit(deposit) => (deposit.owner.clone(), deposit.dseq),
-            Self::CreateDeployment(create) => (create.owner.clone(), create.dseq),
-            Self::CloseDeployment(close) => (close.owner.clone(), close.dseq),
-            Self::CreateLease(bid) => (bid.owner.clone(), bid.dseq),
+            Self::Deposit(deposit, _) => vec![(deposit.owner.clone(), deposit.dseq)],
+            Self::CreateDeployment(create) => vec![(create.owner.clone(), create.dseq)],
+            Self::CloseDeployment(close) => vec![(close.owner.clone(), close.dseq)],
+            Self::CreateLease(bid) => vec![(bid.owner.clone(), bid.dseq)],
+            Self::Exec(exec) => exec.msgs.iter().flat_map(Self::deployment_keys).collect(),
+            Self::Grant(_)
+            | Self::Revoke(_)
+            | Self::GrantAllowance(_)
+            | Self::RevokeAllowance(_)
+            | Self::Send(_) => Vec::new(),
+        }
+    }
+
+    /// Every account it may change or create (signers, owners, granters, grantees,
+    /// recipients), an exec's messages' included. Grant-funded deposits also take
+    /// from the granters of the signer's deposit grants, which only the grants name.
+    pub fn addresses(&self) -> Vec<String> {
+        match self {
+            Self::Deposit(deposit, _) => vec![deposit.signer.clone(), deposit.owner.clone()],
+            Self::CreateDeployment(create) => vec![create.owner.clone()],
+            Self::CloseDeployment(close) => vec![close.owner.clone()],
+            Self::CreateLease(bid) => vec![bid.owner.clone()],
+            Self::Grant(grant) => vec![grant.granter.clone(), grant.grantee.clone()],
+            Self::Revoke(revoke) => vec![revoke.granter.clone(), revoke.grantee.clone()],
+            Self::Exec(exec) => std::iter::once(exec.grantee.clone())
+                .chain(exec.msgs.iter().flat_map(Self::addresses))
+                .collect(),
+            Self::GrantAllowance(allowance) => {
+                vec![allowance.granter.clone(), allowance.grantee.clone()]
+            }
+            Self::RevokeAllowance(allowance) => {
+                vec![allowance.granter.clone(), allowance.grantee.clone()]
+            }
+            Self::Send(send) => vec![send.from.clone(), send.to.clone()],
+        }
+    }
+
+    /// How many messages it counts for gas: one, plus an exec's messages.
+    pub fn weight(&self) -> usize {
+        match self {
+            Self::Exec(exec) => 1 + exec.msgs.len(),
+            _ => 1,
         }
     }
 }
@@ -860,7 +997,7 @@ pub fn check_wire(bytes: &[u8], schema: &Schema) -> Result<(), String> {
 }
 
 /// `sdk.AccAddressFromBech32` with the chain's `akash` prefix.
-fn valid_akash_address(address: &str) -> bool {
+pub(crate) fn valid_akash_address(address: &str) -> bool {
     address
         .parse::<cosmrs::AccountId>()
         .is_ok_and(|id| id.prefix() == "akash")
@@ -1222,9 +1359,694 @@ fn decode_create_lease(bytes: &[u8]) -> Result<BidRef, MessageError> {
     })
 }
 
+// ---------------------------------------------------------------------------
+// AuthZ, fee grants and bank sends
+// ---------------------------------------------------------------------------
+
+/// Type URL of `cosmos.authz.v1beta1.MsgGrant`.
+pub const MSG_GRANT: &str = "/cosmos.authz.v1beta1.MsgGrant";
+
+/// Type URL of `cosmos.authz.v1beta1.MsgRevoke`.
+pub const MSG_REVOKE: &str = "/cosmos.authz.v1beta1.MsgRevoke";
+
+/// Type URL of `cosmos.authz.v1beta1.MsgExec`.
+pub const MSG_EXEC: &str = "/cosmos.authz.v1beta1.MsgExec";
+
+/// Type URL of `cosmos.feegrant.v1beta1.MsgGrantAllowance`.
+pub const MSG_GRANT_ALLOWANCE: &str = "/cosmos.feegrant.v1beta1.MsgGrantAllowance";
+
+/// Type URL of `cosmos.feegrant.v1beta1.MsgRevokeAllowance`.
+pub const MSG_REVOKE_ALLOWANCE: &str = "/cosmos.feegrant.v1beta1.MsgRevokeAllowance";
+
+/// Type URL of `cosmos.bank.v1beta1.MsgSend`.
+pub const MSG_SEND: &str = "/cosmos.bank.v1beta1.MsgSend";
+
+/// Type URL of `cosmos.authz.v1beta1.GenericAuthorization`.
+pub const GENERIC_AUTHORIZATION: &str = "/cosmos.authz.v1beta1.GenericAuthorization";
+
+/// Type URL of `akash.escrow.v1.DepositAuthorization`.
+pub const DEPOSIT_AUTHORIZATION: &str = "/akash.escrow.v1.DepositAuthorization";
+
+/// Type URL of `cosmos.feegrant.v1beta1.BasicAllowance`.
+pub const BASIC_ALLOWANCE: &str = "/cosmos.feegrant.v1beta1.BasicAllowance";
+
+/// `akash.escrow.v1.DepositAuthorization.Scope` of deployment escrow accounts.
+pub const DEPOSIT_SCOPE_DEPLOYMENT: i32 = 1;
+
+/// `akash.escrow.v1.DepositAuthorization.Scope` of bid escrow accounts.
+pub const DEPOSIT_SCOPE_BID: i32 = 2;
+
+/// The name the gateway writes for a `DepositAuthorization.Scope` value.
+pub fn deposit_scope_name(scope: i32) -> &'static str {
+    match scope {
+        0 => "invalid",
+        DEPOSIT_SCOPE_DEPLOYMENT => "deployment",
+        DEPOSIT_SCOPE_BID => "bid",
+        _ => "UNRECOGNIZED",
+    }
+}
+
+/// Message types a real Akash node routes that the simulator does not execute. A
+/// `GenericAuthorization` for one of them is stored, as the chain would store it
+/// (the chain refuses a grant only for a type it has no handler for), but a
+/// `MsgExec` carrying one is refused as undecodable: the simulator cannot run it.
+pub const ROUTED_NOT_EXECUTED: [&str; 8] = [
+    "/akash.deployment.v1beta4.MsgUpdateDeployment",
+    "/akash.deployment.v1beta4.MsgCloseGroup",
+    "/akash.deployment.v1beta4.MsgPauseGroup",
+    "/akash.deployment.v1beta4.MsgStartGroup",
+    "/akash.market.v1beta5.MsgCreateBid",
+    "/akash.market.v1beta5.MsgCloseBid",
+    "/akash.market.v1beta5.MsgCloseLease",
+    "/akash.market.v1beta5.MsgWithdrawLease",
+];
+
+/// The message types the simulator executes.
+pub const EXECUTED: [&str; 11] = [
+    "/akash.escrow.v1.MsgAccountDeposit",
+    "/akash.deployment.v1beta3.MsgDepositDeployment",
+    MSG_CREATE_DEPLOYMENT,
+    MSG_CLOSE_DEPLOYMENT,
+    MSG_CREATE_LEASE,
+    MSG_GRANT,
+    MSG_REVOKE,
+    MSG_EXEC,
+    MSG_GRANT_ALLOWANCE,
+    MSG_REVOKE_ALLOWANCE,
+    MSG_SEND,
+];
+
+/// Whether the chain has a handler for `type_url` (what `MsgGrant` checks of a
+/// `GenericAuthorization`): the types the simulator executes and
+/// [`ROUTED_NOT_EXECUTED`].
+pub fn routed(type_url: &str) -> bool {
+    EXECUTED.contains(&type_url) || ROUTED_NOT_EXECUTED.contains(&type_url)
+}
+
+/// What an authz grant allows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Authorization {
+    /// `GenericAuthorization {string msg = 1}`: any message of that type, unlimited.
+    Generic {
+        /// The message type URL it authorizes.
+        msg: String,
+    },
+    /// `akash.escrow.v1.DepositAuthorization {Coin spend_limit = 1; repeated Scope
+    /// scopes = 2}`: escrow deposits (`MsgAccountDeposit`) up to the spend limit.
+    Deposit {
+        /// What is left to spend, in `denom`.
+        spend_limit: u128,
+        /// Denomination of the spend limit.
+        denom: String,
+        /// Escrow scopes it covers (`deployment = 1`, `bid = 2`).
+        scopes: Vec<i32>,
+    },
+}
+
+impl Authorization {
+    /// The message type URL it authorizes (a `DepositAuthorization`:
+    /// `/akash.escrow.v1.MsgAccountDeposit`): the third part of its grant's key.
+    pub fn msg_type_url(&self) -> &str {
+        match self {
+            Self::Generic { msg } => msg,
+            Self::Deposit { .. } => DepositMessage::AccountDeposit.type_url(),
+        }
+    }
+
+    /// Its own type URL (the `@type` of its `Any`).
+    pub fn type_url(&self) -> &'static str {
+        match self {
+            Self::Generic { .. } => GENERIC_AUTHORIZATION,
+            Self::Deposit { .. } => DEPOSIT_AUTHORIZATION,
+        }
+    }
+}
+
+/// A decoded `MsgGrant`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantRequest {
+    /// Who grants (and signs).
+    pub granter: String,
+    /// Who may act.
+    pub grantee: String,
+    /// What it allows.
+    pub authorization: Authorization,
+    /// When it ends (none: never).
+    pub expiration: Option<DateTime<Utc>>,
+}
+
+/// A decoded `MsgRevoke`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevokeRequest {
+    /// Who granted (and signs).
+    pub granter: String,
+    /// Who held the grant.
+    pub grantee: String,
+    /// The message type URL of the grant.
+    pub msg_type_url: String,
+}
+
+/// A decoded `MsgExec`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecRequest {
+    /// Who executes (and signs).
+    pub grantee: String,
+    /// The messages, each signed (in effect) by its own signer, the granter.
+    pub msgs: Vec<ChainMessage>,
+}
+
+/// A decoded `MsgGrantAllowance` with a `BasicAllowance`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowanceRequest {
+    /// Who pays the fees (and signs).
+    pub granter: String,
+    /// Whose fees are paid.
+    pub grantee: String,
+    /// The most it pays, by denomination; empty: no limit.
+    pub spend_limit: BTreeMap<String, u128>,
+    /// When it ends (none: never).
+    pub expiration: Option<DateTime<Utc>>,
+}
+
+/// A decoded `MsgRevokeAllowance`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowanceRef {
+    /// Who granted (and signs).
+    pub granter: String,
+    /// Who held the allowance.
+    pub grantee: String,
+}
+
+/// A decoded `MsgSend`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendRequest {
+    /// Sender (and signer).
+    pub from: String,
+    /// Recipient (created if it has no account).
+    pub to: String,
+    /// `(denom, amount)`, sorted by denomination, each positive.
+    pub amount: Vec<(String, u128)>,
+}
+
+/// `google.protobuf.Any`, as the nested messages carry it.
+#[derive(Clone, PartialEq, prost::Message)]
+struct ProtoAny {
+    #[prost(string, tag = "1")]
+    type_url: String,
+    #[prost(bytes = "vec", tag = "2")]
+    value: Vec<u8>,
+}
+
+/// `google.protobuf.Timestamp`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct ProtoTimestamp {
+    #[prost(int64, tag = "1")]
+    seconds: i64,
+    #[prost(int32, tag = "2")]
+    nanos: i32,
+}
+
+/// `cosmos.authz.v1beta1.MsgGrant`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct ProtoMsgGrant {
+    #[prost(string, tag = "1")]
+    granter: String,
+    #[prost(string, tag = "2")]
+    grantee: String,
+    #[prost(message, optional, tag = "3")]
+    grant: Option<ProtoGrant>,
+}
+
+/// `cosmos.authz.v1beta1.Grant`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct ProtoGrant {
+    #[prost(message, optional, tag = "1")]
+    authorization: Option<ProtoAny>,
+    #[prost(message, optional, tag = "2")]
+    expiration: Option<ProtoTimestamp>,
+}
+
+/// `cosmos.authz.v1beta1.GenericAuthorization`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct ProtoGenericAuthorization {
+    #[prost(string, tag = "1")]
+    msg: String,
+}
+
+/// `akash.escrow.v1.DepositAuthorization`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct ProtoDepositAuthorization {
+    #[prost(message, optional, tag = "1")]
+    spend_limit: Option<Coin>,
+    #[prost(int32, repeated, tag = "2")]
+    scopes: Vec<i32>,
+}
+
+/// `cosmos.authz.v1beta1.MsgRevoke`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct ProtoMsgRevoke {
+    #[prost(string, tag = "1")]
+    granter: String,
+    #[prost(string, tag = "2")]
+    grantee: String,
+    #[prost(string, tag = "3")]
+    msg_type_url: String,
+}
+
+/// `cosmos.authz.v1beta1.MsgExec`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct ProtoMsgExec {
+    #[prost(string, tag = "1")]
+    grantee: String,
+    #[prost(message, repeated, tag = "2")]
+    msgs: Vec<ProtoAny>,
+}
+
+/// `cosmos.feegrant.v1beta1.MsgGrantAllowance`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct ProtoMsgGrantAllowance {
+    #[prost(string, tag = "1")]
+    granter: String,
+    #[prost(string, tag = "2")]
+    grantee: String,
+    #[prost(message, optional, tag = "3")]
+    allowance: Option<ProtoAny>,
+}
+
+/// `cosmos.feegrant.v1beta1.BasicAllowance`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct ProtoBasicAllowance {
+    #[prost(message, repeated, tag = "1")]
+    spend_limit: Vec<Coin>,
+    #[prost(message, optional, tag = "2")]
+    expiration: Option<ProtoTimestamp>,
+}
+
+/// `cosmos.feegrant.v1beta1.MsgRevokeAllowance`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct ProtoMsgRevokeAllowance {
+    #[prost(string, tag = "1")]
+    granter: String,
+    #[prost(string, tag = "2")]
+    grantee: String,
+}
+
+/// `cosmos.bank.v1beta1.MsgSend`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct ProtoMsgSend {
+    #[prost(string, tag = "1")]
+    from_address: String,
+    #[prost(string, tag = "2")]
+    to_address: String,
+    #[prost(message, repeated, tag = "3")]
+    amount: Vec<Coin>,
+}
+
+static ANY: Schema = Schema {
+    name: "google.protobuf.Any",
+    fields: &[(1, FieldKind::Bytes), (2, FieldKind::Bytes)],
+};
+static TIMESTAMP: Schema = Schema {
+    name: "google.protobuf.Timestamp",
+    fields: &[(1, FieldKind::Varint), (2, FieldKind::Varint)],
+};
+static GRANT: Schema = Schema {
+    name: "cosmos.authz.v1beta1.Grant",
+    fields: &[
+        (1, FieldKind::Message(&ANY)),
+        (2, FieldKind::Message(&TIMESTAMP)),
+    ],
+};
+
+/// The wire schema of `MsgGrant` (the authorization's own bytes are checked against
+/// its type's schema once its type URL is known).
+pub static GRANT_SCHEMA: Schema = Schema {
+    name: "cosmos.authz.v1beta1.MsgGrant",
+    fields: &[
+        (1, FieldKind::Bytes),
+        (2, FieldKind::Bytes),
+        (3, FieldKind::Message(&GRANT)),
+    ],
+};
+
+/// The wire schema of `GenericAuthorization`.
+pub static GENERIC_AUTHORIZATION_SCHEMA: Schema = Schema {
+    name: "cosmos.authz.v1beta1.GenericAuthorization",
+    fields: &[(1, FieldKind::Bytes)],
+};
+
+/// The wire schema of `DepositAuthorization`.
+pub static DEPOSIT_AUTHORIZATION_SCHEMA: Schema = Schema {
+    name: "akash.escrow.v1.DepositAuthorization",
+    fields: &[(1, FieldKind::Message(&COIN)), (2, FieldKind::Packable)],
+};
+
+/// The wire schema of `MsgRevoke`.
+pub static REVOKE_SCHEMA: Schema = Schema {
+    name: "cosmos.authz.v1beta1.MsgRevoke",
+    fields: &[
+        (1, FieldKind::Bytes),
+        (2, FieldKind::Bytes),
+        (3, FieldKind::Bytes),
+    ],
+};
+
+/// The wire schema of `MsgExec` (each inner message is checked as its own type).
+pub static EXEC_SCHEMA: Schema = Schema {
+    name: "cosmos.authz.v1beta1.MsgExec",
+    fields: &[(1, FieldKind::Bytes), (2, FieldKind::Message(&ANY))],
+};
+
+/// The wire schema of `MsgGrantAllowance`.
+pub static GRANT_ALLOWANCE_SCHEMA: Schema = Schema {
+    name: "cosmos.feegrant.v1beta1.MsgGrantAllowance",
+    fields: &[
+        (1, FieldKind::Bytes),
+        (2, FieldKind::Bytes),
+        (3, FieldKind::Message(&ANY)),
+    ],
+};
+
+/// The wire schema of `BasicAllowance`.
+pub static BASIC_ALLOWANCE_SCHEMA: Schema = Schema {
+    name: "cosmos.feegrant.v1beta1.BasicAllowance",
+    fields: &[
+        (1, FieldKind::Message(&COIN)),
+        (2, FieldKind::Message(&TIMESTAMP)),
+    ],
+};
+
+/// The wire schema of `MsgRevokeAllowance`.
+pub static REVOKE_ALLOWANCE_SCHEMA: Schema = Schema {
+    name: "cosmos.feegrant.v1beta1.MsgRevokeAllowance",
+    fields: &[(1, FieldKind::Bytes), (2, FieldKind::Bytes)],
+};
+
+/// The wire schema of `MsgSend`.
+pub static SEND_SCHEMA: Schema = Schema {
+    name: "cosmos.bank.v1beta1.MsgSend",
+    fields: &[
+        (1, FieldKind::Bytes),
+        (2, FieldKind::Bytes),
+        (3, FieldKind::Message(&COIN)),
+    ],
+};
+
+/// Checks `bytes` against `schema`, then decodes them: what the chain's decoder
+/// refuses is a tx parse error.
+fn strict_decode<M: Message + Default>(
+    bytes: &[u8],
+    schema: &Schema,
+    what: &str,
+) -> Result<M, MessageError> {
+    check_wire(bytes, schema).map_err(MessageError::Undecodable)?;
+    M::decode(bytes).map_err(|e| MessageError::Undecodable(format!("{what}: {e}")))
+}
+
+/// An address field as the msg servers check it (`sdk` 7).
+fn address(value: &str, role: &str) -> Result<(), MessageError> {
+    if valid_akash_address(value) {
+        Ok(())
+    } else {
+        Err(refused(
+            "sdk",
+            7,
+            format!("invalid {role} address '{value}': invalid address"),
+        ))
+    }
+}
+
+/// A timestamp as gogoproto's `stdtime` reads it (nanos in `0..10⁹`, within years
+/// 1 to 9999); anything else fails the decoder.
+fn timestamp(proto: ProtoTimestamp) -> Result<DateTime<Utc>, MessageError> {
+    const MIN_SECONDS: i64 = -62_135_596_800;
+    const MAX_SECONDS: i64 = 253_402_300_799;
+    let nanos = u32::try_from(proto.nanos)
+        .ok()
+        .filter(|n| *n < 1_000_000_000);
+    nanos
+        .filter(|_| (MIN_SECONDS..=MAX_SECONDS).contains(&proto.seconds))
+        .and_then(|nanos| DateTime::from_timestamp(proto.seconds, nanos))
+        .ok_or_else(|| {
+            MessageError::Undecodable(format!(
+                "timestamp {}s {}ns is out of range",
+                proto.seconds, proto.nanos
+            ))
+        })
+}
+
+/// `sdk.Coins.Validate` and `IsAllPositive`: valid denominations, sorted, no
+/// duplicates, every amount a positive integer (`sdk` 10 otherwise).
+fn positive_coins(coins: Vec<Coin>, what: &str) -> Result<Vec<(String, u128)>, MessageError> {
+    let invalid = |text: String| refused("sdk", 10, format!("{what}: {text}: invalid coins"));
+    let mut out: Vec<(String, u128)> = Vec::new();
+    for coin in coins {
+        if !valid_denom(&coin.denom) {
+            return Err(invalid(format!("invalid denom '{}'", coin.denom)));
+        }
+        let amount: u128 = coin
+            .amount
+            .parse()
+            .map_err(|_| invalid(format!("amount '{}' is not an integer", coin.amount)))?;
+        if amount == 0 {
+            return Err(invalid(format!("0{} is not positive", coin.denom)));
+        }
+        if let Some((last, _)) = out.last() {
+            if *last >= coin.denom {
+                return Err(invalid(format!(
+                    "denominations are not sorted or repeat ({last}, {})",
+                    coin.denom
+                )));
+            }
+        }
+        out.push((coin.denom, amount));
+    }
+    Ok(out)
+}
+
+/// The authorization of a `MsgGrant`: a known type (`unable to resolve type URL`
+/// otherwise, as for an unregistered type), strictly decoded, and valid as its
+/// `ValidateBasic` says: a `DepositAuthorization` needs known, distinct scopes
+/// (`escrow` 17 "invalid authz scope") and a positive spend limit (`sdk` 10).
+fn authorization(any: Option<ProtoAny>) -> Result<Authorization, MessageError> {
+    let any =
+        any.ok_or_else(|| refused("sdk", 29, "authorization is nil: invalid type".to_owned()))?;
+    match any.type_url.as_str() {
+        GENERIC_AUTHORIZATION => {
+            let generic: ProtoGenericAuthorization = strict_decode(
+                &any.value,
+                &GENERIC_AUTHORIZATION_SCHEMA,
+                "GenericAuthorization",
+            )?;
+            Ok(Authorization::Generic { msg: generic.msg })
+        }
+        DEPOSIT_AUTHORIZATION => {
+            let deposit: ProtoDepositAuthorization = strict_decode(
+                &any.value,
+                &DEPOSIT_AUTHORIZATION_SCHEMA,
+                "DepositAuthorization",
+            )?;
+            let scope_error =
+                |text: String| refused("escrow", 17, format!("{text}: invalid authz scope"));
+            if deposit.scopes.is_empty() {
+                return Err(scope_error("empty scope".to_owned()));
+            }
+            for (index, scope) in deposit.scopes.iter().enumerate() {
+                if ![DEPOSIT_SCOPE_DEPLOYMENT, DEPOSIT_SCOPE_BID].contains(scope) {
+                    return Err(scope_error(format!(
+                        "invalid scope \"{}\"",
+                        deposit_scope_name(*scope)
+                    )));
+                }
+                if deposit.scopes[..index].contains(scope) {
+                    return Err(scope_error(format!(
+                        "duplicate scope \"{}\"",
+                        deposit_scope_name(*scope)
+                    )));
+                }
+            }
+            let coin = deposit.spend_limit.unwrap_or_default();
+            let limit = positive_coins(vec![coin], "spend limit").map_err(|_| {
+                refused(
+                    "sdk",
+                    10,
+                    "spend limit cannot be negative: invalid coins".to_owned(),
+                )
+            })?;
+            let (denom, spend_limit) = limit.into_iter().next().expect("one coin");
+            Ok(Authorization::Deposit {
+                spend_limit,
+                denom,
+                scopes: deposit.scopes,
+            })
+        }
+        other => Err(MessageError::UnknownType(format!(
+            "unable to resolve type URL {other} (the simulator knows {GENERIC_AUTHORIZATION} and {DEPOSIT_AUTHORIZATION})"
+        ))),
+    }
+}
+
+/// `MsgGrant` as its msg server checks it before touching state: distinct granter
+/// and grantee (`authz` 7), valid addresses (`sdk` 7), a valid authorization. That
+/// the expiration is after the block time and the type has a handler is checked
+/// when it runs.
+fn decode_grant(bytes: &[u8]) -> Result<GrantRequest, MessageError> {
+    let msg: ProtoMsgGrant = strict_decode(bytes, &GRANT_SCHEMA, "MsgGrant")?;
+    if msg.granter.eq_ignore_ascii_case(&msg.grantee) {
+        return Err(refused(
+            "authz",
+            7,
+            "grantee and granter should be different".to_owned(),
+        ));
+    }
+    address(&msg.grantee, "grantee")?;
+    address(&msg.granter, "granter")?;
+    let grant = msg.grant.unwrap_or_default();
+    let authorization = authorization(grant.authorization)?;
+    let expiration = grant.expiration.map(timestamp).transpose()?;
+    Ok(GrantRequest {
+        granter: msg.granter,
+        grantee: msg.grantee,
+        authorization,
+        expiration,
+    })
+}
+
+/// `MsgRevoke`: distinct parties (`authz` 7), valid addresses (`sdk` 7), a message
+/// type (`sdk` 18).
+fn decode_revoke(bytes: &[u8]) -> Result<RevokeRequest, MessageError> {
+    let msg: ProtoMsgRevoke = strict_decode(bytes, &REVOKE_SCHEMA, "MsgRevoke")?;
+    if msg.granter.eq_ignore_ascii_case(&msg.grantee) {
+        return Err(refused(
+            "authz",
+            7,
+            "grantee and granter should be different".to_owned(),
+        ));
+    }
+    address(&msg.grantee, "grantee")?;
+    address(&msg.granter, "granter")?;
+    if msg.msg_type_url.is_empty() {
+        return Err(refused(
+            "sdk",
+            18,
+            "missing msg method name: invalid request".to_owned(),
+        ));
+    }
+    Ok(RevokeRequest {
+        granter: msg.granter,
+        grantee: msg.grantee,
+        msg_type_url: msg.msg_type_url,
+    })
+}
+
+/// `MsgExec`: a valid grantee (`sdk` 7), at least one message (`sdk` 18), each
+/// decoded and validated as if it stood alone. A `MsgExec` inside a `MsgExec` is
+/// refused (the chain allows it; the simulator does not run nested execs).
+fn decode_exec(bytes: &[u8]) -> Result<ExecRequest, MessageError> {
+    let msg: ProtoMsgExec = strict_decode(bytes, &EXEC_SCHEMA, "MsgExec")?;
+    address(&msg.grantee, "grantee")?;
+    if msg.msgs.is_empty() {
+        return Err(refused(
+            "sdk",
+            18,
+            "messages cannot be empty: invalid request".to_owned(),
+        ));
+    }
+    let mut msgs = Vec::new();
+    for inner in msg.msgs {
+        if inner.type_url == MSG_EXEC {
+            return Err(MessageError::Invalid(
+                "a MsgExec inside a MsgExec is not supported by the simulator".to_owned(),
+            ));
+        }
+        msgs.push(decode_message(&Any {
+            type_url: inner.type_url,
+            value: inner.value,
+        })?);
+    }
+    Ok(ExecRequest {
+        grantee: msg.grantee,
+        msgs,
+    })
+}
+
+/// `MsgGrantAllowance` with a `BasicAllowance` (the only allowance the simulator
+/// knows; `PeriodicAllowance` and `AllowedMsgAllowance` are refused as unknown
+/// types): no self-grant (`sdk` 7), valid addresses, a valid positive spend limit
+/// (`sdk` 10; empty is unlimited).
+fn decode_grant_allowance(bytes: &[u8]) -> Result<AllowanceRequest, MessageError> {
+    let msg: ProtoMsgGrantAllowance =
+        strict_decode(bytes, &GRANT_ALLOWANCE_SCHEMA, "MsgGrantAllowance")?;
+    if msg.granter.eq_ignore_ascii_case(&msg.grantee) {
+        return Err(refused(
+            "sdk",
+            7,
+            "cannot self-grant fee authorization: invalid address".to_owned(),
+        ));
+    }
+    address(&msg.grantee, "grantee")?;
+    address(&msg.granter, "granter")?;
+    let any = msg
+        .allowance
+        .ok_or_else(|| refused("sdk", 29, "allowance is nil: invalid type".to_owned()))?;
+    if any.type_url != BASIC_ALLOWANCE {
+        return Err(MessageError::UnknownType(format!(
+            "unable to resolve type URL {} (the simulator knows {BASIC_ALLOWANCE})",
+            any.type_url
+        )));
+    }
+    let basic: ProtoBasicAllowance =
+        strict_decode(&any.value, &BASIC_ALLOWANCE_SCHEMA, "BasicAllowance")?;
+    let spend_limit = positive_coins(basic.spend_limit, "spend limit")?
+        .into_iter()
+        .collect();
+    let expiration = basic.expiration.map(timestamp).transpose()?;
+    Ok(AllowanceRequest {
+        granter: msg.granter,
+        grantee: msg.grantee,
+        spend_limit,
+        expiration,
+    })
+}
+
+/// `MsgRevokeAllowance`: distinct, valid addresses (`sdk` 7).
+fn decode_revoke_allowance(bytes: &[u8]) -> Result<AllowanceRef, MessageError> {
+    let msg: ProtoMsgRevokeAllowance =
+        strict_decode(bytes, &REVOKE_ALLOWANCE_SCHEMA, "MsgRevokeAllowance")?;
+    if msg.granter == msg.grantee {
+        return Err(refused(
+            "sdk",
+            7,
+            "addresses must be different: invalid address".to_owned(),
+        ));
+    }
+    address(&msg.grantee, "grantee")?;
+    address(&msg.granter, "granter")?;
+    Ok(AllowanceRef {
+        granter: msg.granter,
+        grantee: msg.grantee,
+    })
+}
+
+/// `MsgSend`: valid addresses (`sdk` 7), valid positive coins (`sdk` 10).
+fn decode_send(bytes: &[u8]) -> Result<SendRequest, MessageError> {
+    let msg: ProtoMsgSend = strict_decode(bytes, &SEND_SCHEMA, "MsgSend")?;
+    address(&msg.from_address, "from")?;
+    address(&msg.to_address, "to")?;
+    if msg.amount.is_empty() {
+        return Err(refused("sdk", 10, "empty amount: invalid coins".to_owned()));
+    }
+    let amount = positive_coins(msg.amount, "amount")?;
+    Ok(SendRequest {
+        from: msg.from_address,
+        to: msg.to_address,
+        amount,
+    })
+}
+
 /// Decodes one message of a transaction body with the simulator's own types and
-/// validates it as the chain's `ValidateBasic` would (see [`decode_deposit`] for the
-/// deposits).
+/// validates it as the chain's `ValidateBasic` (or its msg server's stateless
+/// checks) would (see [`decode_deposit`] for the deposits).
 pub fn decode_message(any: &Any) -> Result<ChainMessage, MessageError> {
     match any.type_url.as_str() {
         MSG_CREATE_DEPLOYMENT => {
@@ -1234,7 +2056,16 @@ pub fn decode_message(any: &Any) -> Result<ChainMessage, MessageError> {
             decode_close_deployment(&any.value).map(ChainMessage::CloseDeployment)
         }
         MSG_CREATE_LEASE => decode_create_lease(&any.value).map(ChainMessage::CreateLease),
-        _ => decode_deposit(any).map(ChainMessage::Deposit),
+        MSG_GRANT => decode_grant(&any.value).map(ChainMessage::Grant),
+        MSG_REVOKE => decode_revoke(&any.value).map(ChainMessage::Revoke),
+        MSG_EXEC => decode_exec(&any.value).map(ChainMessage::Exec),
+        MSG_GRANT_ALLOWANCE => decode_grant_allowance(&any.value).map(ChainMessage::GrantAllowance),
+        MSG_REVOKE_ALLOWANCE => {
+            decode_revoke_allowance(&any.value).map(ChainMessage::RevokeAllowance)
+        }
+        MSG_SEND => decode_send(&any.value).map(ChainMessage::Send),
+        _ => decode_deposit_with_source(any)
+            .map(|(request, source)| ChainMessage::Deposit(request, source)),
     }
 }
 
@@ -1323,12 +2154,25 @@ mod tests {
     fn refuses_what_validate_basic_refuses() {
         let bid_scope = decode_deposit(&account_deposit(2, "akash1owner/1", &[1]));
         assert!(matches!(bid_scope, Err(MessageError::Invalid(e)) if e.contains("scope")));
-        let grant = decode_deposit(&account_deposit(1, "akash1owner/1", &[2]));
-        assert!(matches!(grant, Err(MessageError::Invalid(e)) if e.contains("sources")));
+        let (_, grant) =
+            decode_deposit_with_source(&account_deposit(1, "akash1owner/1", &[2])).unwrap();
+        assert_eq!(grant, DepositSource::Grant);
+        let both = decode_deposit(&account_deposit(1, "akash1owner/1", &[1, 2]));
+        assert!(matches!(both, Err(MessageError::Invalid(e)) if e.contains("not supported")));
+        let twice = decode_deposit(&account_deposit(1, "akash1owner/1", &[2, 2]));
+        assert!(matches!(twice, Err(MessageError::Invalid(e)) if e.contains("duplicate")));
+        let unknown_source = decode_deposit(&account_deposit(1, "akash1owner/1", &[3]));
+        assert!(
+            matches!(unknown_source, Err(MessageError::Invalid(e)) if e.contains("invalid deposit source"))
+        );
+        let none = decode_deposit(&account_deposit(1, "akash1owner/1", &[]));
+        assert!(
+            matches!(none, Err(MessageError::Invalid(e)) if e.contains("empty deposit sources"))
+        );
         let no_dseq = decode_deposit(&account_deposit(1, "akash1owner", &[1]));
         assert!(matches!(no_dseq, Err(MessageError::Invalid(e)) if e.contains("owner/dseq")));
         let unknown = decode_deposit(&Any {
-            type_url: "/cosmos.bank.v1beta1.MsgSend".into(),
+            type_url: "/cosmos.staking.v1beta1.MsgDelegate".into(),
             value: vec![],
         });
         assert!(
