@@ -46,6 +46,9 @@ pub fn cosmos_owner(config: &Config, explicit: Option<String>) -> Result<String>
     if let Some(owner) = explicit {
         return Ok(owner);
     }
+    if let Some(ephemeral) = config.cosmos.as_ref().and_then(|c| c.ephemeral.as_ref()) {
+        return Ok(ephemeral.granter.clone());
+    }
     let executor =
         cosmos_executor(config).map_err(|error| anyhow!("--owner is required: {error}"))?;
     executor
@@ -375,7 +378,8 @@ pub async fn close(url: &str, args: CloseArgs, config: &Config) -> Result<()> {
 }
 
 /// One call of the `cosmos` executor outside a run (reads only).
-async fn read(executor: &CosmosExecutor, request: CosmosRequest) -> Result<Value> {
+/// One read operation of `executor`, outside any run.
+pub(crate) async fn read(executor: &CosmosExecutor, request: CosmosRequest) -> Result<Value> {
     let call = ExecRequest {
         idempotency_key: "cli/read".into(),
         attempt: 1,

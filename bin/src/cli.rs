@@ -99,6 +99,97 @@ pub enum KeysCommand {
     /// signed, run and step, transaction hash. Recorded before the signed bytes leave
     /// the executor.
     Audit(KeysAuditArgs),
+    /// Ephemeral keys: short-lived keys that hold AuthZ grants from an owner for exactly
+    /// the deployment messages and escrow deposits (with a spend limit), fees paid by
+    /// the owner's fee allowance. `[cosmos] ephemeral = { granter = "akash1…" }` makes
+    /// `morpheus up` sign with them instead of the owner's key.
+    #[command(subcommand)]
+    Ephemeral(EphemeralCommand),
+}
+
+/// `morpheus keys ephemeral …`.
+#[derive(Debug, Subcommand)]
+pub enum EphemeralCommand {
+    /// Generate a key, store it sealed (age, scrypt; the passphrase by reference) and
+    /// grant it from the granter in one transaction: create / update / close
+    /// deployment, escrow deposits up to --spend-limit, fees up to --fee-limit, all
+    /// expiring after --ttl. Runs as a `keys.ephemeral.create` run in this process (a
+    /// crash resumes it: one key stored, one grant on chain) and prints the key's id.
+    Create(EphemeralCreateArgs),
+    /// The stored ephemeral keys, newest first: id, address, granter, status, expiry,
+    /// spend limit and (with [cosmos]) how much of it was spent, as the chain says.
+    List(EphemeralListArgs),
+    /// Revoke every grant of a key on chain (skipped when they already expired), then
+    /// destroy its key material. Runs as a `keys.ephemeral.revoke` run in this process.
+    Revoke(EphemeralRevokeArgs),
+}
+
+/// Where the granter's key and the keys' passphrase are, for the ephemeral commands
+/// that sign.
+#[derive(Debug, Args)]
+pub struct GranterArgs {
+    /// The granter's key, by reference: `mnemonic-env:NAME`, `mnemonic-file:PATH`,
+    /// `hex-env:NAME` or `hex-file:PATH` (default: `[cosmos] key`).
+    #[arg(long)]
+    pub granter: Option<String>,
+    /// The environment variable holding the passphrase the keys are sealed with
+    /// (default: `[cosmos.ephemeral] passphrase`, else $MORPHEUS_KEYS_PASSPHRASE).
+    #[arg(long, conflicts_with = "passphrase_file")]
+    pub passphrase_env: Option<String>,
+    /// A file holding that passphrase instead.
+    #[arg(long)]
+    pub passphrase_file: Option<PathBuf>,
+    /// Seconds per block of the chain (how long a competing transaction needs).
+    #[arg(long, default_value_t = 6.0)]
+    pub seconds_per_block: f64,
+    /// Give up waiting for the run after this long (it goes on; `morpheus logs <run>`).
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
+    /// Print the result as one JSON document.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `morpheus keys ephemeral create`.
+#[derive(Debug, Args)]
+pub struct EphemeralCreateArgs {
+    #[command(flatten)]
+    pub granter: GranterArgs,
+    /// How long the key and its grants live (10s ..= 30 days).
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    pub ttl: std::time::Duration,
+    /// The most the key may deposit into escrow, in total.
+    #[arg(long, default_value = "20000000uakt")]
+    pub spend_limit: String,
+    /// The most of the granter's funds the key may spend on fees, in total.
+    #[arg(long, default_value = "5000000uakt")]
+    pub fee_limit: String,
+    /// Idempotency key: the same key returns the same run (and the same key).
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+}
+
+/// `morpheus keys ephemeral list`.
+#[derive(Debug, Args)]
+pub struct EphemeralListArgs {
+    /// Only the keys of this granter.
+    #[arg(long)]
+    pub granter: Option<String>,
+    /// Do not ask the chain how much of each spend limit is left.
+    #[arg(long)]
+    pub offline: bool,
+    /// Print JSON (one array) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `morpheus keys ephemeral revoke`.
+#[derive(Debug, Args)]
+pub struct EphemeralRevokeArgs {
+    /// The key's id (`eph-…`, as `keys ephemeral list` shows).
+    pub id: String,
+    #[command(flatten)]
+    pub granter: GranterArgs,
 }
 
 /// `morpheus keys audit`.

@@ -194,6 +194,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Init(args) => crate::akash_project::init(args),
         Command::Secrets(command) => crate::secrets::run(command, &config),
         Command::Keys(KeysCommand::Audit(args)) => keys_audit(&url, args).await,
+        Command::Keys(KeysCommand::Ephemeral(command)) => {
+            crate::keys_ephemeral::run(&url, command, &config).await
+        }
     }
 }
 
@@ -270,6 +273,14 @@ async fn up(url: &str, args: UpArgs, config: &Config) -> Result<()> {
         })
         .transpose()?;
     let (mut workflows, mut executors) = registries(deploy);
+    if let Some(ephemeral) = config.cosmos.as_ref().and_then(|c| c.ephemeral.as_ref()) {
+        // Checked before anything starts: signing would fail on every sweep otherwise.
+        ephemeral
+            .passphrase
+            .read()
+            .map_err(|error| anyhow!("config [cosmos] ephemeral: {error}"))?;
+        morpheus_workflows::keys::register(&mut workflows, ephemeral.passphrase.clone());
+    }
     if let Some(fund) = &config.fund {
         fund.check()
             .map_err(|error| anyhow!("config [fund] {error}"))?;
@@ -307,7 +318,11 @@ async fn up(url: &str, args: UpArgs, config: &Config) -> Result<()> {
             .key
             .as_ref()
             .map_or_else(|| "no key".to_owned(), ToString::to_string);
-        executors.register(executor.with_signature_audit(SignatureAudit::new(world.clone(), key)));
+        executors.register(
+            executor
+                .with_signature_audit(SignatureAudit::new(world.clone(), key))
+                .with_ephemeral_keys(morpheus_engine::Documents::new(world.clone())),
+        );
     }
     // The evm executor reserves nonces in the database, so it is built once it is open.
     if let Some(evm) = &config.evm {

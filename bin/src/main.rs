@@ -17,6 +17,7 @@ mod devnet;
 mod extensions;
 mod fund;
 mod heartbeats;
+mod keys_ephemeral;
 mod output;
 mod schedules;
 mod secrets;

@@ -34,6 +34,8 @@ pub(crate) struct Signed<'a> {
     pub message_types: Vec<String>,
     /// The signing step's idempotency key (`<run id>/<step key>` for a run's step).
     pub idempotency_key: &'a str,
+    /// The key's id when it is not the executor's configured one (`ephemeral:eph-…`).
+    pub key_id: Option<String>,
 }
 
 impl SignatureAudit {
@@ -54,7 +56,7 @@ impl SignatureAudit {
             .record_signature(&NewSignature {
                 chain: signed.chain,
                 tx_hash: signed.tx_hash.to_owned(),
-                key_id: self.key_id.clone(),
+                key_id: signed.key_id.unwrap_or_else(|| self.key_id.clone()),
                 address: signed.address.to_owned(),
                 message_types: signed.message_types,
                 run_id,

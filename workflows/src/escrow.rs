@@ -88,6 +88,9 @@ struct Signed {
     tx_bytes_b64: String,
     tx_hash: String,
     sequence: u64,
+    /// The signing address (an ephemeral key's, when one signs for its granter): whose
+    /// sequence decides whether the bytes can still land.
+    signer: String,
 }
 
 /// One transaction to land exactly once.
@@ -170,7 +173,9 @@ pub(crate) async fn submit_once(
                 )));
             }
             let account: AccountInfo = chain_step(ctx, format!("{steps}/account"))
-                .call_as(&CosmosRequest::Account { address: None })
+                .call_as(&CosmosRequest::Account {
+                    address: Some(signed.signer.clone()),
+                })
                 .await?;
             let account_sequence = account.sequence;
             if can_resign(found, account_sequence, tx_sequence) {

@@ -13,6 +13,8 @@
 //! - [`akash`]: `morpheus.yaml` → Akash SDL → manifest, version and deployment groups,
 //!   as pure functions, and [`akash::deploy::AkashDeploy`] (`akash.deploy`) and
 //!   [`akash::deploy::AkashClose`] (`akash.close`), the project on Akash.
+//! - [`keys`]: `keys.ephemeral.create`, `.revoke` and `.rotate`, the ephemeral keys
+//!   automation signs with through AuthZ grants.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -20,6 +22,7 @@ pub mod akash;
 pub mod deploy;
 mod escrow;
 pub mod fund;
+pub mod keys;
 pub mod pipeline;
 pub mod shell;
 pub mod topup;
@@ -35,4 +38,5 @@ pub fn register_builtin(registry: &mut WorkflowRegistry) {
     registry.register(topup::TopUpEscrow);
     registry.register(fund::Fund::default());
     registry.register(akash::deploy::AkashClose);
+    keys::register(registry, Default::default());
 }

@@ -509,6 +509,7 @@ fn hand_signed(key: &TestKey, dseq: u64, chain_id: &str, account_number: u64) ->
         dseq,
         amount: 10,
         denom: "uakt".into(),
+        from_grant: false,
     };
     let body = Body::new(vec![intent.to_any(MsgVersion::EscrowV1)], "", 0u32);
     let fee = Fee::from_amount_and_gas(cosmrs::Coin::new(5_000, "uakt").unwrap(), 200_000u64);
@@ -1100,6 +1101,7 @@ fn the_clients_deposit_messages_decode_with_the_simulators_own_types() {
         dseq: 1234,
         amount: 5_000_000,
         denom: "uakt".into(),
+        from_grant: false,
     };
     for (version, message) in [
         (MsgVersion::EscrowV1, DepositMessage::AccountDeposit),

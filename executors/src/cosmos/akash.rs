@@ -126,6 +126,10 @@ pub struct DepositIntent {
     pub amount: u128,
     /// Denomination.
     pub denom: String,
+    /// Paid from the owner's balance through the signer's `DepositAuthorization`
+    /// (the `grant` source) instead of the signer's own balance. Only the
+    /// `escrow.v1` message can say so.
+    pub from_grant: bool,
 }
 
 impl DepositIntent {
@@ -146,7 +150,11 @@ impl DepositIntent {
                     }),
                     deposit: Some(Deposit {
                         amount: Some(amount),
-                        sources: vec![DepositSource::Balance as i32],
+                        sources: vec![if self.from_grant {
+                            DepositSource::Grant as i32
+                        } else {
+                            DepositSource::Balance as i32
+                        }],
                     }),
                 }
                 .encode_to_vec(),
@@ -185,12 +193,13 @@ impl DepositIntent {
                 }
                 let (owner, dseq) = parse_deployment_xid(&id.xid).map_err(|e| e.0)?;
                 let deposit = msg.deposit.ok_or("MsgAccountDeposit without a deposit")?;
-                if deposit.sources != [DepositSource::Balance as i32] {
-                    return Err(format!(
-                        "deposit sources {:?} are not supported (only [balance])",
-                        deposit.sources
-                    ));
-                }
+                let from_grant = match deposit.sources.as_slice() {
+                    [source] if *source == DepositSource::Balance as i32 => false,
+                    [source] if *source == DepositSource::Grant as i32 => true,
+                    sources => return Err(format!(
+                        "deposit sources {sources:?} are not supported (only [balance] or [grant])"
+                    )),
+                };
                 let (amount, denom) = parse_proto_coin(deposit.amount)?;
                 Ok((
                     Self {
@@ -199,6 +208,7 @@ impl DepositIntent {
                         dseq,
                         amount,
                         denom,
+                        from_grant,
                     },
                     MsgVersion::EscrowV1,
                 ))
@@ -217,6 +227,7 @@ impl DepositIntent {
                         dseq: id.dseq,
                         amount,
                         denom,
+                        from_grant: false,
                     },
                     MsgVersion::DeploymentV1beta3,
                 ))
@@ -270,6 +281,7 @@ mod tests {
             dseq: 1234,
             amount: 5_000_000,
             denom: "uakt".into(),
+            from_grant: false,
         }
     }
 

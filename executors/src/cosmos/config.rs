@@ -2,6 +2,7 @@
 //! variable or a file), never the key itself, so it can live in `morpheus.toml`, in
 //! the database or in logs without leaking anything.
 
+use std::str::FromStr;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -77,6 +78,12 @@ pub struct CosmosConfig {
     /// Time limits and HTTP retries.
     #[serde(default)]
     pub timeouts: Timeouts,
+    /// Sign deployment messages and deposits with the granter's ephemeral keys
+    /// (`morpheus keys ephemeral create`) through their AuthZ grants, fees paid by the
+    /// granter's fee allowance: `ephemeral = { granter = "akash1…" }`. `key` is then
+    /// only needed to grant or revoke keys.
+    #[serde(default)]
+    pub ephemeral: Option<super::ephemeral::EphemeralSigning>,
 }
 
 fn default_account_prefix() -> String {
@@ -296,6 +303,7 @@ impl CosmosConfig {
             leases_api: LeasesApi::default(),
             memo: None,
             timeouts: Timeouts::default(),
+            ephemeral: None,
         }
     }
 
@@ -361,6 +369,26 @@ impl CosmosConfig {
         if let Some(memo) = &self.memo {
             if memo.len() > 256 {
                 return error("memo must be at most 256 bytes".into());
+            }
+        }
+        if let Some(ephemeral) = &self.ephemeral {
+            let granter = cosmrs::AccountId::from_str(&ephemeral.granter).map_err(|_| {
+                ConfigError(format!(
+                    "ephemeral.granter '{}' is not a bech32 address",
+                    ephemeral.granter
+                ))
+            })?;
+            if granter.prefix() != self.account_prefix {
+                return error(format!(
+                    "ephemeral.granter '{}' does not use account_prefix '{}'",
+                    ephemeral.granter, self.account_prefix
+                ));
+            }
+            if self.msg_version != MsgVersion::EscrowV1 {
+                return error(
+                    "ephemeral keys deposit through a grant, which only msg_version = \"escrow.v1\" can say"
+                        .into(),
+                );
             }
         }
         let t = &self.timeouts;

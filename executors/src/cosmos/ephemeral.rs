@@ -15,13 +15,21 @@
 use age::secrecy::SecretString;
 use chrono::{DateTime, Utc};
 use cosmrs::crypto::secp256k1::SigningKey;
-use cosmrs::proto::cosmos::authz::v1beta1::{GenericAuthorization, Grant, MsgGrant, MsgRevoke};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use cosmrs::proto::cosmos::authz::v1beta1::{
+    GenericAuthorization, Grant, MsgExec, MsgGrant, MsgRevoke,
+};
 use cosmrs::proto::cosmos::base::v1beta1::Coin as ProtoCoin;
 use cosmrs::proto::cosmos::feegrant::v1beta1::{
     BasicAllowance, MsgGrantAllowance, MsgRevokeAllowance,
 };
 use cosmrs::Any;
+use morpheus_engine::{DocumentQuery, Documents, StepError};
 use prost::Message;
+use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::amount::Coin;
@@ -41,6 +49,7 @@ pub const GENERIC_GRANTS: [&str; 3] = [
 
 const MSG_GRANT: &str = "/cosmos.authz.v1beta1.MsgGrant";
 const MSG_REVOKE: &str = "/cosmos.authz.v1beta1.MsgRevoke";
+const MSG_EXEC: &str = "/cosmos.authz.v1beta1.MsgExec";
 const GENERIC_AUTHORIZATION: &str = "/cosmos.authz.v1beta1.GenericAuthorization";
 const DEPOSIT_AUTHORIZATION: &str = "/akash.escrow.v1.DepositAuthorization";
 const MSG_GRANT_ALLOWANCE: &str = "/cosmos.feegrant.v1beta1.MsgGrantAllowance";
@@ -237,6 +246,326 @@ pub fn revoke_messages(granter: &str, grantee: &str) -> Vec<Any> {
         },
     ));
     messages
+}
+
+/// `MsgExec`: the grantee running `messages` on the granter's behalf (each inner
+/// message names the granter as its signer; the chain checks a grant for each).
+pub fn exec_message(grantee: &str, messages: Vec<Any>) -> Any {
+    any(
+        MSG_EXEC,
+        &MsgExec {
+            grantee: grantee.to_owned(),
+            msgs: messages,
+        },
+    )
+}
+
+/// The document collection ephemeral keys are kept in (key: the key's id).
+pub const EPHEMERAL_KEYS_COLLECTION: &str = "ephemeral_keys";
+/// The environment variable the passphrase of sealed keys is read from by default.
+pub const DEFAULT_PASSPHRASE_ENV: &str = "MORPHEUS_KEYS_PASSPHRASE";
+
+/// Where an ephemeral key is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EphemeralStatus {
+    /// Generated and stored; its grant transaction is on its way.
+    Granting,
+    /// Granted on chain: it signs until it expires.
+    Active,
+    /// Its grants were revoked (or had expired) and its key material destroyed.
+    Revoked,
+    /// The chain refused its grant; its key material was destroyed.
+    Failed,
+}
+
+impl std::fmt::Display for EphemeralStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Granting => "granting",
+            Self::Active => "active",
+            Self::Revoked => "revoked",
+            Self::Failed => "failed",
+        })
+    }
+}
+
+/// One ephemeral key as stored (collection [`EPHEMERAL_KEYS_COLLECTION`]): its key
+/// material only ever sealed, and gone once it is revoked.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EphemeralRecord {
+    /// `eph-…`, unique.
+    pub id: String,
+    /// The key's address (the grantee).
+    pub address: String,
+    /// Who granted it (the owner whose funds it spends).
+    pub granter: String,
+    /// The key, sealed by [`EphemeralKey::seal`]; `None` once destroyed.
+    pub sealed_key: Option<String>,
+    /// When every grant expires.
+    pub expires_at: DateTime<Utc>,
+    /// The deposit authorization's spend limit (`20000000uakt`).
+    pub spend_limit: String,
+    /// The fee allowance's limit.
+    pub fee_limit: String,
+    /// The message types it may sign for the granter.
+    pub grants: Vec<String>,
+    /// Where it is in its life.
+    pub status: EphemeralStatus,
+    /// The grant transaction, once it landed.
+    #[serde(default)]
+    pub grant_tx: Option<String>,
+    /// The revoke transaction, if its grants were revoked on chain.
+    #[serde(default)]
+    pub revoke_tx: Option<String>,
+    /// When it was generated.
+    pub created_at: DateTime<Utc>,
+    /// The run that created it.
+    #[serde(default)]
+    pub run_id: Option<String>,
+}
+
+impl EphemeralRecord {
+    /// Whether it may sign at `now`: granted and not expired.
+    pub fn signs_at(&self, now: DateTime<Utc>) -> bool {
+        self.status == EphemeralStatus::Active && self.expires_at > now && self.sealed_key.is_some()
+    }
+}
+
+/// Every message type [`grant_messages`] authorizes (the fee allowance aside).
+pub fn granted_message_types() -> Vec<String> {
+    GENERIC_GRANTS
+        .iter()
+        .chain(std::iter::once(&MSG_ACCOUNT_DEPOSIT_TYPE_URL))
+        .map(|t| (*t).to_owned())
+        .collect()
+}
+
+/// Where the passphrase of sealed keys is: only the variable's name or the file's path
+/// is configured, never the passphrase.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum PassphraseSource {
+    /// In this environment variable.
+    Env(String),
+    /// In this file (one trailing newline dropped).
+    File(PathBuf),
+}
+
+impl Default for PassphraseSource {
+    fn default() -> Self {
+        Self::Env(DEFAULT_PASSPHRASE_ENV.to_owned())
+    }
+}
+
+impl std::fmt::Display for PassphraseSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Env(name) => write!(f, "${name}"),
+            Self::File(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+impl PassphraseSource {
+    /// The passphrase. Errors say where it was looked for, never any part of it.
+    pub fn read(&self) -> Result<Zeroizing<String>, String> {
+        let text = Zeroizing::new(match self {
+            Self::Env(name) => std::env::var(name).map_err(|_| {
+                format!("the ephemeral keys' passphrase: environment variable {name} is not set")
+            })?,
+            Self::File(path) => std::fs::read_to_string(path).map_err(|error| {
+                format!(
+                    "the ephemeral keys' passphrase: cannot read {}: {}",
+                    path.display(),
+                    error.kind()
+                )
+            })?,
+        });
+        let trimmed = text.strip_suffix('\n').unwrap_or(&text);
+        let trimmed = trimmed.strip_suffix('\r').unwrap_or(trimmed);
+        if trimmed.is_empty() {
+            return Err(format!("the ephemeral keys' passphrase in {self} is empty"));
+        }
+        Ok(Zeroizing::new(trimmed.to_owned()))
+    }
+}
+
+/// `[cosmos.ephemeral]`: automation signs with the granter's ephemeral keys instead of
+/// a key of its own.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EphemeralSigning {
+    /// The owner whose grants the keys hold (deployments are the granter's).
+    pub granter: String,
+    /// One key by id; default: the granter's active key that expires last, so a
+    /// rotation's new key takes over as soon as it is granted.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// Where the passphrase the keys are sealed with is.
+    #[serde(default)]
+    pub passphrase: PassphraseSource,
+}
+
+/// The granter's ephemeral keys as the `cosmos` executor signs with them: read from
+/// the document store, opened with the configured passphrase (once per key, in memory).
+pub struct EphemeralKeyring {
+    documents: Documents,
+    settings: EphemeralSigning,
+    prefix: String,
+    opened: Mutex<HashMap<String, Arc<Signer>>>,
+}
+
+impl std::fmt::Debug for EphemeralKeyring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EphemeralKeyring")
+            .field("granter", &self.settings.granter)
+            .finish()
+    }
+}
+
+fn rotate_hint(granter: &str) -> String {
+    format!(
+        "create a new one with `morpheus keys ephemeral create --granter <key of {granter}>`, \
+         or schedule `keys.ephemeral.rotate` to replace keys before they expire"
+    )
+}
+
+impl EphemeralKeyring {
+    /// The keys of `settings.granter` in `documents`, addresses under `prefix`.
+    pub fn new(documents: Documents, settings: EphemeralSigning, prefix: &str) -> Self {
+        Self {
+            documents,
+            settings,
+            prefix: prefix.to_owned(),
+            opened: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The granter.
+    pub fn granter(&self) -> &str {
+        &self.settings.granter
+    }
+
+    /// The key to sign with at `now`, opened, and its record. An expired, revoked or
+    /// missing key is a permanent error that says how to rotate.
+    pub async fn current(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<(Arc<Signer>, EphemeralRecord), StepError> {
+        let granter = &self.settings.granter;
+        let record = match &self.settings.key {
+            Some(id) => {
+                let record = self
+                    .documents
+                    .get::<EphemeralRecord>(EPHEMERAL_KEYS_COLLECTION, id)
+                    .await
+                    .map_err(|error| StepError::retryable(format!("ephemeral keys: {error}")))?
+                    .ok_or_else(|| {
+                        StepError::permanent(format!(
+                            "ephemeral key {id} is unknown (`morpheus keys ephemeral list` shows the keys)"
+                        ))
+                    })?
+                    .value;
+                if !record.signs_at(now) {
+                    return Err(StepError::permanent(unusable(&record, now)));
+                }
+                record
+            }
+            None => {
+                let keys = self
+                    .documents
+                    .list::<EphemeralRecord>(
+                        &DocumentQuery::new(EPHEMERAL_KEYS_COLLECTION)
+                            .field_equals("granter", granter.as_str())
+                            .limit(1_000),
+                    )
+                    .await
+                    .map_err(|error| StepError::retryable(format!("ephemeral keys: {error}")))?;
+                let usable = keys
+                    .iter()
+                    .filter(|key| key.value.signs_at(now))
+                    .max_by_key(|key| key.value.expires_at);
+                match usable {
+                    Some(key) => key.value.clone(),
+                    None => {
+                        let newest = keys.iter().find(|key| {
+                            key.value.status != EphemeralStatus::Granting
+                                && key.value.status != EphemeralStatus::Failed
+                        });
+                        return Err(StepError::permanent(match newest {
+                            Some(key) => unusable(&key.value, now),
+                            None => {
+                                format!("{granter} has no ephemeral key: {}", rotate_hint(granter))
+                            }
+                        }));
+                    }
+                }
+            }
+        };
+        if let Some(signer) = self.opened.lock().expect("not poisoned").get(&record.id) {
+            return Ok((signer.clone(), record));
+        }
+        let sealed = record.sealed_key.clone().unwrap_or_default();
+        let passphrase = self
+            .settings
+            .passphrase
+            .read()
+            .map_err(StepError::permanent)?;
+        let prefix = self.prefix.clone();
+        let id = record.id.clone();
+        // scrypt takes a tenth of a second: off the async threads.
+        let signer = tokio::task::spawn_blocking(move || {
+            let key = EphemeralKey::open(&sealed, &passphrase)
+                .map_err(|error| format!("ephemeral key {id}: {error}"))?;
+            key.signer(&prefix).map_err(|error| error.to_string())
+        })
+        .await
+        .map_err(|error| StepError::retryable(format!("opening the ephemeral key: {error}")))?
+        .map_err(StepError::permanent)?;
+        if signer.address() != record.address {
+            return Err(StepError::permanent(format!(
+                "ephemeral key {} opens to {}, not its recorded address {}",
+                record.id,
+                signer.address(),
+                record.address
+            )));
+        }
+        let signer = Arc::new(signer);
+        self.opened
+            .lock()
+            .expect("not poisoned")
+            .insert(record.id.clone(), signer.clone());
+        Ok((signer, record))
+    }
+}
+
+/// Why `record` cannot sign at `now`, and what to do.
+fn unusable(record: &EphemeralRecord, now: DateTime<Utc>) -> String {
+    let (id, granter) = (&record.id, &record.granter);
+    match record.status {
+        EphemeralStatus::Revoked => {
+            format!(
+                "ephemeral key {id} of {granter} was revoked: {}",
+                rotate_hint(granter)
+            )
+        }
+        EphemeralStatus::Failed | EphemeralStatus::Granting => format!(
+            "ephemeral key {id} of {granter} was never granted on chain: {}",
+            rotate_hint(granter)
+        ),
+        EphemeralStatus::Active if record.expires_at <= now => format!(
+            "ephemeral key {id} of {granter} expired at {}: {}",
+            record
+                .expires_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            rotate_hint(granter)
+        ),
+        EphemeralStatus::Active => format!(
+            "ephemeral key {id} of {granter} has no key material: {}",
+            rotate_hint(granter)
+        ),
+    }
 }
 
 #[cfg(test)]

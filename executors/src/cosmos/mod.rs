@@ -152,9 +152,9 @@ pub use market::{
 };
 pub use ops::{
     can_resign, AccountInfo, BalanceInfo, Bid, BidPrice, Bids, BroadcastResult, CosmosRequest,
-    DeploymentInfo, DeploymentsInfo, LatestHeight, LeaseRate, LeaseRates, LeaseStatus,
-    ManifestSent, ProviderAttribute, ProviderInfo, ServiceStatus, SignedDeposit, SignedTx,
-    TxStatus, SEQUENCE_MISMATCH, SEQUENCE_MISMATCH_PREFIX, TX_FAILED, TX_FAILED_PREFIX,
+    DeploymentInfo, DeploymentsInfo, DepositGrantInfo, LatestHeight, LeaseRate, LeaseRates,
+    LeaseStatus, ManifestSent, ProviderAttribute, ProviderInfo, ServiceStatus, SignedDeposit,
+    SignedTx, TxStatus, SEQUENCE_MISMATCH, SEQUENCE_MISMATCH_PREFIX, TX_FAILED, TX_FAILED_PREFIX,
     TX_REJECTED, TX_REJECTED_PREFIX,
 };
 pub use provider_jwt::{mint_provider_jwt, DEFAULT_PROVIDER_JWT_TTL};
@@ -241,8 +241,26 @@ impl CosmosExecutor {
                 chain_id_checked: OnceLock::new(),
                 audit: None,
                 providers,
+                ephemeral_settings: config.ephemeral.clone(),
+                ephemeral: None,
             }),
         })
+    }
+
+    /// Lets the executor open the ephemeral keys `[cosmos] ephemeral` names from
+    /// `documents` (the engine's document store). Call right after building the
+    /// executor; without it a configured `ephemeral` fails every signing step.
+    pub fn with_ephemeral_keys(mut self, documents: morpheus_engine::Documents) -> Self {
+        let client = Arc::get_mut(&mut self.client)
+            .expect("with_ephemeral_keys is called on a freshly built executor");
+        if let Some(settings) = client.ephemeral_settings.clone() {
+            client.ephemeral = Some(ephemeral::EphemeralKeyring::new(
+                documents,
+                settings,
+                &client.settings.account_prefix,
+            ));
+        }
+        self
     }
 
     /// Records every transaction this executor signs in `audit` (the key audit), before

@@ -120,6 +120,14 @@ pub enum CosmosRequest {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         denom: Option<String>,
     },
+    /// What is left of the escrow deposit grant from `granter` to `grantee`
+    /// (`/cosmos/authz/v1beta1/grants`) → [`DepositGrantInfo`].
+    DepositGrant {
+        /// The owner who granted.
+        granter: String,
+        /// The ephemeral key's address.
+        grantee: String,
+    },
     /// An owner's deployments with escrow funds → [`DeploymentsInfo`].
     Deployments {
         /// Default: the executor's own address.
@@ -193,6 +201,9 @@ pub enum CosmosRequest {
         spend_limit: String,
         /// The most of the granter's funds the key may spend on fees (`1000000uakt`).
         fee_limit: String,
+        /// The granter the caller expects: refused unless the executor's key is its.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        granter: Option<String>,
         /// Default: the configured memo, else `morpheus:{idempotency key}`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         memo: Option<String>,
@@ -202,6 +213,9 @@ pub enum CosmosRequest {
     SignRevokeEphemeral {
         /// The ephemeral key's address.
         grantee: String,
+        /// The granter the caller expects: refused unless the executor's key is its.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        granter: Option<String>,
         /// Default: the configured memo, else `morpheus:{idempotency key}`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         memo: Option<String>,
@@ -360,6 +374,17 @@ pub struct AccountInfo {
     pub account_number: Option<u64>,
     /// The next sequence number the chain will accept (committed state).
     pub sequence: u64,
+}
+
+/// Output of `deposit_grant`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DepositGrantInfo {
+    /// Whether the chain holds the grant (an expired or revoked one is gone).
+    pub found: bool,
+    /// What the grantee may still deposit (`"15000000uakt"`), if found.
+    pub spend_limit_left: Option<String>,
+    /// When it expires (RFC 3339), if found and it does.
+    pub expiration: Option<String>,
 }
 
 /// Output of `balance`.
@@ -648,6 +673,30 @@ pub(crate) struct Client {
     pub audit: Option<crate::audit::SignatureAudit>,
     /// Providers' APIs (`send_manifest`, `lease_status`).
     pub providers: ProviderApi,
+    /// `[cosmos] ephemeral`, as configured.
+    pub ephemeral_settings: Option<super::ephemeral::EphemeralSigning>,
+    /// The granter's ephemeral keys, once the executor has the document store.
+    pub ephemeral: Option<super::ephemeral::EphemeralKeyring>,
+}
+
+/// Whose key a transaction is signed with.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Authority {
+    /// The configured key itself (granting and revoking ephemeral keys).
+    OwnKey,
+    /// Automation: the granter's ephemeral key when `[cosmos] ephemeral` is set,
+    /// else the configured key.
+    Automation,
+}
+
+/// The key a transaction is signed with, and how.
+struct SigningKey {
+    signer: std::sync::Arc<Signer>,
+    /// The granter, when an ephemeral key signs: it pays the fee (fee grant), its
+    /// deployments are the ones acted on (`MsgExec`), its balance funds deposits.
+    granter: Option<String>,
+    /// The key's id in the audit (`ephemeral:eph-…`), when it is not the configured one.
+    audit_key_id: Option<String>,
 }
 
 /// What one call needs besides the payload.
@@ -668,6 +717,11 @@ impl Client {
             CosmosRequest::Account { address } => {
                 let address = self.address_or_own(address)?;
                 out(self.account(&address, call).await?)
+            }
+            CosmosRequest::DepositGrant { granter, grantee } => {
+                let granter = self.address_or_own(Some(granter))?;
+                let grantee = self.address_or_own(Some(grantee))?;
+                out(self.deposit_grant(&granter, &grantee, call).await?)
             }
             CosmosRequest::Balance { address, denom } => {
                 let address = self.address_or_own(address)?;
@@ -710,10 +764,11 @@ impl Client {
                 expires_at,
                 spend_limit,
                 fee_limit,
+                granter: expected,
                 memo,
             } => {
                 let grantee = self.address_or_own(Some(grantee))?;
-                let granter = self.signer()?.address().to_owned();
+                let granter = self.granter_key(expected.as_deref())?;
                 if grantee == granter {
                     return Err(StepError::permanent(
                         "grantee: an ephemeral key must not be the granter's own key",
@@ -731,17 +786,23 @@ impl Client {
                     &coin(&fee_limit, "fee_limit")?,
                 );
                 let details = format!(" grantee={grantee} expires={}", expires_at.to_rfc3339());
+                let key = self.signing_key(Authority::OwnKey).await?;
                 out(self
-                    .sign_messages(messages, "grant", 0, &details, memo, call)
+                    .sign_messages(&key, messages, "grant", 0, &details, memo, call)
                     .await?)
             }
-            CosmosRequest::SignRevokeEphemeral { grantee, memo } => {
+            CosmosRequest::SignRevokeEphemeral {
+                grantee,
+                granter: expected,
+                memo,
+            } => {
                 let grantee = self.address_or_own(Some(grantee))?;
-                let granter = self.signer()?.address().to_owned();
+                let granter = self.granter_key(expected.as_deref())?;
                 let messages = super::ephemeral::revoke_messages(&granter, &grantee);
                 let details = format!(" grantee={grantee}");
+                let key = self.signing_key(Authority::OwnKey).await?;
                 out(self
-                    .sign_messages(messages, "revoke", 0, &details, memo, call)
+                    .sign_messages(&key, messages, "revoke", 0, &details, memo, call)
                     .await?)
             }
             CosmosRequest::SignCloseDeployment { dseq, memo } => {
@@ -756,7 +817,7 @@ impl Client {
                 memo,
             } => {
                 let provider = self.address_or_own(Some(provider))?;
-                let owner = self.signer()?.address().to_owned();
+                let owner = self.owner_address()?;
                 let bid = BidId {
                     owner,
                     dseq,
@@ -824,8 +885,56 @@ impl Client {
                 }
                 Ok(address)
             }
+            None => self.owner_address(),
+        }
+    }
+
+    /// The configured key's address, checked to be `expected` (the granter a grant or
+    /// revocation is for).
+    fn granter_key(&self, expected: Option<&str>) -> Result<String, StepError> {
+        let own = self.signer()?.address().to_owned();
+        match expected {
+            Some(expected) if expected != own => Err(StepError::permanent(format!(
+                "granter: the cosmos executor's key is {own}, not the granter {expected}"
+            ))),
+            _ => Ok(own),
+        }
+    }
+
+    /// The owner automation acts for: the ephemeral keys' granter, else the
+    /// configured key's address.
+    fn owner_address(&self) -> Result<String, StepError> {
+        match &self.ephemeral_settings {
+            Some(ephemeral) => Ok(ephemeral.granter.clone()),
             None => Ok(self.signer()?.address().to_owned()),
         }
+    }
+
+    /// The key to sign with for `authority`.
+    async fn signing_key(&self, authority: Authority) -> Result<SigningKey, StepError> {
+        if authority == Authority::Automation && self.ephemeral_settings.is_some() {
+            let keyring = self.ephemeral.as_ref().ok_or_else(|| {
+                StepError::permanent(
+                    "[cosmos] ephemeral is set but this executor has no access to the key store",
+                )
+            })?;
+            let (signer, record) = keyring.current(chrono::Utc::now()).await?;
+            return Ok(SigningKey {
+                signer,
+                granter: Some(keyring.granter().to_owned()),
+                audit_key_id: Some(format!("ephemeral:{}", record.id)),
+            });
+        }
+        let signer = self.signer.clone().ok_or_else(|| {
+            StepError::permanent(
+                "the cosmos executor has no key configured (set key = { mnemonic_env = … } or similar)",
+            )
+        })?;
+        Ok(SigningKey {
+            signer,
+            granter: None,
+            audit_key_id: None,
+        })
     }
 
     async fn latest_height(&self, call: &Call<'_>) -> Result<LatestHeight, StepError> {
@@ -905,6 +1014,51 @@ impl Client {
             exists: true,
             account_number: u64_field(base, "account_number"),
             sequence: u64_field(base, "sequence").unwrap_or(0),
+        })
+    }
+
+    async fn deposit_grant(
+        &self,
+        granter: &str,
+        grantee: &str,
+        call: &Call<'_>,
+    ) -> Result<DepositGrantInfo, StepError> {
+        let path = format!(
+            "/cosmos/authz/v1beta1/grants?granter={granter}&grantee={grantee}&msg_type_url={}",
+            encode_query(super::ephemeral::MSG_ACCOUNT_DEPOSIT_TYPE_URL)
+        );
+        let body = match self.rest.get(&path, call.deadline).await {
+            Ok(body) => body,
+            // The SDK answers a grant it does not hold (expired, revoked) with an error.
+            Err(error) if error.is_not_found() => {
+                return Ok(DepositGrantInfo {
+                    found: false,
+                    spend_limit_left: None,
+                    expiration: None,
+                })
+            }
+            Err(error) => return Err(error.into_step_error("deposit_grant")),
+        };
+        let grant = body
+            .get("grants")
+            .and_then(Value::as_array)
+            .and_then(|grants| grants.first());
+        let Some(grant) = grant else {
+            return Ok(DepositGrantInfo {
+                found: false,
+                spend_limit_left: None,
+                expiration: None,
+            });
+        };
+        let limit = &grant["authorization"]["spend_limit"];
+        let spend_limit_left = match (limit["amount"].as_str(), limit["denom"].as_str()) {
+            (Some(amount), Some(denom)) => Some(format!("{amount}{denom}")),
+            _ => None,
+        };
+        Ok(DepositGrantInfo {
+            found: true,
+            spend_limit_left,
+            expiration: grant["expiration"].as_str().map(str::to_owned),
         })
     }
 
@@ -1194,23 +1348,26 @@ impl Client {
         memo: Option<String>,
         call: &Call<'_>,
     ) -> Result<SignedDeposit, StepError> {
-        let signer = self.signer()?;
         let coin = Coin::parse_with_default(amount, &self.settings.denom)
             .map_err(|error| StepError::permanent(format!("amount: {error}")))?;
         if coin.amount == 0 {
             return Err(StepError::permanent("amount must be positive"));
         }
+        let key = self.signing_key(Authority::Automation).await?;
         let intent = DepositIntent {
-            signer: signer.address().to_owned(),
+            signer: key.signer.address().to_owned(),
             owner: owner.to_owned(),
             dseq,
             amount: coin.amount,
             denom: coin.denom.clone(),
+            // An ephemeral key deposits the granter's funds through its grant.
+            from_grant: key.granter.is_some(),
         };
         let message = intent.to_any(self.settings.msg_version);
         let signed = self
-            .sign_message(
-                message,
+            .sign_messages(
+                &key,
+                vec![message],
                 "deposit",
                 dseq,
                 &format!(" amount={coin}"),
@@ -1244,7 +1401,7 @@ impl Client {
         memo: Option<String>,
         call: &Call<'_>,
     ) -> Result<SignedTx, StepError> {
-        let signer = self.signer()?;
+        let owner = self.owner_address()?;
         let hash = parse_manifest_hash(hash_hex).map_err(|e| StepError::permanent(e.0))?;
         let groups = groups_from_json(groups).map_err(|e| StepError::permanent(e.0))?;
         let deposit = Coin::parse_with_default(deposit, &self.settings.denom)
@@ -1257,7 +1414,7 @@ impl Client {
             groups.len(),
             hex::encode(hash)
         );
-        let message = MsgCreateDeployment::new(signer.address(), dseq, groups, hash, &deposit);
+        let message = MsgCreateDeployment::new(&owner, dseq, groups, hash, &deposit);
         self.sign_message(
             message.to_any(),
             "create-deployment",
@@ -1277,7 +1434,7 @@ impl Client {
     ) -> Result<SignedTx, StepError> {
         let message = MsgCloseDeployment {
             id: Some(DeploymentId {
-                owner: self.signer()?.address().to_owned(),
+                owner: self.owner_address()?,
                 dseq,
             }),
         };
@@ -1314,14 +1471,17 @@ impl Client {
         memo: Option<String>,
         call: &Call<'_>,
     ) -> Result<SignedTx, StepError> {
-        self.sign_messages(vec![message], what, dseq, details, memo, call)
+        let key = self.signing_key(Authority::Automation).await?;
+        self.sign_messages(&key, vec![message], what, dseq, details, memo, call)
             .await
     }
 
     /// [`Self::sign_message`] for several messages in one transaction (all or nothing on
     /// chain); `msg_type` of the answer is the first one's, the audit lists them all.
+    #[allow(clippy::too_many_arguments)]
     async fn sign_messages(
         &self,
+        key: &SigningKey,
         messages: Vec<Any>,
         what: &str,
         dseq: u64,
@@ -1329,7 +1489,25 @@ impl Client {
         memo: Option<String>,
         call: &Call<'_>,
     ) -> Result<SignedTx, StepError> {
-        let signer = self.signer()?;
+        let signer = key.signer.as_ref();
+        // The audit names what the transaction does, MsgExec or not.
+        let message_types: Vec<String> = messages.iter().map(|m| m.type_url.clone()).collect();
+        // An ephemeral key acts for its granter: deposits name it as their signer and
+        // draw on the grant themselves; every other message is the granter's and goes
+        // inside one MsgExec.
+        let messages = match &key.granter {
+            Some(_) => {
+                let (direct, granted): (Vec<Any>, Vec<Any>) = messages
+                    .into_iter()
+                    .partition(|m| m.type_url == super::ephemeral::MSG_ACCOUNT_DEPOSIT_TYPE_URL);
+                let mut messages = direct;
+                if !granted.is_empty() {
+                    messages.push(super::ephemeral::exec_message(signer.address(), granted));
+                }
+                messages
+            }
+            None => messages,
+        };
         let memo = memo
             .or_else(|| self.settings.memo.clone())
             .unwrap_or_else(|| format!("morpheus:{}", call.idempotency_key));
@@ -1350,7 +1528,6 @@ impl Client {
             .first()
             .map(|message| message.type_url.clone())
             .unwrap_or_default();
-        let message_types: Vec<String> = messages.iter().map(|m| m.type_url.clone()).collect();
         let mut params = TxParams {
             chain_id: &self.settings.chain_id,
             account_number,
@@ -1358,6 +1535,7 @@ impl Client {
             memo,
             fee: Coin::new(0, self.fee_denom()),
             gas_limit: 0,
+            fee_granter: key.granter.as_deref(),
         };
         let gas_limit = match self.settings.gas {
             Gas::Fixed(limit) => limit,
@@ -1391,6 +1569,7 @@ impl Client {
                     address: &output.signer,
                     message_types,
                     idempotency_key: call.idempotency_key,
+                    key_id: key.audit_key_id.clone(),
                 })
                 .await?;
         }

@@ -33,6 +33,8 @@ pub(crate) struct TxParams<'a> {
     pub memo: &'a str,
     pub fee: Coin,
     pub gas_limit: u64,
+    /// Who pays the fee through a fee grant (`None`: the signer).
+    pub fee_granter: Option<&'a str>,
 }
 
 fn body_and_auth_info(
@@ -43,8 +45,16 @@ fn body_and_auth_info(
     let body = Body::new(messages, params.memo, 0u32);
     let fee_coin = cosmrs::Coin::new(params.fee.amount, &params.fee.denom)
         .map_err(|error| format!("fee {}: {error}", params.fee))?;
-    let auth_info = SignerInfo::single_direct(Some(signer.public_key()), params.sequence)
-        .auth_info(Fee::from_amount_and_gas(fee_coin, params.gas_limit));
+    let mut fee = Fee::from_amount_and_gas(fee_coin, params.gas_limit);
+    if let Some(granter) = params.fee_granter {
+        fee.granter = Some(
+            granter
+                .parse()
+                .map_err(|_| format!("fee granter '{granter}' is not a bech32 address"))?,
+        );
+    }
+    let auth_info =
+        SignerInfo::single_direct(Some(signer.public_key()), params.sequence).auth_info(fee);
     let body_bytes = body
         .into_bytes()
         .map_err(|error| format!("encode tx body: {error}"))?;
@@ -131,6 +141,7 @@ mod tests {
             memo: "morpheus:run/step",
             fee: Coin::new(5000, "uakt"),
             gas_limit: 200_000,
+            fee_granter: None,
         }
     }
 
@@ -143,6 +154,7 @@ mod tests {
             dseq: 42,
             amount: 1000,
             denom: "uakt".into(),
+            from_grant: false,
         };
         let messages = vec![intent.to_any(MsgVersion::EscrowV1)];
         let signed = sign(&signer, messages.clone(), &params()).unwrap();

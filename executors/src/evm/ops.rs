@@ -542,6 +542,7 @@ impl Client {
                             address: &signed.from,
                             message_types: vec![format!("{what} to {to}")],
                             idempotency_key: call.idempotency_key,
+                            key_id: None,
                         })
                         .await?;
                 }
