@@ -279,7 +279,7 @@ async fn up(url: &str, args: UpArgs, config: &Config) -> Result<()> {
             .passphrase
             .read()
             .map_err(|error| anyhow!("config [cosmos] ephemeral: {error}"))?;
-        morpheus_workflows::keys::register(&mut workflows, ephemeral.passphrase.clone());
+        morpheus_workflows::keys::register_rotation(&mut workflows, ephemeral.passphrase.clone());
     }
     if let Some(fund) = &config.fund {
         fund.check()

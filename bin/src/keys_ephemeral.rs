@@ -115,7 +115,7 @@ async fn run_here(
         })
         .unwrap_or_default();
     let (mut workflows, mut executors) = default_registries();
-    morpheus_workflows::keys::register(&mut workflows, passphrase);
+    morpheus_workflows::keys::register_commands(&mut workflows, passphrase);
     let mut input = input;
     if workflow == "keys.ephemeral.create" {
         input["granter"] = json!(granter);
@@ -166,7 +166,8 @@ async fn create(url: &str, args: EphemeralCreateArgs, config: &Config) -> Result
         "seconds_per_block": args.granter.seconds_per_block,
     });
     // The terms are checked before the granter's key is even read.
-    let (workflows, _) = default_registries();
+    let (mut workflows, _) = default_registries();
+    morpheus_workflows::keys::register_commands(&mut workflows, PassphraseSource::default());
     let mut probe = input.clone();
     probe["granter"] = json!("akash1qqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqq");
     workflows.prepare("keys.ephemeral.create", probe, None)?;

@@ -14,8 +14,8 @@
 //!   last).
 //!
 //! The granter's own key signs the grant and the revocation: these runs need a worker
-//! whose `cosmos` executor holds it (`morpheus keys ephemeral create` runs one in
-//! process). The key material never reaches a run's input, output, journal or logs.
+//! whose `cosmos` executor holds it (`morpheus keys ephemeral create` and `revoke` run
+//! one in process; see [`register_commands`]). The key material never reaches a run's input, output, journal or logs.
 
 use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
@@ -210,12 +210,25 @@ pub struct EphemeralRevoke;
 #[derive(Debug, Clone, Default)]
 pub struct EphemeralRotate(pub EphemeralKeys);
 
-/// Registers the three workflows, keys sealed under `passphrase`.
-pub fn register(registry: &mut morpheus_engine::WorkflowRegistry, passphrase: PassphraseSource) {
-    let keys = EphemeralKeys::new(passphrase);
-    registry.register(EphemeralCreate(keys.clone()));
+/// Registers `keys.ephemeral.rotate` (what a scheduled `morpheus up` runs), keys
+/// sealed under `passphrase`.
+pub fn register_rotation(
+    registry: &mut morpheus_engine::WorkflowRegistry,
+    passphrase: PassphraseSource,
+) {
+    registry.register(EphemeralRotate(EphemeralKeys::new(passphrase)));
+}
+
+/// Registers `keys.ephemeral.create` and `keys.ephemeral.revoke`. Only the commands
+/// that run them in process with the granter's key register them: a worker claims only
+/// runs of workflows it has, so a `morpheus up` that signs with ephemeral keys (and
+/// holds no granter key) never takes them.
+pub fn register_commands(
+    registry: &mut morpheus_engine::WorkflowRegistry,
+    passphrase: PassphraseSource,
+) {
+    registry.register(EphemeralCreate(EphemeralKeys::new(passphrase)));
     registry.register(EphemeralRevoke);
-    registry.register(EphemeralRotate(keys));
 }
 
 #[async_trait]

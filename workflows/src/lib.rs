@@ -38,5 +38,5 @@ pub fn register_builtin(registry: &mut WorkflowRegistry) {
     registry.register(topup::TopUpEscrow);
     registry.register(fund::Fund::default());
     registry.register(akash::deploy::AkashClose);
-    keys::register(registry, Default::default());
+    keys::register_rotation(registry, Default::default());
 }

@@ -196,9 +196,11 @@ impl DepositIntent {
                 let from_grant = match deposit.sources.as_slice() {
                     [source] if *source == DepositSource::Balance as i32 => false,
                     [source] if *source == DepositSource::Grant as i32 => true,
-                    sources => return Err(format!(
+                    sources => {
+                        return Err(format!(
                         "deposit sources {sources:?} are not supported (only [balance] or [grant])"
-                    )),
+                    ))
+                    }
                 };
                 let (amount, denom) = parse_proto_coin(deposit.amount)?;
                 Ok((
