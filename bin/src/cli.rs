@@ -46,6 +46,11 @@ pub enum Command {
     /// Cron and interval schedules that start runs.
     #[command(subcommand)]
     Schedules(SchedulesCommand),
+    /// Automations: an external executor triggered on an interval, its answers verified
+    /// (HMAC-SHA256), the transactions it asks for relayed exactly once from the
+    /// automation's own relayers, every execution logged. `morpheus up` runs them.
+    #[command(subcommand)]
+    Automations(AutomationsCommand),
     /// Configure and inspect queues.
     #[command(subcommand)]
     Queues(QueuesCommand),
@@ -89,6 +94,58 @@ pub enum Command {
     /// The keys flows sign with: `keys audit` lists every signature an executor made.
     #[command(subcommand)]
     Keys(KeysCommand),
+}
+
+/// `morpheus automations …`.
+#[derive(Debug, Subcommand)]
+pub enum AutomationsCommand {
+    /// Register an automation and print its id, HMAC key (shown once) and relayer
+    /// addresses. The configuration (JSON, `@file` or `@-` for stdin):
+    /// `{"source": {"type": "INTERVAL", "value": <seconds>}, "destination": {"baseURL":
+    /// "https://…"}, "verifyPayload": true, "relayerCount": 1, "policy":
+    /// {"allowedTargets": ["0x…"], "maxValue": "0"}}`. baseURL must be https (http only
+    /// on a loopback host); intervals are in seconds, at least `[automations]
+    /// min_interval_s` (1). Fund the relayers with gas before the first execution.
+    Add {
+        /// The configuration: JSON, `@file`, or `@-` for stdin.
+        #[arg(value_name = "CONFIG")]
+        definition: String,
+    },
+    /// Every automation: id, status, trigger, destination, relayers.
+    List {
+        /// One JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop triggering it (an execution under way finishes).
+    Pause {
+        /// The automation's id.
+        id: String,
+    },
+    /// Trigger it again from the next tick.
+    Resume {
+        /// The automation's id.
+        id: String,
+    },
+    /// Deregister its trigger, destroy its relayer keys and delete it (its logs stay).
+    Delete {
+        /// The automation's id.
+        id: String,
+    },
+    /// Its execution log records, newest first.
+    Logs {
+        /// The automation's id.
+        id: String,
+        /// Skip this many of the newest.
+        #[arg(long, default_value_t = 0)]
+        offset: u64,
+        /// At most this many.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=1000))]
+        limit: u64,
+        /// One JSON array.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `morpheus keys …`.

@@ -173,6 +173,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Prune(args) => prune(&url, args).await,
         Command::Queues(command) => queues(&url, command).await,
         Command::Schedules(command) => crate::schedules::run(&url, command).await,
+        Command::Automations(command) => crate::automations::run(&url, command, &config).await,
         Command::Bench(BenchArgs {
             mode: Some(BenchMode::Extensions(args)),
             ..
@@ -269,7 +270,12 @@ async fn up(url: &str, args: UpArgs, config: &Config) -> Result<()> {
     // Checked before anything starts: bad tokens or an unprotected address stop here.
     let mut server_config = listen
         .map(|listen| {
-            crate::serve::server_config(listen, &config.api, deploy.allowed_roots.clone())
+            crate::serve::server_config(
+                listen,
+                &config.api,
+                &config.automations,
+                deploy.allowed_roots.clone(),
+            )
         })
         .transpose()?;
     let (mut workflows, mut executors) = registries(deploy);
@@ -281,6 +287,10 @@ async fn up(url: &str, args: UpArgs, config: &Config) -> Result<()> {
             .map_err(|error| anyhow!("config [cosmos] ephemeral: {error}"))?;
         morpheus_workflows::keys::register_rotation(&mut workflows, ephemeral.passphrase.clone());
     }
+    morpheus_workflows::automations::register(
+        &mut workflows,
+        config.automations.passphrase.clone(),
+    );
     if let Some(fund) = &config.fund {
         fund.check()
             .map_err(|error| anyhow!("config [fund] {error}"))?;
@@ -333,7 +343,11 @@ async fn up(url: &str, args: UpArgs, config: &Config) -> Result<()> {
         executors.register(
             EvmExecutor::new(evm, world.clone())
                 .map_err(|error| anyhow!("config [evm]: {error}"))?
-                .with_signature_audit(SignatureAudit::new(world.clone(), key)),
+                .with_signature_audit(SignatureAudit::new(world.clone(), key))
+                .with_relayer_keys(
+                    morpheus_engine::Documents::new(world.clone()),
+                    config.automations.passphrase.clone(),
+                ),
         );
     }
     tracing::info!(

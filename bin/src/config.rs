@@ -72,6 +72,35 @@ pub struct Config {
     pub extensions: Vec<morpheus_executors::extensions::ExtensionConfig>,
     /// `[secrets]`: the key that opens sealed deploy env values.
     pub secrets: Option<SecretsConfig>,
+    /// `[automations]`: the passphrase their keys are sealed with, the interval floor.
+    #[serde(default)]
+    pub automations: AutomationsConfig,
+}
+
+/// `[automations]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutomationsConfig {
+    /// Where the passphrase sealing HMAC and relayer keys is (default: the environment
+    /// variable `MORPHEUS_KEYS_PASSPHRASE`).
+    #[serde(default)]
+    pub passphrase: morpheus_executors::cosmos::ephemeral::PassphraseSource,
+    /// The shortest INTERVAL accepted, in seconds (default 1).
+    #[serde(default = "default_min_interval_s")]
+    pub min_interval_s: u64,
+}
+
+fn default_min_interval_s() -> u64 {
+    morpheus_workflows::automations::model::DEFAULT_MIN_INTERVAL_S
+}
+
+impl Default for AutomationsConfig {
+    fn default() -> Self {
+        Self {
+            passphrase: Default::default(),
+            min_interval_s: default_min_interval_s(),
+        }
+    }
 }
 
 /// `[secrets]`: the key `morpheus up` opens sealed values with (and `secrets seal`

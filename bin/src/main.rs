@@ -3,6 +3,7 @@
 
 mod akash_deploy;
 mod akash_project;
+mod automations;
 mod bench;
 mod bench_api;
 mod bench_deploy;

@@ -19,9 +19,12 @@ use crate::config::{ApiConfig, Config};
 pub fn server_config(
     listen: SocketAddr,
     api: &ApiConfig,
+    automations: &crate::config::AutomationsConfig,
     deploy_roots: Vec<std::path::PathBuf>,
 ) -> Result<ServerConfig> {
     let mut config = ServerConfig::new(listen);
+    config.automations_passphrase = automations.passphrase.clone();
+    config.automations_min_interval_s = automations.min_interval_s;
     for spec in &api.tokens {
         config
             .tokens
@@ -117,7 +120,12 @@ pub async fn serve(url: &str, args: ServeArgs, config: &Config) -> Result<()> {
         .or(config.api.listen)
         .unwrap_or_else(|| morpheus_server::DEMO_LISTEN.parse().expect("valid address"));
     let deploy = crate::deploy::config(&args.deploy_paths)?;
-    let server_config = server_config(listen, &config.api, deploy.allowed_roots.clone())?;
+    let server_config = server_config(
+        listen,
+        &config.api,
+        &config.automations,
+        deploy.allowed_roots.clone(),
+    )?;
     // The workflows are registered so starts are validated exactly as workers would;
     // nothing here executes them.
     let (workflows, executors) = registries(deploy);

@@ -298,6 +298,28 @@ fn the_gas_station_signs_through_an_ephemeral_key(backend: Backend) {
         .unwrap()
         .to_owned();
     assert_eq!(listed[0]["spent"], format!("{deposited}uakt"));
+    // A deployment message goes through MsgExec: the key closes the owner's deployment
+    // (`akash.close`), and the escrow goes back to the owner.
+    let close_input = json!({"owner": station.owner, "dseq": first, "seconds_per_block": 0.1});
+    let close = station.env.cli_json(&[
+        "start",
+        "akash.close",
+        "--input",
+        &close_input.to_string(),
+        "--json",
+    ]);
+    let closed = station.wait_end(close["run_id"].as_str().unwrap());
+    assert_eq!(closed["run"]["status"], "completed", "{closed:#}");
+    let deployment = station.ledger()["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|deployment| deployment["dseq"] == first.as_str())
+        .cloned()
+        .unwrap();
+    assert_eq!(deployment["state"], "closed", "{deployment}");
+    assert_eq!(station.account(&address).unwrap()["balances"], json!([]));
+
     let audit = station.env.cli_json(&["keys", "audit", "--json"]);
     let signed_by_key: Vec<&Value> = audit
         .as_array()
@@ -305,8 +327,22 @@ fn the_gas_station_signs_through_an_ephemeral_key(backend: Backend) {
         .iter()
         .filter(|signature| signature["key_id"] == format!("ephemeral:{id}"))
         .collect();
-    assert_eq!(signed_by_key.len(), 1, "{audit:#}");
-    assert_eq!(signed_by_key[0]["address"], address.as_str());
+    assert_eq!(signed_by_key.len(), 2, "{audit:#}");
+    assert!(signed_by_key
+        .iter()
+        .all(|signature| signature["address"] == address.as_str()));
+    let signed_types: BTreeSet<String> = signed_by_key
+        .iter()
+        .flat_map(|signature| signature["message_types"].as_array().unwrap().clone())
+        .map(|t| t.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        signed_types,
+        BTreeSet::from([
+            "/akash.deployment.v1beta4.MsgCloseDeployment".to_owned(),
+            "/akash.escrow.v1.MsgAccountDeposit".to_owned()
+        ])
+    );
 
     // Revoked: every grant is gone from the chain, the key material from the store,
     // and the next sweep fails saying how to rotate.

@@ -13,12 +13,15 @@
 //! - [`akash`]: `morpheus.yaml` → Akash SDL → manifest, version and deployment groups,
 //!   as pure functions, and [`akash::deploy::AkashDeploy`] (`akash.deploy`) and
 //!   [`akash::deploy::AkashClose`] (`akash.close`), the project on Akash.
+//! - [`automations`]: `automation.execute`, the executions of automations registered
+//!   with [`automations::store::Automations`].
 //! - [`keys`]: `keys.ephemeral.create`, `.revoke` and `.rotate`, the ephemeral keys
 //!   automation signs with through AuthZ grants.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod akash;
+pub mod automations;
 pub mod deploy;
 mod escrow;
 pub mod fund;
@@ -39,4 +42,5 @@ pub fn register_builtin(registry: &mut WorkflowRegistry) {
     registry.register(fund::Fund::default());
     registry.register(akash::deploy::AkashClose);
     keys::register_rotation(registry, Default::default());
+    automations::register(registry, Default::default());
 }

@@ -78,6 +78,10 @@ pub struct ServerConfig {
     /// The installed metrics recorder `GET /metrics` renders ([`Metrics::install`]);
     /// without one that route answers 404.
     pub metrics: Option<Metrics>,
+    /// Where the passphrase sealing automations' keys is.
+    pub automations_passphrase: morpheus_workflows::automations::PassphraseSource,
+    /// The shortest automation INTERVAL accepted, in seconds.
+    pub automations_min_interval_s: u64,
 }
 
 impl ServerConfig {
@@ -94,6 +98,9 @@ impl ServerConfig {
             deploy_roots: std::env::current_dir().into_iter().collect(),
             feed_poll: Duration::from_millis(100),
             metrics: None,
+            automations_passphrase: Default::default(),
+            automations_min_interval_s:
+                morpheus_workflows::automations::model::DEFAULT_MIN_INTERVAL_S,
         }
     }
 
@@ -141,6 +148,8 @@ pub struct AppState {
     pub live: live::LiveFeed,
     /// The metrics recorder, when this process installed one.
     pub metrics: Option<Metrics>,
+    /// The automations.
+    pub automations: morpheus_workflows::automations::store::Automations,
 }
 
 /// A bound server, ready to serve.
@@ -177,11 +186,16 @@ impl Server {
             })?;
         let live = live::LiveFeed::start(engine.world(), config.feed_poll).await;
         let state = AppState {
-            engine,
             deploy,
             deploy_roots: Arc::new(config.deploy_roots.clone()),
             live: live.clone(),
             metrics: config.metrics.clone(),
+            automations: morpheus_workflows::automations::store::Automations::new(
+                engine.world(),
+                config.automations_passphrase.clone(),
+                config.automations_min_interval_s,
+            ),
+            engine,
         };
         let router = router(state, &config);
         Ok(Self {

@@ -95,6 +95,11 @@ impl EphemeralKey {
         }
     }
 
+    /// The raw 32-byte secret, to build a signer of another chain from (never log it).
+    pub fn secret(&self) -> &[u8; 32] {
+        &self.secret
+    }
+
     /// Its signer, with addresses under `prefix` (`akash`).
     pub fn signer(&self, prefix: &str) -> Result<Signer, KeyError> {
         Signer::from_hex(&Zeroizing::new(hex::encode(self.secret.as_slice())), prefix)

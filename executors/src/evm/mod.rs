@@ -75,6 +75,7 @@
 mod abi;
 mod config;
 mod ops;
+pub mod relayers;
 
 use std::sync::{Arc, OnceLock};
 
@@ -159,6 +160,7 @@ impl EvmExecutor {
                 nonces,
                 chain_id_checked: OnceLock::new(),
                 audit: None,
+                relayers: None,
             }),
         })
     }
@@ -169,6 +171,19 @@ impl EvmExecutor {
         Arc::get_mut(&mut self.client)
             .expect("with_signature_audit is called on a freshly built executor")
             .audit = Some(audit);
+        self
+    }
+
+    /// Lets `sign` name a relayer key (`relayer = "<id>"`): keys from `documents`,
+    /// opened with the passphrase in `passphrase`. Call right after building the executor.
+    pub fn with_relayer_keys(
+        mut self,
+        documents: morpheus_engine::Documents,
+        passphrase: crate::cosmos::ephemeral::PassphraseSource,
+    ) -> Self {
+        Arc::get_mut(&mut self.client)
+            .expect("with_relayer_keys is called on a freshly built executor")
+            .relayers = Some(relayers::RelayerKeyring::new(documents, passphrase));
         self
     }
 

@@ -159,6 +159,9 @@ pub enum EvmRequest {
         /// A fixed gas limit instead of `eth_estimateGas` × `gas_multiplier`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         gas_limit: Option<u64>,
+        /// Sign with this relayer key (its id) instead of the configured key.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        relayer: Option<String>,
     },
     /// Sends exactly these bytes and waits for the receipt → [`EvmReceipt`].
     Broadcast {
@@ -169,6 +172,9 @@ pub enum EvmRequest {
     TxStatus {
         /// `0x…` hash.
         tx_hash: String,
+        /// Whose nonce to report: this relayer key's (default: the configured key's).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        relayer: Option<String>,
     },
     /// Gives back the nonce of a signed transaction that never reached a mempool (the
     /// node refused it), so the next transaction does not leave a gap → [`Released`].
@@ -176,6 +182,9 @@ pub enum EvmRequest {
     ReleaseNonce {
         /// `raw_tx` of the [`SignedEvmTx`].
         raw_tx: String,
+        /// The relayer key that signed it, if not the configured key.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        relayer: Option<String>,
     },
 }
 
@@ -305,6 +314,8 @@ pub(crate) struct Client {
     pub chain_id_checked: OnceLock<()>,
     /// Where signatures are recorded before they leave the executor, if anywhere.
     pub audit: Option<crate::audit::SignatureAudit>,
+    /// Relayer keys, when the executor has the document store.
+    pub relayers: Option<super::relayers::RelayerKeyring>,
 }
 
 type RpcFailure = RpcError<TransportErrorKind>;
@@ -511,6 +522,7 @@ impl Client {
                 data,
                 value,
                 gas_limit,
+                relayer,
             } => {
                 let to = parse_address("to", &to)?;
                 let what = call_description(function.as_deref(), abi.as_ref(), data.as_deref());
@@ -533,7 +545,8 @@ impl Client {
                     Some(value) => parse_wei("value", &value)?,
                     None => U256::ZERO,
                 };
-                let signed = self.sign(to, data, value, gas_limit, call).await?;
+                let signer = self.signer_for(relayer.as_deref()).await?;
+                let signed = self.sign(&signer, to, data, value, gas_limit, call).await?;
                 if let Some(audit) = &self.audit {
                     audit
                         .record(crate::audit::Signed {
@@ -542,14 +555,14 @@ impl Client {
                             address: &signed.from,
                             message_types: vec![format!("{what} to {to}")],
                             idempotency_key: call.idempotency_key,
-                            key_id: None,
+                            key_id: relayer.as_ref().map(|id| format!("relayer:{id}")),
                         })
                         .await?;
                 }
                 out(signed)
             }
             EvmRequest::Broadcast { raw_tx } => out(self.broadcast(&raw_tx, call).await?),
-            EvmRequest::TxStatus { tx_hash } => {
+            EvmRequest::TxStatus { tx_hash, relayer } => {
                 let hash: B256 = tx_hash.trim().parse().map_err(|_| {
                     StepError::permanent(format!("tx_hash '{tx_hash}' is not a 32-byte 0x… hash"))
                 })?;
@@ -558,7 +571,7 @@ impl Client {
                         p.get_transaction_receipt(hash).await
                     })
                     .await?;
-                let signer = self.signer()?.address();
+                let signer = self.signer_for(relayer.as_deref()).await?.address();
                 let signer_nonce = self
                     .rpc("eth_getTransactionCount", call, |p| async move {
                         p.get_transaction_count(signer).latest().await
@@ -572,7 +585,7 @@ impl Client {
                     signer_nonce,
                 })
             }
-            EvmRequest::ReleaseNonce { raw_tx } => {
+            EvmRequest::ReleaseNonce { raw_tx, relayer } => {
                 let (envelope, _) = decode_raw_tx(&raw_tx)?;
                 let hash = *envelope.tx_hash();
                 let known = self
@@ -586,7 +599,7 @@ impl Client {
                     )));
                 }
                 let nonce = envelope.nonce();
-                let scope = self.nonce_scope()?;
+                let scope = self.nonce_scope(self.signer_for(relayer.as_deref()).await?.address());
                 let holder = self
                     .nonces
                     .nonce_reservations(&scope, nonce as i64)
@@ -624,13 +637,31 @@ impl Client {
         }
     }
 
+    /// The configured key, or relayer key `relayer`.
+    async fn signer_for(&self, relayer: Option<&str>) -> Result<Arc<PrivateKeySigner>, StepError> {
+        match relayer {
+            None => {
+                self.signer()?;
+                Ok(self.signer.clone().expect("checked"))
+            }
+            Some(id) => {
+                let keyring = self.relayers.as_ref().ok_or_else(|| {
+                    StepError::permanent(format!(
+                        "relayer key {id}: this evm executor has no access to the key store"
+                    ))
+                })?;
+                keyring.signer(id).await
+            }
+        }
+    }
+
     /// `evm:{chain id}:{address}`: one nonce sequence per account and chain.
-    fn nonce_scope(&self) -> Result<String, StepError> {
-        Ok(format!(
+    fn nonce_scope(&self, address: Address) -> String {
+        format!(
             "evm:{}:{}",
             self.settings.chain_id,
-            self.signer()?.address().to_string().to_lowercase()
-        ))
+            address.to_string().to_lowercase()
+        )
     }
 
     /// One RPC, repeated in-process on transient failures with backoff, bounded by the
@@ -772,13 +803,13 @@ impl Client {
 
     async fn sign(
         &self,
+        signer: &PrivateKeySigner,
         to: Address,
         data: Vec<u8>,
         value: U256,
         gas_limit: Option<u64>,
         call: &Call<'_>,
     ) -> Result<SignedEvmTx, StepError> {
-        let signer = self.signer()?;
         let from = signer.address();
         let input = Bytes::from(data);
         // Estimated first: a call that would revert is refused before a nonce is taken.
@@ -820,7 +851,7 @@ impl Client {
             max_priority_fee_per_gas = max_priority_fee_per_gas.min(cap);
         }
         max_priority_fee_per_gas = max_priority_fee_per_gas.min(max_fee_per_gas);
-        let scope = self.nonce_scope()?;
+        let scope = self.nonce_scope(from);
         let floor = self
             .rpc("eth_getTransactionCount", call, |p| async move {
                 p.get_transaction_count(from).pending().await

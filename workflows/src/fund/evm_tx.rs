@@ -88,6 +88,11 @@ pub(crate) async fn send_once(
 ) -> WorkflowResult<Result<LandedTx, TxFailure>> {
     const MAX_SIGNATURES: u32 = 3;
     const MAX_BROADCASTS_PER_SIGNATURE: u32 = 10;
+    // A relayer key signs for itself: its nonce is the one that matters.
+    let relayer = match request {
+        EvmRequest::Sign { relayer, .. } => relayer.clone(),
+        _ => None,
+    };
     for signature in 1..=MAX_SIGNATURES {
         let signed: SignedEvmTx = match evm_step(ctx, format!("{steps}/sign"))
             .call_as(request)
@@ -145,6 +150,7 @@ pub(crate) async fn send_once(
                     let _: Released = evm_step(ctx, format!("{steps}/release-nonce"))
                         .call_as(&EvmRequest::ReleaseNonce {
                             raw_tx: signed.raw_tx.clone(),
+                            relayer: relayer.clone(),
                         })
                         .await?;
                     return Ok(Err(TxFailure::NotSent(message)));
@@ -154,6 +160,7 @@ pub(crate) async fn send_once(
             let status: EvmTxStatus = evm_step(ctx, format!("{steps}/tx-status"))
                 .call_as(&EvmRequest::TxStatus {
                     tx_hash: signed.tx_hash.clone(),
+                    relayer: relayer.clone(),
                 })
                 .await?;
             if status.found {
@@ -255,6 +262,7 @@ pub(crate) async fn approve_if_needed(
         data: None,
         value: None,
         gas_limit: None,
+        relayer: None,
     };
     Ok(send_once(ctx, &format!("{steps}/approve"), &request)
         .await?

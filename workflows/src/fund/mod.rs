@@ -3,7 +3,7 @@
 //! Go), every leg exactly once whatever crashes. See [`workflow`] for the steps and the
 //! order of the legs, [`split()`] for the rounding.
 
-mod evm_tx;
+pub(crate) mod evm_tx;
 pub mod route;
 mod split;
 pub mod workflow;

@@ -597,6 +597,7 @@ impl LegContext<'_> {
                 data: Some(tx.data.clone()),
                 value: None,
                 gas_limit: None,
+                relayer: None,
             };
             let (outcomes, landed): (Vec<ApprovalOutcome>, LandedTx) =
                 approve_and_send(ctx, &steps, "bridge", &approvals, &spend)
@@ -808,6 +809,7 @@ impl LegContext<'_> {
             data: None,
             value: None,
             gas_limit: None,
+            relayer: None,
         };
         let approvals = [(self.settings.usdc.clone(), vault.clone(), legs.stake)];
         let (outcomes, landed) = approve_and_send(ctx, "stake", "stake", &approvals, &spend)

@@ -8,6 +8,7 @@ use utoipa::OpenApi;
 
 use crate::AppState;
 
+pub mod automations;
 pub mod deployments;
 pub mod events;
 pub mod logs;
@@ -50,6 +51,13 @@ pub mod schedules;
         deployments::logs,
         deployments::snapshots,
         deployments::redeploy,
+        automations::add,
+        automations::list,
+        automations::get_one,
+        automations::pause,
+        automations::resume,
+        automations::delete,
+        automations::logs,
     ),
     components(schemas(crate::error::ErrorBody, crate::error::ErrorDetail))
 )]
@@ -77,6 +85,17 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/schedules/{name}/pause", post(schedules::pause))
         .route("/api/v1/schedules/{name}/resume", post(schedules::resume))
         .route("/api/v1/schedules/{name}/runs", get(schedules::runs))
+        .route(
+            "/api/v1/automations",
+            get(automations::list).post(automations::add),
+        )
+        .route(
+            "/api/v1/automations/{id}",
+            get(automations::get_one).delete(automations::delete),
+        )
+        .route("/api/v1/automations/{id}/pause", post(automations::pause))
+        .route("/api/v1/automations/{id}/resume", post(automations::resume))
+        .route("/api/v1/automations/{id}/logs", get(automations::logs))
         .route("/api/v1/queues", get(queues::list))
         .route("/api/v1/queues/{name}", put(queues::set_limit))
         .route(

@@ -1,0 +1,27 @@
+//! Automations as in the Brahma orchestration layer: an operator registers one, and
+//! Morpheus triggers an external executor (any language, any host) on an interval,
+//! verifies what it answers (HMAC-SHA256 under a key generated at registration),
+//! relays the transaction it asks for from one of the automation's relayers through the
+//! `evm` executor exactly once, tells it the outcome, and keeps a log of every
+//! execution.
+//!
+//! - [`model`]: the configuration, its checks, the HMAC and the answer checks (pure).
+//! - [`store::Automations`]: register, list, pause, resume, delete, logs.
+//! - [`execute::AutomationExecute`] (`automation.execute`): one execution.
+
+pub mod execute;
+pub mod model;
+pub mod store;
+
+use morpheus_engine::WorkflowRegistry;
+/// Where the passphrase sealing automations' keys is (shared with ephemeral keys).
+pub use morpheus_executors::cosmos::ephemeral::PassphraseSource;
+
+/// The workflow each automation's schedule starts.
+pub const EXECUTE_WORKFLOW: &str = "automation.execute";
+
+/// Registers `automation.execute`, HMAC keys sealed under the passphrase in
+/// `passphrase`.
+pub fn register(registry: &mut WorkflowRegistry, passphrase: PassphraseSource) {
+    registry.register(execute::AutomationExecute::new(passphrase));
+}
