@@ -231,6 +231,14 @@ impl Ctx {
         Documents::new(self.shared.world.clone())
     }
 
+    /// The storage itself, for step bodies that must reach it directly: starting runs
+    /// under idempotency keys of their own (one run per chain log, say). Like
+    /// [`Ctx::documents`] it is not journaled: use it inside a step body, and keep its
+    /// writes idempotent.
+    pub fn world(&self) -> Arc<dyn crate::World> {
+        self.shared.world.clone()
+    }
+
     /// Starts configuring a step named `name`.
     pub fn step(&self, name: impl AsRef<str>) -> StepBuilder<'_> {
         let (key, seq) = self.next_key(name.as_ref());

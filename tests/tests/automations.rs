@@ -51,12 +51,19 @@ enum Mode {
     Malformed,
     /// 503 to everything.
     Down,
+    /// Skips every trigger (correctly signed).
+    SkipAll,
+    /// Answers with an earlier request's id (and a signature valid for that id): a
+    /// replay carrying a different task.
+    Replay,
 }
 
 #[derive(Default)]
 struct Seen {
     /// requestID → whether its signature verified.
     triggers: Vec<(String, bool, u64)>,
+    /// The `trigger` of each request.
+    trigger_data: Vec<Value>,
     /// The `kernel/executed` bodies.
     executed: Vec<Value>,
 }
@@ -86,12 +93,19 @@ async fn trigger(State(shared): State<Shared>, body: String) -> (StatusCode, Str
         .seen
         .triggers
         .push((request_id.clone(), verified, count));
+    service.seen.trigger_data.push(request["trigger"].clone());
+    // A replay answers as if to the first request this service saw.
+    let answered_id = match service.mode {
+        Mode::Replay => service.seen.triggers[0].0.clone(),
+        _ => request_id.clone(),
+    };
+    let request_id = answered_id;
     let key = if service.mode == Mode::BadSignature {
         b"not the key".to_vec()
     } else {
         service.key.clone()
     };
-    if service.mode == Mode::Honest && count.is_multiple_of(3) {
+    if service.mode == Mode::SkipAll || (service.mode == Mode::Honest && count.is_multiple_of(3)) {
         let answer = json!({"skip": true, "requestID": request_id, "task": null,
                             "signature": hmac_hex(&key, &format!("{request_id}:0x"))});
         return (StatusCode::OK, answer.to_string());
@@ -421,6 +435,7 @@ fn refused_answers_relay_nothing_and_are_logged() {
         ),
         (Mode::Malformed, "not JSON"),
         (Mode::Down, "could not be reached"),
+        (Mode::Replay, "the answer is for request"),
     ];
     for (mode, expected) in cases {
         world.set_mode(mode);
@@ -527,4 +542,141 @@ fn bad_configurations_are_one_line_errors_that_store_nothing() {
     let listed = world.cli(&["automations", "list", "--json"]);
     assert!(listed.status.success(), "{}", listed.stderr);
     assert_eq!(listed.stdout.trim(), "[]");
+}
+
+/// anvil's first account (unlocked): the USDC deployer, whose approvals are watched.
+const DEPLOYER: &str = "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266";
+/// `Approval(address,address,uint256)`.
+const APPROVAL: &str = "0x8c5be1e5ebec7d5bd14f71427d1e84f3dd0314c0f7b2291e5b200ac8c7c3b925";
+
+impl World {
+    /// `approve(spender, amount)` from the deployer: one Approval log.
+    fn approve(&self, spender: u64, amount: u64) -> String {
+        let data = format!("0x095ea7b3{spender:064x}{amount:064x}");
+        self.anvil
+            .rpc(
+                "eth_sendTransaction",
+                json!([{"from": DEPLOYER, "to": self.usdc, "data": data}]),
+            )
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    fn mine(&self, blocks: u64) {
+        for _ in 0..blocks {
+            self.anvil.rpc("evm_mine", json!([]));
+        }
+    }
+}
+
+#[test]
+fn a_filter_automation_executes_once_per_log_that_survives_a_reorg() {
+    let world = World::new(Backend::Sqlite);
+    let _worker = world.worker("w1", None);
+    world.set_mode(Mode::SkipAll);
+    let owner_topic = format!("0x{:0>64}", DEPLOYER.trim_start_matches("0x"));
+    let config = json!({
+        "source": {"type": "FILTER", "value": {"chainId": 31337, "address": world.usdc,
+                   "topics": [APPROVAL, owner_topic, null], "fromBlock": "latest"}},
+        "destination": {"baseURL": world.service_url},
+        "verifyPayload": true,
+        "confirmations": 2,
+        "policy": {"allowedTargets": [world.usdc]},
+    });
+    let out = world.cli(&["automations", "add", &config.to_string()]);
+    assert!(out.status.success(), "{}", out.stderr);
+    let registered: Value = serde_json::from_str(&out.stdout).unwrap();
+    let id = registered["id"].as_str().unwrap().to_owned();
+    world.service.lock().unwrap().key =
+        hex::decode(registered["hmacKey"].as_str().unwrap()).unwrap();
+    // The watcher's first scan sets its cursor at the chain's head ("latest").
+    std::thread::sleep(Duration::from_secs(3));
+
+    let first = world.approve(1, 1);
+    // Two logs in one block.
+    world.anvil.rpc("evm_setAutomine", json!([false]));
+    let second = world.approve(2, 2);
+    let third = world.approve(3, 3);
+    world.mine(1);
+    world.anvil.rpc("evm_setAutomine", json!([true]));
+    // A log in a block that a reorg removes before it is two blocks deep.
+    let snapshot = world.anvil.rpc("evm_snapshot", json!([]));
+    let reorged = world.approve(4, 4);
+    assert_eq!(
+        world.anvil.rpc("evm_revert", json!([snapshot])),
+        json!(true)
+    );
+    let last = world.approve(5, 5);
+    world.mine(3);
+
+    let surviving = world.anvil.rpc(
+        "eth_getLogs",
+        json!([{"fromBlock": "0x0", "toBlock": "latest", "address": world.usdc,
+                "topics": [APPROVAL, owner_topic]}]),
+    );
+    let surviving: BTreeSet<(String, u64)> = surviving
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|log| {
+            let index = log["logIndex"].as_str().unwrap().trim_start_matches("0x");
+            (
+                log["transactionHash"].as_str().unwrap().to_lowercase(),
+                u64::from_str_radix(index, 16).unwrap(),
+            )
+        })
+        .collect();
+    let surviving_txs: BTreeSet<String> = surviving.iter().map(|(tx, _)| tx.clone()).collect();
+    let expected: BTreeSet<String> = [&first, &second, &third, &last]
+        .iter()
+        .map(|tx| tx.to_lowercase())
+        .collect();
+    assert_eq!(
+        surviving_txs, expected,
+        "the reorged approval is gone from the chain"
+    );
+    assert!(!surviving_txs.contains(&reorged.to_lowercase()));
+
+    let records = wait_for(
+        "an execution per surviving log",
+        Duration::from_secs(60),
+        || {
+            let records = world.logs(&id, "?limit=100");
+            (records.len() >= surviving.len()).then_some(records)
+        },
+    );
+    // Several more scans: still exactly one execution per log.
+    std::thread::sleep(Duration::from_secs(3));
+    let again = world.logs(&id, "?limit=100");
+    assert_eq!(again.len(), records.len());
+    let executed: Vec<(String, u64)> = again
+        .iter()
+        .map(|record| {
+            let log = &record["metadata"]["request"]["trigger"]["data"];
+            (
+                log["tx_hash"].as_str().unwrap().to_lowercase(),
+                log["log_index"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let distinct: BTreeSet<(String, u64)> = executed.iter().cloned().collect();
+    assert_eq!(
+        distinct.len(),
+        executed.len(),
+        "no log executed twice: {executed:?}"
+    );
+    assert_eq!(distinct, surviving);
+    assert!(again.iter().all(|record| record["message"] == "skipped"));
+    let service = world.service.lock().unwrap();
+    assert!(service
+        .seen
+        .trigger_data
+        .iter()
+        .all(|trigger| trigger["type"] == "FILTER"));
+    assert!(service
+        .seen
+        .triggers
+        .iter()
+        .all(|(_, verified, _)| *verified));
 }

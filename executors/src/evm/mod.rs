@@ -88,9 +88,10 @@ use zeroize::Zeroizing;
 
 pub use config::{EvmConfig, EvmConfigError, EvmTimeouts, KeySource};
 pub use ops::{
-    can_resign, CallResult, ChainInfo, EvmReceipt, EvmRequest, EvmTxStatus, Released, SignedEvmTx,
-    TokenAmount, TokenDecimals, CALL_REVERTED, CALL_REVERTED_PREFIX, NONCE_TAKEN,
-    NONCE_TAKEN_PREFIX, TX_REJECTED, TX_REJECTED_PREFIX, TX_REVERTED, TX_REVERTED_PREFIX,
+    can_resign, CallResult, ChainInfo, EvmLog, EvmLogs, EvmReceipt, EvmRequest, EvmTxStatus,
+    Released, SignedEvmTx, TokenAmount, TokenDecimals, CALL_REVERTED, CALL_REVERTED_PREFIX,
+    NONCE_TAKEN, NONCE_TAKEN_PREFIX, TX_REJECTED, TX_REJECTED_PREFIX, TX_REVERTED,
+    TX_REVERTED_PREFIX,
 };
 
 use ops::{Call, Client};

@@ -93,6 +93,20 @@ pub fn can_resign(tx_found: bool, signer_nonce: u64, tx_nonce: u64) -> bool {
 pub enum EvmRequest {
     /// The node's chain id and latest block, and the executor's address → [`ChainInfo`].
     ChainInfo,
+    /// The logs of blocks `from_block..=to_block` matching `address` and `topics`
+    /// (`eth_getLogs`; a `null` topic matches anything) → [`EvmLogs`].
+    Logs {
+        /// The emitting contract, if one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        address: Option<String>,
+        /// Up to four topics, `0x…` or `null`.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        topics: Vec<Value>,
+        /// The first block.
+        from_block: u64,
+        /// The last block.
+        to_block: u64,
+    },
     /// A read-only contract call (`eth_call`) → [`CallResult`].
     Call {
         /// The contract.
@@ -186,6 +200,32 @@ pub enum EvmRequest {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         relayer: Option<String>,
     },
+}
+
+/// One log of `logs`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvmLog {
+    /// The emitting contract.
+    pub address: String,
+    /// Its topics.
+    pub topics: Vec<String>,
+    /// Its data, `0x…`.
+    pub data: String,
+    /// The block.
+    pub block_number: u64,
+    /// The block's hash.
+    pub block_hash: String,
+    /// The transaction.
+    pub tx_hash: String,
+    /// Its index in the block.
+    pub log_index: u64,
+}
+
+/// Output of `logs`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvmLogs {
+    /// The logs, in chain order.
+    pub logs: Vec<EvmLog>,
 }
 
 /// Output of `chain_info`.
@@ -428,6 +468,85 @@ impl Client {
     ) -> Result<Value, StepError> {
         self.check_chain_id(call).await?;
         match request {
+            EvmRequest::Logs {
+                address,
+                topics,
+                from_block,
+                to_block,
+            } => {
+                if from_block > to_block {
+                    return Err(StepError::permanent(format!(
+                        "from_block {from_block} is after to_block {to_block}"
+                    )));
+                }
+                if topics.len() > 4 {
+                    return Err(StepError::permanent("at most four topics"));
+                }
+                for topic in &topics {
+                    let ok = match topic {
+                        Value::Null => true,
+                        Value::String(text) => text.parse::<B256>().is_ok(),
+                        Value::Array(any_of) => any_of
+                            .iter()
+                            .all(|t| t.as_str().is_some_and(|t| t.parse::<B256>().is_ok())),
+                        _ => false,
+                    };
+                    if !ok {
+                        return Err(StepError::permanent(format!(
+                            "topic {topic} is not a 32-byte 0x… value, a list of them, or null"
+                        )));
+                    }
+                }
+                let mut filter = json!({
+                    "fromBlock": format!("0x{from_block:x}"),
+                    "toBlock": format!("0x{to_block:x}"),
+                    "topics": topics,
+                });
+                if let Some(address) = address {
+                    filter["address"] =
+                        json!(parse_address("address", &address)?.to_checksum(None));
+                }
+                let answer: Value = self
+                    .rpc("eth_getLogs", call, |p| {
+                        let filter = filter.clone();
+                        async move {
+                            p.raw_request::<_, Value>(
+                                std::borrow::Cow::Borrowed("eth_getLogs"),
+                                (filter,),
+                            )
+                            .await
+                        }
+                    })
+                    .await?;
+                let hex_number = |value: &Value| {
+                    value.as_str().and_then(|text| {
+                        u64::from_str_radix(text.trim_start_matches("0x"), 16).ok()
+                    })
+                };
+                let mut logs = Vec::new();
+                for log in answer.as_array().cloned().unwrap_or_default() {
+                    let malformed =
+                        || StepError::retryable(format!("eth_getLogs: malformed log {log}"));
+                    logs.push(EvmLog {
+                        address: log["address"].as_str().ok_or_else(malformed)?.to_owned(),
+                        topics: log["topics"]
+                            .as_array()
+                            .ok_or_else(malformed)?
+                            .iter()
+                            .filter_map(|t| t.as_str().map(str::to_owned))
+                            .collect(),
+                        data: log["data"].as_str().unwrap_or("0x").to_owned(),
+                        block_number: hex_number(&log["blockNumber"]).ok_or_else(malformed)?,
+                        block_hash: log["blockHash"].as_str().ok_or_else(malformed)?.to_owned(),
+                        tx_hash: log["transactionHash"]
+                            .as_str()
+                            .ok_or_else(malformed)?
+                            .to_owned(),
+                        log_index: hex_number(&log["logIndex"]).ok_or_else(malformed)?,
+                    });
+                }
+                out(EvmLogs { logs })
+            }
             EvmRequest::ChainInfo => {
                 let block_number = self
                     .rpc("eth_blockNumber", call, |p| async move {

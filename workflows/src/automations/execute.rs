@@ -39,6 +39,10 @@ use crate::fund::evm_tx::{send_once, TxFailure};
 pub struct ExecuteInput {
     /// The automation.
     pub automation_id: String,
+    /// What triggered it (`{"type": "FILTER", "data": <log>}` from the watcher);
+    /// default: an INTERVAL tick at the run's start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<Value>,
 }
 
 /// The execution's place in the automation's history.
@@ -181,10 +185,15 @@ impl Workflow for AutomationExecute {
                 .await?
         };
         let triggered_at = ctx.now().await?;
+        let trigger = input
+            .trigger
+            .clone()
+            .unwrap_or_else(|| json!({"type": "INTERVAL", "data": triggered_at}));
         let request = {
             let (documents, passphrase, id) =
                 (documents.clone(), self.passphrase.clone(), id.clone());
-            let (request_id, context) = (request_id.clone(), context.clone());
+            let (request_id, context, trigger) =
+                (request_id.clone(), context.clone(), trigger.clone());
             ctx.step("request")
                 .run(move |_| async move {
                     let (automation, key) = load(&documents, &passphrase, &id).await?;
@@ -207,7 +216,7 @@ impl Workflow for AutomationExecute {
                             },
                         },
                         "requestID": request_id,
-                        "trigger": {"type": "INTERVAL", "data": triggered_at},
+                        "trigger": trigger,
                         "signature": hmac_hex(&key, &request_id),
                     }))
                 })
@@ -420,8 +429,10 @@ impl Workflow for AutomationExecute {
             "createdAt": triggered_at,
         });
         {
-            let (documents, record) = (documents.clone(), record.clone());
-            let key = format!("{id}/{:012}", context.execution_count);
+            let (documents, record, request_id) =
+                (documents.clone(), record.clone(), request_id.clone());
+            // The run id: unique however executions interleave.
+            let key = format!("{id}/{request_id}");
             ctx.step("record")
                 .run(move |_| async move {
                     documents

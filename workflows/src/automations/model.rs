@@ -74,6 +74,92 @@ pub struct AutomationConfig {
     /// Free-form data passed to the executor in `params.subscription`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Value>,
+    /// FILTER only: how many blocks a log must be buried under before it triggers
+    /// (default 2), so that a reorg can neither trigger twice nor make a log be missed.
+    #[serde(default = "default_confirmations")]
+    pub confirmations: u64,
+}
+
+fn default_confirmations() -> u64 {
+    2
+}
+
+/// Most confirmations a FILTER may ask for.
+pub const MAX_CONFIRMATIONS: u64 = 256;
+
+/// A FILTER source's `eth_getLogs` filter, checked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogFilter {
+    /// The chain the logs are on (must be the `evm` executor's).
+    #[serde(rename = "chainId")]
+    pub chain_id: u64,
+    /// The emitting contract, if one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// Up to four topics; `null` matches anything.
+    #[serde(default)]
+    pub topics: Vec<Value>,
+    /// `"latest"` (default: logs from registration on) or a block number.
+    #[serde(rename = "fromBlock", default)]
+    pub from_block: Option<Value>,
+}
+
+impl LogFilter {
+    /// The first block to scan, when given as a number (`None`: from the chain's head).
+    pub fn start_block(&self) -> Option<u64> {
+        match &self.from_block {
+            Some(Value::Number(n)) => n.as_u64(),
+            Some(Value::String(text)) if text.starts_with("0x") => {
+                u64::from_str_radix(&text[2..], 16).ok()
+            }
+            Some(Value::String(text)) => text.parse().ok(),
+            _ => None,
+        }
+    }
+}
+
+/// A FILTER source's value as a [`LogFilter`], checked.
+pub fn log_filter(value: &Value) -> Result<LogFilter, InvalidAutomation> {
+    let filter: LogFilter = serde_json::from_value(value.clone())
+        .map_err(|error| InvalidAutomation(format!("source.value: {error}")))?;
+    if let Some(address) = &filter.address {
+        if !is_evm_address(address) {
+            return invalid(format!(
+                "source.value.address: '{address}' is not an address"
+            ));
+        }
+    }
+    if filter.topics.len() > 4 {
+        return invalid("source.value.topics: at most four");
+    }
+    let is_topic = |text: &str| {
+        text.len() == 66
+            && text.starts_with("0x")
+            && text[2..].bytes().all(|b| b.is_ascii_hexdigit())
+    };
+    for topic in &filter.topics {
+        let ok = match topic {
+            Value::Null => true,
+            Value::String(text) => is_topic(text),
+            _ => false,
+        };
+        if !ok {
+            return invalid(format!(
+                "source.value.topics: {topic} is not a 32-byte 0x… topic or null"
+            ));
+        }
+    }
+    match &filter.from_block {
+        None => {}
+        Some(Value::String(text)) if text == "latest" => {}
+        Some(_) if filter.start_block().is_some() => {}
+        Some(other) => {
+            return invalid(format!(
+                "source.value.fromBlock: {other} is neither \"latest\" nor a block number"
+            ))
+        }
+    }
+    Ok(filter)
 }
 
 fn one() -> u32 {
@@ -114,10 +200,14 @@ impl AutomationConfig {
                 ))
             }
             Source::Interval(_) => {}
-            Source::Filter(_) => {
-                return invalid(
-                    "source.type: FILTER triggers (chain log watchers) are not available yet; use INTERVAL",
-                )
+            Source::Filter(value) => {
+                log_filter(value)?;
+                if !(1..=MAX_CONFIRMATIONS).contains(&self.confirmations) {
+                    return invalid(format!(
+                        "confirmations: {} is outside 1..={MAX_CONFIRMATIONS}",
+                        self.confirmations
+                    ));
+                }
             }
         }
         let url = reqwest::Url::parse(&self.destination.base_url).map_err(|error| {
@@ -398,6 +488,13 @@ mod tests {
 
     #[test]
     fn configurations_are_checked_field_by_field() {
+        let filter = config(
+            json!({"type": "FILTER", "value": {"chainId": 8453,
+                   "address": "0x00000000000000000000000000000000000000aa",
+                   "topics": [format!("0x{}", "dd".repeat(32)), null], "fromBlock": "latest"}}),
+            "https://executor.example",
+        );
+        assert_eq!(filter.validate(1), Ok(()));
         let ok = config(
             json!({"type": "INTERVAL", "value": 30}),
             "https://executor.example",
@@ -433,7 +530,17 @@ mod tests {
             (
                 json!({"type": "FILTER", "value": {}}),
                 "https://e.example",
-                "not available yet",
+                "missing field `chainId`",
+            ),
+            (
+                json!({"type": "FILTER", "value": {"chainId": 1, "topics": ["0x12"]}}),
+                "https://e.example",
+                "not a 32-byte",
+            ),
+            (
+                json!({"type": "FILTER", "value": {"chainId": 1, "fromBlock": "soon"}}),
+                "https://e.example",
+                "fromBlock",
             ),
         ];
         for (source, url, expected) in cases {

@@ -22,10 +22,16 @@ use super::model::{
     Automation, AutomationConfig, AutomationStatus, InvalidAutomation, Relayer, Source,
     AUTOMATIONS_COLLECTION, AUTOMATION_LOGS_COLLECTION,
 };
-use super::EXECUTE_WORKFLOW;
+use super::{EXECUTE_WORKFLOW, WATCH_POLL, WATCH_WORKFLOW};
 
 /// The schedule that fires automation `id`.
 pub fn schedule_name(id: &str) -> String {
+    format!("automation:{id}")
+}
+
+/// The queue of automation `id`'s executions: limited to one at a time, so each
+/// execution sees the one before it (`context.executionCount`, `prevExecutionID`).
+pub fn execution_queue(id: &str) -> String {
     format!("automation:{id}")
 }
 
@@ -87,10 +93,12 @@ impl Automations {
     /// the relayer keys (stored sealed), stores the automation and registers its trigger.
     pub async fn register(&self, config: AutomationConfig) -> Result<Registered, AutomationError> {
         config.validate(self.min_interval_s)?;
-        let Source::Interval(every_s) = config.source else {
-            unreachable!("validate refuses other sources")
+        // An INTERVAL fires an execution per tick; a FILTER runs its log watcher.
+        let (workflow, every) = match config.source {
+            Source::Interval(every_s) => (EXECUTE_WORKFLOW, Duration::from_secs(every_s)),
+            Source::Filter(_) => (WATCH_WORKFLOW, WATCH_POLL),
         };
-        let trigger = Trigger::every(Duration::from_secs(every_s))
+        let trigger = Trigger::every(every)
             .map_err(|error| InvalidAutomation(format!("source.value: {error}")))?;
         let passphrase = self.passphrase.read().map_err(AutomationError::Keys)?;
         let id = format!("aut-{}", &uuid::Uuid::now_v7().simple().to_string()[16..]);
@@ -140,17 +148,25 @@ impl Automations {
             status: AutomationStatus::Active,
             created_at: Utc::now(),
         };
+        self.world
+            .set_queue_limit(&execution_queue(&id), Some(1))
+            .await?;
         self.documents
             .insert(AUTOMATIONS_COLLECTION, &id, &automation)
             .await?;
         let spec = ScheduleSpec {
             name: schedule_name(&id),
-            workflow: EXECUTE_WORKFLOW.to_owned(),
+            workflow: workflow.to_owned(),
             input: json!({"automation_id": id}),
             trigger,
             overlap: Overlap::Skip,
             catch_up: CatchUp::SkipMissed,
-            queue: "default".to_owned(),
+            // The watcher is not an execution: it keeps scanning while one runs.
+            queue: if workflow == EXECUTE_WORKFLOW {
+                execution_queue(&id)
+            } else {
+                "default".to_owned()
+            },
             priority: 0,
             heartbeat_url: None,
         };
