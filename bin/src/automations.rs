@@ -1,9 +1,9 @@
 //! `morpheus automations add | list | pause | resume | delete | logs`.
 
 use anyhow::{anyhow, Result};
-use morpheus_workflows::automations::model::{AutomationConfig, Source};
+use morpheus_workflows::automations::model::AutomationConfig;
 use morpheus_workflows::automations::store::Automations;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::cli::AutomationsCommand;
 use crate::commands::{open, read_json_argument};
@@ -115,19 +115,5 @@ async fn store(url: &str, config: &Config) -> Result<Automations> {
 
 /// An automation as `list` shows it: never its keys.
 pub fn summary(automation: &morpheus_workflows::automations::model::Automation) -> Value {
-    let trigger = match &automation.config.source {
-        Source::Interval(seconds) => format!("every {seconds}s"),
-        Source::Filter(_) => "filter".to_owned(),
-    };
-    json!({
-        "id": automation.id,
-        "status": automation.status,
-        "trigger": trigger,
-        "source": automation.config.source,
-        "destination": automation.config.destination,
-        "verifyPayload": automation.config.verify_payload,
-        "policy": automation.config.policy,
-        "relayerAddress": automation.relayers.iter().map(|r| r.address.clone()).collect::<Vec<_>>(),
-        "createdAt": automation.created_at,
-    })
+    automation.summary()
 }

@@ -31,7 +31,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -39,9 +39,8 @@ use chrono::{DateTime, Utc};
 use morpheus_devnets::akash::{self, SimulatorOptions, DEMO_MNEMONIC};
 use morpheus_devnets::provider::{start_provider, ProviderOptions, DSEQ_LABEL, PROVIDER_LABEL};
 use morpheus_engine::{
-    async_trait, Engine, ErrorCode, ExecError, ExecOutput, ExecRequest, Executor, ExecutorRegistry,
-    LogQuery, LogRecord, RunId, RunRecord, RunStatus, Runtime, StepRecord, WorkerConfig, Workflow,
-    WorkflowRegistry, World,
+    Engine, ExecutorRegistry, LogQuery, LogRecord, RunId, RunRecord, RunStatus, Runtime,
+    StepRecord, WorkerConfig, Workflow, WorkflowRegistry, World,
 };
 use morpheus_executors::cosmos::{CosmosConfig, CosmosExecutor, Signer};
 use morpheus_workflows::akash::deploy::{AkashClose, AkashDeploy, AkashDeployReport};
@@ -50,6 +49,7 @@ use serde::Serialize;
 use serde_json::json;
 use tokio::net::TcpListener;
 
+use crate::bench_timed::{CallTimes, Timed};
 use crate::cli::BenchDeployArgs;
 
 /// The repository of the benchmark's image in `--registry`.
@@ -79,39 +79,6 @@ const DRY_RUN_BUDGET_MS: f64 = 50.0;
 const DRY_RUN_PROJECT: &str = "name: agent\ntemplate: ai-agent\nimage: ghcr.io/acme/agent:1\n\
     env: {LOG_LEVEL: info}\nsidecars:\n  postgres: {password: change-me}\n  vector: {}\n  custom:\n\
     \x20 - {name: redis, image: 'redis:7', port: 6379, resources: {cpu: 0.5, memory: 256Mi}}\n";
-
-/// Time spent inside executor calls, by idempotency key (`run/step`).
-type CallTimes = Arc<Mutex<HashMap<String, Duration>>>;
-
-/// An executor that times its inner executor's calls.
-struct Timed<E> {
-    inner: E,
-    times: CallTimes,
-}
-
-#[async_trait]
-impl<E: Executor> Executor for Timed<E> {
-    fn kind(&self) -> &str {
-        self.inner.kind()
-    }
-
-    async fn call(&self, request: ExecRequest) -> Result<ExecOutput, ExecError> {
-        let key = request.idempotency_key.clone();
-        let started = Instant::now();
-        let result = self.inner.call(request).await;
-        *self
-            .times
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(key)
-            .or_default() += started.elapsed();
-        result
-    }
-
-    fn error_code(&self, message: &str) -> Option<ErrorCode> {
-        self.inner.error_code(message)
-    }
-}
 
 /// Removes every container and volume of the provider simulator when dropped, however
 /// the benchmark ends (normally its close runs have removed them already).

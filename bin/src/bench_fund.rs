@@ -19,7 +19,7 @@
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -28,8 +28,8 @@ use morpheus_devnets::akash::{self, SimulatorOptions, DEMO_MNEMONIC};
 use morpheus_devnets::evm::{deploy, mint, signer_from_hex, ANVIL_DEV_KEY};
 use morpheus_devnets::skip::{self, quote};
 use morpheus_engine::{
-    async_trait, Engine, ErrorCode, ExecError, ExecOutput, ExecRequest, Executor, ExecutorRegistry,
-    RunStatus, Runtime, StepRecord, WorkerConfig, Workflow, WorkflowRegistry,
+    Engine, ExecutorRegistry, RunStatus, Runtime, StepRecord, WorkerConfig, Workflow,
+    WorkflowRegistry,
 };
 use morpheus_executors::cosmos::{CosmosConfig, CosmosExecutor, Signer};
 use morpheus_executors::evm::{EvmConfig, EvmExecutor};
@@ -38,6 +38,7 @@ use serde::Serialize;
 use serde_json::json;
 use tokio::net::TcpListener;
 
+use crate::bench_timed::{CallTimes, Timed};
 use crate::cli::BenchFundArgs;
 
 /// anvil's second well-known account (public): the wallet whose USDC is funded.
@@ -46,39 +47,6 @@ const USER_KEY: &str = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f460
 const BUDGET_MS: f64 = 5.0;
 /// The legs, in the order the workflow runs them.
 const LEGS: [&str; 4] = ["checks", "swap", "deposit", "stake"];
-
-/// Time spent inside executor calls, by idempotency key (`run/step`).
-type CallTimes = Arc<Mutex<HashMap<String, Duration>>>;
-
-/// An executor that times its inner executor's calls.
-struct Timed<E> {
-    inner: E,
-    times: CallTimes,
-}
-
-#[async_trait]
-impl<E: Executor> Executor for Timed<E> {
-    fn kind(&self) -> &str {
-        self.inner.kind()
-    }
-
-    async fn call(&self, request: ExecRequest) -> Result<ExecOutput, ExecError> {
-        let key = request.idempotency_key.clone();
-        let started = Instant::now();
-        let result = self.inner.call(request).await;
-        *self
-            .times
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(key)
-            .or_default() += started.elapsed();
-        result
-    }
-
-    fn error_code(&self, message: &str) -> Option<ErrorCode> {
-        self.inner.error_code(message)
-    }
-}
 
 /// anvil as a child process, killed on drop.
 struct AnvilProcess(Child);

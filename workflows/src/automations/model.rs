@@ -297,6 +297,28 @@ pub struct Automation {
     pub created_at: DateTime<Utc>,
 }
 
+impl Automation {
+    /// The automation as lists and the API show it: never its keys.
+    pub fn summary(&self) -> Value {
+        let trigger = match &self.config.source {
+            Source::Interval(seconds) => format!("every {seconds}s"),
+            Source::Filter(_) => format!("filter ({} confirmations)", self.config.confirmations),
+        };
+        serde_json::json!({
+            "id": self.id,
+            "status": self.status,
+            "trigger": trigger,
+            "source": self.config.source,
+            "destination": self.config.destination,
+            "verifyPayload": self.config.verify_payload,
+            "relayerCount": self.config.relayer_count,
+            "policy": self.config.policy,
+            "relayerAddress": self.relayers.iter().map(|r| r.address.clone()).collect::<Vec<_>>(),
+            "createdAt": self.created_at,
+        })
+    }
+}
+
 /// What the hooks' HMAC is: hex HMAC-SHA256 of `message` under `key`.
 pub fn hmac_hex(key: &[u8], message: &str) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");

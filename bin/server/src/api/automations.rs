@@ -5,10 +5,10 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use morpheus_workflows::automations::model::{Automation, AutomationConfig, Source};
+use morpheus_workflows::automations::model::{Automation, AutomationConfig};
 use morpheus_workflows::automations::store::AutomationError;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use utoipa::IntoParams;
 
 use crate::error::{ApiError, ApiResult, ErrorBody};
@@ -29,22 +29,7 @@ impl From<AutomationError> for ApiError {
 
 /// An automation as the API shows it: never its keys.
 fn view(automation: &Automation) -> Value {
-    let trigger = match &automation.config.source {
-        Source::Interval(seconds) => format!("every {seconds}s"),
-        Source::Filter(_) => "filter".to_owned(),
-    };
-    json!({
-        "id": automation.id,
-        "status": automation.status,
-        "trigger": trigger,
-        "source": automation.config.source,
-        "destination": automation.config.destination,
-        "verifyPayload": automation.config.verify_payload,
-        "relayerCount": automation.config.relayer_count,
-        "policy": automation.config.policy,
-        "relayerAddress": automation.relayers.iter().map(|r| r.address.clone()).collect::<Vec<_>>(),
-        "createdAt": automation.created_at,
-    })
+    automation.summary()
 }
 
 /// Registers an automation: `{source, destination {baseURL}, verifyPayload,
