@@ -94,8 +94,12 @@ pub(crate) fn percentile_ms(sorted_us: &[u32], fraction: f64) -> f64 {
 
 /// Runs the benchmark and prints one JSON line.
 pub async fn run(url: &str, args: BenchArgs) -> Result<()> {
-    if let Some(crate::cli::BenchMode::Deploy(deploy)) = args.mode {
-        return crate::bench_deploy::run(deploy).await;
+    match args.mode {
+        Some(crate::cli::BenchMode::Deploy(deploy)) => {
+            return crate::bench_deploy::run(deploy).await
+        }
+        Some(crate::cli::BenchMode::Idle(idle)) => return crate::bench_idle::run(url, idle).await,
+        _ => {}
     }
     let is_postgres = url.starts_with("postgres://") || url.starts_with("postgresql://");
     if args.compare_pgbench && !is_postgres {

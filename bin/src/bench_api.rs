@@ -206,7 +206,7 @@ pub async fn run(url: &str, args: BenchApiArgs) -> Result<()> {
 }
 
 /// `server` with its database replaced by `database`.
-fn database_url(server: &str, database: &str) -> Result<String> {
+pub(crate) fn database_url(server: &str, database: &str) -> Result<String> {
     let mut url = reqwest::Url::parse(server)
         .with_context(|| format!("invalid --database-url {}", redact(server)))?;
     url.set_path(database);

@@ -497,7 +497,8 @@ pub struct UpArgs {
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub heartbeat: std::time::Duration,
     /// Longest idle wait between claims when no wake-up arrives (default: 1s on SQLite,
-    /// 10s on Postgres, which is woken by LISTEN/NOTIFY).
+    /// 60s on Postgres, which is woken by LISTEN/NOTIFY; timers and expiring leases wake
+    /// it on time either way).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub poll_interval: Option<std::time::Duration>,
     /// How long in-flight runs may take to finish after SIGTERM/Ctrl-C.
@@ -1124,6 +1125,20 @@ pub enum BenchMode {
     /// times the dry-run synthesis of a project with three sidecars (budget ≤ 50 ms).
     /// Progress goes to stderr, the table to stdout.
     Deploy(BenchDeployArgs),
+    /// What one idle `morpheus up` costs its Postgres database: transactions committed
+    /// per minute (`pg_stat_database`) by a worker, a scheduler and the heartbeat pinger
+    /// with nothing to do, and the latency of one wake-up (a run started by another
+    /// connection, until it completes). Needs a postgres:// --database-url; creates and
+    /// drops the database `morpheus_bench_idle` on that server.
+    Idle(BenchIdleArgs),
+}
+
+/// `morpheus bench idle`.
+#[derive(Debug, Args)]
+pub struct BenchIdleArgs {
+    /// How long to count idle commits.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub duration: std::time::Duration,
 }
 
 /// `morpheus bench fund`.

@@ -9,6 +9,7 @@ mod bench_api;
 mod bench_deploy;
 mod bench_extensions;
 mod bench_fund;
+mod bench_idle;
 mod bench_timed;
 mod cli;
 mod commands;

@@ -484,10 +484,11 @@ fn the_daily_cap_holds_across_runs(backend: Backend) {
     let deadline = std::time::Instant::now() + Duration::from_secs(90);
     loop {
         let runs = schedule_runs(&station.env, "capped");
-        // The chain's clock starts once the sweeps do: on a loaded machine the workers
-        // may take seconds to start, and 60 blocks without a sweep would drain the
-        // escrow before the first deposit.
-        if runs.iter().any(is_terminal) {
+        // The chain's clock starts once the schedule has fired: on a loaded machine the
+        // workers may take seconds to start, and 60 blocks before the first sweep would
+        // drain the escrow before its deposit. (Blocks must go on once a sweep runs:
+        // its deposit waits for one.)
+        if !runs.is_empty() {
             station.blocks(1);
         } else {
             std::thread::sleep(Duration::from_millis(100));

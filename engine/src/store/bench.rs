@@ -111,6 +111,41 @@ pub async fn drop_postgres_database(server_url: &str, name: &str) -> EngineResul
     Ok(())
 }
 
+/// How many transactions database `name` has committed (`pg_stat_database`), read over
+/// a connection to the server `server_url` points at (another database, so the reading
+/// itself is not counted). The server publishes a session's counts when it goes idle
+/// (at most every second; within 10 s) and when it ends.
+pub async fn postgres_commits(server_url: &str, name: &str) -> EngineResult<i64> {
+    let mut admin = sqlx::PgConnection::connect(server_url).await?;
+    let commits: i64 =
+        sqlx::query_scalar("SELECT xact_commit FROM pg_stat_database WHERE datname = $1")
+            .bind(name)
+            .fetch_one(&mut admin)
+            .await?;
+    Ok(commits)
+}
+
+/// Turns autovacuum (and its analyze) off for every table of the database `url` points
+/// at, so that a benchmark counting the database's transactions counts only its
+/// clients' (the server's autovacuum workers commit in the database too).
+pub async fn postgres_disable_autovacuum(url: &str) -> EngineResult<()> {
+    let mut conn = sqlx::PgConnection::connect(url).await?;
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT quote_ident(schemaname) || '.' || quote_ident(tablename) FROM pg_tables
+         WHERE schemaname NOT IN ('pg_catalog', 'information_schema')",
+    )
+    .fetch_all(&mut conn)
+    .await?;
+    for table in tables {
+        sqlx::query(&format!(
+            "ALTER TABLE {table} SET (autovacuum_enabled = false, toast.autovacuum_enabled = false)"
+        ))
+        .execute(&mut conn)
+        .await?;
+    }
+    Ok(())
+}
+
 /// `name` as a quoted SQL identifier (DDL takes no bind parameters).
 fn quote_identifier(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))

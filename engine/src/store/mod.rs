@@ -53,7 +53,8 @@ pub mod signatures;
 pub mod sqlite;
 
 pub use bench::{
-    connect_bench, create_postgres_database, drop_postgres_database, BenchSupport, RawStepWrites,
+    connect_bench, create_postgres_database, drop_postgres_database, postgres_commits,
+    postgres_disable_autovacuum, BenchSupport, RawStepWrites,
 };
 pub use budgets::BudgetStore;
 pub use documents::DocumentStore;
@@ -142,6 +143,16 @@ pub trait World:
     /// rely on in-process signals and polling.
     fn spawn_wake_listener(&self, wake: Arc<Notify>) -> Option<JoinHandle<()>> {
         let _ = wake;
+        None
+    }
+
+    /// Like [`World::spawn_wake_listener`], for schedule changes: signals `changed`
+    /// whenever any process adds, changes or resumes a schedule (and after every
+    /// (re)connection), so a scheduler can sleep until its next due tick instead of
+    /// polling. `None` when the backend cannot notify other processes (SQLite): the
+    /// scheduler then polls every [`crate::scheduler::SCHEDULER_POLL`].
+    fn spawn_schedule_listener(&self, changed: Arc<Notify>) -> Option<JoinHandle<()>> {
+        let _ = changed;
         None
     }
 }

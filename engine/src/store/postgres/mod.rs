@@ -42,6 +42,10 @@ pub const WAKE_CHANNEL: &str = "morpheus_runs";
 /// transaction that appended to the feed.
 pub const FEED_CHANNEL: &str = "morpheus_feed";
 
+/// The channel schedulers `LISTEN` on; a notification means "a schedule was added,
+/// changed or resumed: it may fire sooner than you thought".
+pub const SCHEDULE_CHANNEL: &str = "morpheus_schedules";
+
 /// How long a session may sit idle inside a transaction before the server ends it.
 const IDLE_IN_TRANSACTION_TIMEOUT: &str = "5s";
 
@@ -87,6 +91,15 @@ impl World for PostgresWorld {
     /// world's connect options (see `listen.rs`).
     fn spawn_wake_listener(&self, wake: Arc<Notify>) -> Option<JoinHandle<()>> {
         Some(listen::spawn_wake_listener(self.options.clone(), wake))
+    }
+
+    /// `LISTEN`s on [`SCHEDULE_CHANNEL`] on a connection of its own.
+    fn spawn_schedule_listener(&self, changed: Arc<Notify>) -> Option<JoinHandle<()>> {
+        Some(listen::spawn_listener(
+            self.options.clone(),
+            SCHEDULE_CHANNEL,
+            changed,
+        ))
     }
 }
 

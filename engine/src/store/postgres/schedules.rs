@@ -9,6 +9,7 @@ use uuid::Uuid;
 use super::events::notify;
 use super::runs::status_of;
 use super::PostgresWorld;
+use super::SCHEDULE_CHANNEL;
 use crate::error::{EngineError, EngineResult};
 use crate::ids::RunId;
 use crate::model::RunRecord;
@@ -43,6 +44,21 @@ fn bind_schedule<'q>(
         .bind(&columns.heartbeat_url)
 }
 
+impl PostgresWorld {
+    /// Tells every scheduler (`LISTEN` on [`SCHEDULE_CHANNEL`]) that a schedule may fire
+    /// sooner than it thought. Best effort: a lost notification only delays the schedule
+    /// to the schedulers' fallback pass.
+    async fn notify_schedulers(&self) {
+        if let Err(error) = sqlx::query("SELECT pg_notify($1, '')")
+            .bind(SCHEDULE_CHANNEL)
+            .execute(&self.pool)
+            .await
+        {
+            tracing::warn!(%error, "could not notify the schedulers of a schedule change");
+        }
+    }
+}
+
 #[async_trait]
 impl ScheduleStore for PostgresWorld {
     async fn add_schedule(
@@ -68,6 +84,7 @@ impl ScheduleStore for PostgresWorld {
         if inserted == 0 {
             return Err(EngineError::ScheduleExists(spec.name.clone()));
         }
+        self.notify_schedulers().await;
         Ok(())
     }
 
@@ -103,6 +120,9 @@ impl ScheduleStore for PostgresWorld {
         .execute(&self.pool)
         .await?
         .rows_affected();
+        if changed > 0 {
+            self.notify_schedulers().await;
+        }
         Ok(changed > 0)
     }
 
@@ -125,6 +145,9 @@ impl ScheduleStore for PostgresWorld {
         .rows_affected();
         if changed == 0 {
             return Err(EngineError::ScheduleNotFound(name.to_owned()));
+        }
+        if !paused {
+            self.notify_schedulers().await;
         }
         Ok(())
     }
