@@ -575,12 +575,13 @@ fn postgres_wakeup_sent_while_listener_reconnects_is_not_lost() {
     );
 
     proxy.set_accepting(false);
-    // `up` listens twice: for wake-ups (`morpheus_runs`) and for the change feed that
-    // drives heartbeat pings (`morpheus_feed`). Both are cut; the wake-up one matters here.
+    // `up` listens three times: for wake-ups (`morpheus_runs`), for the change feed that
+    // drives heartbeat pings (`morpheus_feed`) and for schedule changes
+    // (`morpheus_schedules`). All are cut; the wake-up one matters here.
     assert_eq!(
         proxy.cut_listener_sessions(),
-        2,
-        "expected the wake-up and the change-feed LISTEN sessions"
+        3,
+        "expected the wake-up, change-feed and schedule LISTEN sessions"
     );
     std::thread::sleep(Duration::from_millis(500));
     let (_, pickup) = start_and_time_pickup(&env, &db, &steps, 1, || {
@@ -595,7 +596,7 @@ fn postgres_wakeup_sent_while_listener_reconnects_is_not_lost() {
     let limit = pickup.listening_at.unwrap_or(pickup.took) + Duration::from_secs(2);
     assert!(
         pickup.took < limit,
-        "{pickup} (poll interval 10 s): the NOTIFY sent while the listener was reconnecting \
+        "{pickup} (poll interval 60 s): the NOTIFY sent while the listener was reconnecting \
          was lost, and nothing looked for work once it listened again.\nworker stderr:\n{log}"
     );
 }
