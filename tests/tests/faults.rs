@@ -596,7 +596,7 @@ fn postgres_wakeup_sent_while_listener_reconnects_is_not_lost() {
     let limit = pickup.listening_at.unwrap_or(pickup.took) + Duration::from_secs(2);
     assert!(
         pickup.took < limit,
-        "{pickup} (poll interval 60 s): the NOTIFY sent while the listener was reconnecting \
+        "{pickup} (poll interval 10 s): the NOTIFY sent while the listener was reconnecting \
          was lost, and nothing looked for work once it listened again.\nworker stderr:\n{log}"
     );
 }
