@@ -81,8 +81,21 @@ pub fn test_image() -> &'static str {
 
 /// Ids of the containers (running or not) carrying `key=value`.
 pub fn containers_with_label(key: &str, value: &str) -> Vec<String> {
-    let filter = format!("label={key}={value}");
-    let output = docker(&["ps", "-aq", "--no-trunc", "--filter", &filter]);
+    containers_with_labels(&[(key, value)])
+}
+
+/// Ids of the containers (running or not) carrying every label `key=value` of `labels`,
+/// in one `docker ps` (so a container removed meanwhile is simply not listed).
+pub fn containers_with_labels(labels: &[(&str, &str)]) -> Vec<String> {
+    let filters: Vec<String> = labels
+        .iter()
+        .map(|(key, value)| format!("label={key}={value}"))
+        .collect();
+    let mut args = vec!["ps", "-aq", "--no-trunc"];
+    for filter in &filters {
+        args.extend(["--filter", filter.as_str()]);
+    }
+    let output = docker(&args);
     assert!(
         output.status.success(),
         "docker ps failed: {}",

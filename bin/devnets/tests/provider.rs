@@ -36,7 +36,9 @@ use morpheus_engine::{ExecRequest, Executor, LeaseCheck, LogSink, StepError};
 use morpheus_executors::cosmos::{
     mint_provider_jwt, CosmosConfig, CosmosExecutor, Gas, KeySource, Signer,
 };
-use morpheus_tests::docker::{containers_with_label, docker_ok, require_docker, ContainerGuard};
+use morpheus_tests::docker::{
+    containers_with_label, containers_with_labels, docker_ok, require_docker, ContainerGuard,
+};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -596,11 +598,13 @@ impl Net {
 
     /// The ids of this provider's containers of deployment `dseq`.
     fn containers_of(&self, dseq: u64) -> Vec<String> {
-        let mut ids: Vec<String> = self
-            .containers()
-            .into_iter()
-            .filter(|id| labels(id)[DSEQ_LABEL] == dseq.to_string().as_str())
-            .collect();
+        // One query: the lease watcher may remove containers between a listing and an
+        // inspection of each.
+        let dseq = dseq.to_string();
+        let mut ids = containers_with_labels(&[
+            (PROVIDER_LABEL, self.provider.address()),
+            (DSEQ_LABEL, &dseq),
+        ]);
         ids.sort();
         ids
     }
