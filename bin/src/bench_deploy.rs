@@ -49,7 +49,7 @@ use serde::Serialize;
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use crate::bench_timed::{CallTimes, Timed};
+use crate::bench_timed::{median, ms, round3, CallTimes, Timed};
 use crate::cli::BenchDeployArgs;
 
 /// The repository of the benchmark's image in `--registry`.
@@ -239,22 +239,6 @@ fn phase_of(step_key: &str) -> Option<usize> {
         "ready" => 6,
         _ => SYNTHESIZE,
     })
-}
-
-fn ms(duration: chrono::Duration) -> f64 {
-    duration.num_microseconds().unwrap_or_default() as f64 / 1000.0
-}
-
-fn round3(value: f64) -> f64 {
-    (value * 1000.0).round() / 1000.0
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    if values.is_empty() {
-        return 0.0;
-    }
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 /// The value at `fraction` (0..=1) of sorted `values`.

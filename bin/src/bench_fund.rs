@@ -38,7 +38,7 @@ use serde::Serialize;
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use crate::bench_timed::{CallTimes, Timed};
+use crate::bench_timed::{median, ms, round3, CallTimes, Timed};
 use crate::cli::BenchFundArgs;
 
 /// anvil's second well-known account (public): the wallet whose USDC is funded.
@@ -99,22 +99,6 @@ fn leg_of(step_key: &str) -> &'static str {
         "stake" => "stake",
         _ => "checks",
     }
-}
-
-fn ms(duration: chrono::Duration) -> f64 {
-    duration.num_microseconds().unwrap_or_default() as f64 / 1000.0
-}
-
-fn round3(value: f64) -> f64 {
-    (value * 1000.0).round() / 1000.0
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    if values.is_empty() {
-        return 0.0;
-    }
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 /// Splits one run's journal into legs.

@@ -1,6 +1,7 @@
-//! [`Timed`]: an executor wrapper that records how long each call took, so the flow
-//! benchmarks (`bench fund`, `bench deploy`) can subtract the chains' and providers'
-//! own latency from the wall time and report the engine's.
+//! What the flow benchmarks (`bench fund`, `bench deploy`) share: [`Timed`], an
+//! executor wrapper that records how long each call took, so they can subtract the
+//! chains' and providers' own latency from the wall time and report the engine's; and
+//! the arithmetic of their reports.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -43,4 +44,23 @@ impl<E: Executor> Executor for Timed<E> {
     fn error_code(&self, message: &str) -> Option<ErrorCode> {
         self.inner.error_code(message)
     }
+}
+
+/// A duration in milliseconds.
+pub(crate) fn ms(duration: chrono::Duration) -> f64 {
+    duration.num_microseconds().unwrap_or_default() as f64 / 1000.0
+}
+
+/// Rounded to three decimals (microseconds, for milliseconds).
+pub(crate) fn round3(value: f64) -> f64 {
+    (value * 1000.0).round() / 1000.0
+}
+
+/// The median of `values` (sorted in place; 0 for none).
+pub(crate) fn median(values: &mut [f64]) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
 }
