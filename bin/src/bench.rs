@@ -99,6 +99,9 @@ pub async fn run(url: &str, args: BenchArgs) -> Result<()> {
             return crate::bench_deploy::run(deploy).await
         }
         Some(crate::cli::BenchMode::Idle(idle)) => return crate::bench_idle::run(url, idle).await,
+        Some(crate::cli::BenchMode::Workers(workers)) => {
+            return crate::bench_workers::run(url, workers).await
+        }
         _ => {}
     }
     let is_postgres = url.starts_with("postgres://") || url.starts_with("postgresql://");
@@ -174,6 +177,10 @@ pub async fn run(url: &str, args: BenchArgs) -> Result<()> {
 
     let failed_before = count(&*world, RunStatus::Failed).await?;
     STEP_LATENCIES_US.lock().expect("latencies").clear();
+    if args.profile {
+        morpheus_engine::profile::reset();
+        morpheus_engine::profile::enable(true);
+    }
     let mut rates = Vec::with_capacity(args.repeat as usize);
     let mut seconds = 0.0;
     let mut claim_p50_ms = 0.0;
@@ -229,6 +236,7 @@ pub async fn run(url: &str, args: BenchArgs) -> Result<()> {
             );
         }
     }
+    morpheus_engine::profile::enable(false);
     let failed = world
         .list_runs(&RunFilter {
             status: Some(RunStatus::Failed),
@@ -278,6 +286,9 @@ pub async fn run(url: &str, args: BenchArgs) -> Result<()> {
         report["ceiling_steps_per_s"] = json!(ceiling.round());
         report["fraction_of_ceiling"] = json!((steps_per_s / ceiling * 1000.0).round() / 1000.0);
     }
+    if args.profile {
+        report["profile"] = profile_report();
+    }
     if let Some(pruner) = pruner {
         let (pruned, prune_seconds) = pruner.await?;
         let pruned = pruned?;
@@ -292,6 +303,65 @@ pub async fn run(url: &str, args: BenchArgs) -> Result<()> {
     }
     println!("{report}");
     Ok(())
+}
+
+/// The engine's step-time profile of the workload (`--profile`): each phase's events,
+/// total and mean, the mean batch size, and the part of a step no phase accounts for.
+/// Also printed as a table on stderr.
+fn profile_report() -> serde_json::Value {
+    use morpheus_engine::profile::{snapshot, Phase};
+    let phases = snapshot();
+    let of = |phase: Phase| {
+        *phases
+            .iter()
+            .find(|total| total.phase == phase)
+            .expect("snapshot has every phase")
+    };
+    let mean_us = |phase: Phase| of(phase).mean().as_secs_f64() * 1e6;
+    eprintln!("bench: where a step's time goes (means over the whole workload)");
+    eprintln!(
+        "  {:<38} {:>9} {:>11} {:>10}",
+        "phase", "events", "total ms", "mean µs"
+    );
+    let mut rows = Vec::new();
+    for total in &phases {
+        eprintln!(
+            "  {:<38} {:>9} {:>11.1} {:>10.1}",
+            total.phase.as_str(),
+            total.events,
+            total.total.as_secs_f64() * 1e3,
+            total.mean().as_secs_f64() * 1e6
+        );
+        rows.push(json!({
+            "phase": total.phase.as_str(),
+            "events": total.events,
+            "total_ms": round3(total.total.as_secs_f64() * 1e3),
+            "mean_us": round3(total.mean().as_secs_f64() * 1e6),
+        }));
+    }
+    let accounted = [
+        Phase::Body,
+        Phase::Serialize,
+        Phase::ToCommitter,
+        Phase::CommitPerWrite,
+        Phase::AckHop,
+    ]
+    .into_iter()
+    .map(mean_us)
+    .sum::<f64>();
+    let unaccounted_us = mean_us(Phase::Step) - accounted;
+    let batches = of(Phase::Commit).events;
+    let mean_batch = if batches == 0 {
+        0.0
+    } else {
+        of(Phase::CommitPerWrite).events as f64 / batches as f64
+    };
+    eprintln!("  mean acked writes per commit: {mean_batch:.1}; per step outside the phases: {unaccounted_us:.1} µs");
+    json!({
+        "phases": rows,
+        "mean_acked_writes_per_commit": (mean_batch * 10.0).round() / 10.0,
+        "step_unaccounted_us": round3(unaccounted_us),
+    })
 }
 
 pub(crate) fn round3(value: f64) -> f64 {

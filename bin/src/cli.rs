@@ -1090,6 +1090,12 @@ pub struct BenchArgs {
     /// measurement is noise on a shared machine).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100))]
     pub repeat: u64,
+    /// Also print where a step's time goes: for each phase (claim, journal load, the
+    /// step body, serialization, the hop to the group committer, its wait for the batch,
+    /// the commit, the hop back and the wake-up of the run's task) its total and its
+    /// mean per step, measured inside the engine for every step of the workload.
+    #[arg(long)]
+    pub profile: bool,
 }
 
 /// The benchmarks besides the default one.
@@ -1131,6 +1137,38 @@ pub enum BenchMode {
     /// connection, until it completes). Needs a postgres:// --database-url; creates and
     /// drops the database `morpheus_bench_idle` on that server.
     Idle(BenchIdleArgs),
+    /// Many worker processes on one Postgres: for each worker count in --workers, starts
+    /// that many child processes (this binary, each one worker with --concurrency runs in
+    /// flight), runs the runs×steps no-op workload through them, and prints steps/s and
+    /// the claim latency p50/p99 the workers measured, one row per worker count. Needs a
+    /// postgres:// --database-url; creates and drops the database `morpheus_bench_workers`
+    /// on that server.
+    Workers(BenchWorkersArgs),
+}
+
+/// `morpheus bench workers`.
+#[derive(Debug, Args)]
+pub struct BenchWorkersArgs {
+    /// Worker counts to measure, in order (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8",
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub workers: Vec<u32>,
+    /// Runs per measurement (shared by all workers of that measurement).
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub runs: u64,
+    /// No-op steps per run.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub steps: u64,
+    /// Runs in flight per worker process.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub concurrency: u32,
+    /// Print one JSON document instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Internal: run as one of the benchmark's worker processes on this queue (started by
+    /// `bench workers` itself, not by hand).
+    #[arg(long, hide = true, value_name = "QUEUE")]
+    pub child_queue: Option<String>,
 }
 
 /// `morpheus bench idle`.

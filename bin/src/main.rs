@@ -11,6 +11,7 @@ mod bench_extensions;
 mod bench_fund;
 mod bench_idle;
 mod bench_timed;
+mod bench_workers;
 mod cli;
 mod commands;
 mod config;

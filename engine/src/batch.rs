@@ -14,19 +14,22 @@ use crate::model::{Outcome, Park, RunStatus, StepStatus, WriteOp, WriteOutcome};
 
 /// A step row to upsert.
 #[derive(Debug, Serialize)]
-pub(crate) struct StepRow {
+pub(crate) struct StepRow<'a> {
     pub run_id: RunId,
-    pub step_key: String,
+    /// The writer's lease epoch (not serialized: the fence is checked apart).
+    #[serde(skip)]
+    pub epoch: i64,
+    pub step_key: &'a str,
     pub seq: i64,
     pub status: &'static str,
     /// Absent (not `null`) when the step has no output, so a completed step whose output
     /// is JSON `null` stays distinguishable from one without output.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub output: Option<Value>,
-    pub error: Option<String>,
+    pub output: Option<&'a Value>,
+    pub error: Option<&'a str>,
     pub attempts: i32,
     pub next_attempt_at: Option<String>,
-    pub executor: Option<String>,
+    pub executor: Option<&'a str>,
     pub started_at: String,
     pub completed_at: Option<String>,
     /// Index of the op in the batch, to report its outcome.
@@ -36,39 +39,45 @@ pub(crate) struct StepRow {
 
 /// A run transition (park or finish) to apply.
 #[derive(Debug, Serialize)]
-pub(crate) struct RunTransitionRow {
+pub(crate) struct RunTransitionRow<'a> {
     pub id: RunId,
+    /// The writer's lease epoch (not serialized: the fence is checked apart).
+    #[serde(skip)]
+    pub epoch: i64,
     pub status: &'static str,
     pub wake_at: Option<String>,
-    pub wait_event_key: Option<String>,
-    pub output: Option<Value>,
-    pub error: Option<String>,
+    pub wait_event_key: Option<&'a str>,
+    pub output: Option<&'a Value>,
+    pub error: Option<&'a str>,
     pub completed_at: Option<String>,
 }
 
 /// A log row to insert.
 #[derive(Debug, Serialize)]
-pub(crate) struct LogRow {
+pub(crate) struct LogRow<'a> {
     pub run_id: RunId,
-    pub step_key: Option<String>,
+    /// The writer's lease epoch (not serialized: the fence is checked apart).
+    #[serde(skip)]
+    pub epoch: i64,
+    pub step_key: Option<&'a str>,
     pub attempt: Option<i32>,
     pub level: i16,
-    pub message: String,
-    pub fields: Option<Value>,
+    pub message: &'a str,
+    pub fields: Option<&'a Value>,
     pub ts: String,
 }
 
 /// What a batch must write once fences are checked.
 #[derive(Debug, Default)]
-pub(crate) struct BatchPlan {
+pub(crate) struct BatchPlan<'a> {
     /// Step upserts, split so that no chunk touches the same `(run, step_key)` twice
     /// (a single upsert statement may not affect one row twice).
-    pub step_chunks: Vec<Vec<StepRow>>,
-    pub transitions: Vec<RunTransitionRow>,
+    pub step_chunks: Vec<Vec<StepRow<'a>>>,
+    pub transitions: Vec<RunTransitionRow<'a>>,
     /// Event keys of `Event` parks: a run whose event already arrived goes straight
     /// back to `pending` instead of waiting for a wake-up that already happened.
     pub event_keys: Vec<String>,
-    pub logs: Vec<LogRow>,
+    pub logs: Vec<LogRow<'a>>,
     pub outcomes: Vec<WriteOutcome>,
 }
 
@@ -78,17 +87,17 @@ pub(crate) fn format_ts(ts: DateTime<Utc>) -> String {
     ts.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
 }
 
-impl BatchPlan {
+impl<'a> BatchPlan<'a> {
     /// Plans the batch. `held` maps each run whose lease is still valid to its epoch.
-    pub fn new(ops: Vec<WriteOp>, held: &HashMap<RunId, i64>, now: DateTime<Utc>) -> Self {
+    pub fn new(ops: &'a [WriteOp], held: &HashMap<RunId, i64>, now: DateTime<Utc>) -> Self {
         let mut plan = BatchPlan {
             outcomes: vec![WriteOutcome::Applied; ops.len()],
             ..Default::default()
         };
-        let mut chunk_keys: HashSet<(RunId, String)> = HashSet::new();
+        let mut chunk_keys: HashSet<(RunId, &str)> = HashSet::new();
         let mut current_chunk: Vec<StepRow> = Vec::new();
         let now_text = format_ts(now);
-        for (op_index, op) in ops.into_iter().enumerate() {
+        for (op_index, op) in ops.iter().enumerate() {
             let fence = op.fence();
             if held.get(&fence.run_id) != Some(&fence.epoch) {
                 plan.outcomes[op_index] = WriteOutcome::LeaseLost;
@@ -105,15 +114,16 @@ impl BatchPlan {
                     started_at,
                 } => Some(StepRow {
                     run_id: fence.run_id,
+                    epoch: fence.epoch,
                     step_key,
-                    seq,
+                    seq: *seq,
                     status: StepStatus::Completed.as_str(),
                     output: Some(output),
                     error: None,
-                    attempts,
+                    attempts: *attempts,
                     next_attempt_at: None,
-                    executor,
-                    started_at: format_ts(started_at),
+                    executor: executor.as_deref(),
+                    started_at: format_ts(*started_at),
                     completed_at: Some(now_text.clone()),
                     op_index,
                 }),
@@ -128,8 +138,9 @@ impl BatchPlan {
                     started_at,
                 } => Some(StepRow {
                     run_id: fence.run_id,
+                    epoch: fence.epoch,
                     step_key,
-                    seq,
+                    seq: *seq,
                     status: if next_attempt_at.is_some() {
                         StepStatus::Retrying.as_str()
                     } else {
@@ -137,11 +148,11 @@ impl BatchPlan {
                     },
                     output: None,
                     error: Some(error),
-                    attempts,
+                    attempts: *attempts,
                     completed_at: next_attempt_at.is_none().then(|| now_text.clone()),
                     next_attempt_at: next_attempt_at.map(format_ts),
-                    executor,
-                    started_at: format_ts(started_at),
+                    executor: executor.as_deref(),
+                    started_at: format_ts(*started_at),
                     op_index,
                 }),
                 WriteOp::BeginWait {
@@ -151,8 +162,9 @@ impl BatchPlan {
                     timeout_at,
                 } => Some(StepRow {
                     run_id: fence.run_id,
+                    epoch: fence.epoch,
                     step_key,
-                    seq,
+                    seq: *seq,
                     status: StepStatus::Waiting.as_str(),
                     output: None,
                     error: None,
@@ -165,15 +177,16 @@ impl BatchPlan {
                 }),
                 WriteOp::Park { fence, park } => {
                     let (status, wake_at, wait_event_key) = match park {
-                        Park::Sleep { until } => (RunStatus::Sleeping, Some(until), None),
-                        Park::Retry { at } => (RunStatus::Retrying, Some(at), None),
+                        Park::Sleep { until } => (RunStatus::Sleeping, Some(*until), None),
+                        Park::Retry { at } => (RunStatus::Retrying, Some(*at), None),
                         Park::Event { key, timeout_at } => {
                             plan.event_keys.push(key.clone());
-                            (RunStatus::Waiting, timeout_at, Some(key))
+                            (RunStatus::Waiting, *timeout_at, Some(key.as_str()))
                         }
                     };
                     plan.transitions.push(RunTransitionRow {
                         id: fence.run_id,
+                        epoch: fence.epoch,
                         status: status.as_str(),
                         wake_at: wake_at.map(format_ts),
                         wait_event_key,
@@ -186,10 +199,11 @@ impl BatchPlan {
                 WriteOp::Finish { fence, outcome } => {
                     let (status, output, error) = match outcome {
                         Outcome::Completed(output) => (RunStatus::Completed, Some(output), None),
-                        Outcome::Failed(error) => (RunStatus::Failed, None, Some(error)),
+                        Outcome::Failed(error) => (RunStatus::Failed, None, Some(error.as_str())),
                     };
                     plan.transitions.push(RunTransitionRow {
                         id: fence.run_id,
+                        epoch: fence.epoch,
                         status: status.as_str(),
                         wake_at: None,
                         wait_event_key: None,
@@ -202,21 +216,22 @@ impl BatchPlan {
                 WriteOp::Log { fence, log } => {
                     plan.logs.push(LogRow {
                         run_id: fence.run_id,
-                        step_key: log.step_key,
+                        epoch: fence.epoch,
+                        step_key: log.step_key.as_deref(),
                         attempt: log.attempt,
                         level: log.level.as_i16(),
-                        message: log.message,
-                        fields: log.fields,
+                        message: &log.message,
+                        fields: log.fields.as_ref(),
                         ts: format_ts(log.ts),
                     });
                     None
                 }
             };
             if let Some(row) = step_row {
-                if !chunk_keys.insert((row.run_id, row.step_key.clone())) {
+                if !chunk_keys.insert((row.run_id, row.step_key)) {
                     plan.step_chunks.push(std::mem::take(&mut current_chunk));
                     chunk_keys.clear();
-                    chunk_keys.insert((row.run_id, row.step_key.clone()));
+                    chunk_keys.insert((row.run_id, row.step_key));
                 }
                 current_chunk.push(row);
             }
@@ -230,7 +245,7 @@ impl BatchPlan {
     /// Marks step writes the database did not apply (an earlier completion won).
     pub fn mark_unapplied_steps(&mut self, chunk: usize, applied: &HashSet<(RunId, String)>) {
         for row in &self.step_chunks[chunk] {
-            if !applied.contains(&(row.run_id, row.step_key.clone())) {
+            if !applied.contains(&(row.run_id, row.step_key.to_owned())) {
                 self.outcomes[row.op_index] = WriteOutcome::AlreadyCompleted;
             }
         }

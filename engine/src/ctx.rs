@@ -32,6 +32,7 @@ use crate::model::{
     BudgetReservation, Fence, LogLevel, NewLog, NewRun, Park, RunStatus, StepRecord, StepStatus,
     WriteOp, WriteOutcome,
 };
+use crate::profile::Phase;
 use crate::retry::RetryPolicy;
 use crate::workflow::{WorkflowError, WorkflowRegistry, WorkflowResult};
 use crate::world::World;
@@ -698,6 +699,7 @@ impl<'a> StepBuilder<'a> {
         F: FnOnce(StepContext) -> Fut,
         Fut: Future<Output = Result<T, StepError>>,
     {
+        let step_started = crate::profile::start();
         let ctx = self.ctx;
         let key = self.key;
         let seq = self.seq;
@@ -761,9 +763,14 @@ impl<'a> StepBuilder<'a> {
         ctx.shared
             .metrics
             .step_finished(self.executor.as_deref(), body_started.elapsed());
+        crate::profile::record(Phase::Body, body_started.elapsed(), 1);
         match result {
             Ok(value) => {
+                let serializing = crate::profile::start();
                 let output = serde_json::to_value(&value)?;
+                if let Some(since) = serializing {
+                    crate::profile::record_since(Phase::Serialize, since);
+                }
                 let recorded = ctx
                     .complete(
                         &key,
@@ -774,6 +781,9 @@ impl<'a> StepBuilder<'a> {
                         started_at,
                     )
                     .await?;
+                if let Some(since) = step_started {
+                    crate::profile::record_since(Phase::Step, since);
+                }
                 if recorded == output {
                     Ok(value)
                 } else {

@@ -145,6 +145,7 @@ pub mod logs;
 pub mod metrics;
 pub mod model;
 mod outage;
+pub mod profile;
 pub mod retry;
 pub mod runtime;
 pub mod schedule;

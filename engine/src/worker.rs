@@ -139,6 +139,11 @@ impl Worker {
                 match world.claim_runs(&request).await {
                     Ok(claimed) => {
                         metrics.claim_duration.record(claim_sent.elapsed());
+                        crate::profile::record(
+                            crate::profile::Phase::Claim,
+                            claim_sent.elapsed(),
+                            claimed.len() as u64,
+                        );
                         claim_outage.success();
                         claim_failures = 0;
                         claimed_full = claimed.len() as u32 == request.limit;
@@ -370,8 +375,14 @@ async fn execute(
     if run.lease_epoch == 1 {
         metrics.started.increment(1);
     }
+    let loading = crate::profile::start();
     let journal = match world.load_journal(run.id).await {
-        Ok(journal) => journal,
+        Ok(journal) => {
+            if let Some(since) = loading {
+                crate::profile::record_since(crate::profile::Phase::JournalLoad, since);
+            }
+            journal
+        }
         Err(error) => {
             // Reported (rate-limited) by the claim loop and committer; one line per run
             // would flood the log during an outage.

@@ -6,12 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use morpheus_engine::{Outcome, Park, RunStatus, StepStatus, World, WriteOp, WriteOutcome};
+use morpheus_engine::{
+    LogLevel, LogQuery, Outcome, Park, RunStatus, StepStatus, World, WriteOp, WriteOutcome,
+};
 use serde_json::{json, Value};
 
 use crate::{
-    apply_one, claim, claim_one, close_to, complete, fail, fence_of, registered, request, run_of,
-    start,
+    apply_one, claim, claim_one, close_to, complete, fail, fence_of, log_op, registered, request,
+    run_of, start,
 };
 
 async fn first_step_completion_wins(world: Arc<dyn World>) {
@@ -250,7 +252,69 @@ async fn finish_run_completed_and_failed(world: Arc<dyn World>) {
     assert_eq!(after.updated_at, before.updated_at);
 }
 
+/// One batch carrying a run's step, its last log line and its finish, beside the write
+/// of a holder whose lease was taken over: the held run's three writes all land (the
+/// line too, although the run finishes in the same transaction), the stale write is
+/// refused, and the same batch without the stale write lands whole as well.
+async fn a_batch_mixes_finishing_runs_with_a_lost_lease(world: Arc<dyn World>) {
+    let stolen = start(&world, json!("stolen")).await;
+    let first = world
+        .claim_runs(&request("old", 1, Duration::from_millis(50)))
+        .await
+        .unwrap();
+    let old = fence_of(&first[0]);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(claim_one(&world, "new").await.run_id, stolen);
+
+    for (round, with_stale) in [(0, true), (1, false)] {
+        let done = start(&world, json!(round)).await;
+        let fence = claim_one(&world, "w").await;
+        assert_eq!(fence.run_id, done);
+        let mut ops = vec![
+            complete(fence, "only", 0, json!(round)),
+            log_op(
+                fence,
+                Some("only"),
+                LogLevel::Info,
+                "last words",
+                Utc::now(),
+            ),
+            WriteOp::Finish {
+                fence,
+                outcome: Outcome::Completed(json!({"round": round})),
+            },
+        ];
+        if with_stale {
+            ops.insert(1, complete(old, "late", 0, json!("stale")));
+        }
+        let outcomes = world.apply(ops).await.unwrap();
+        let mut expected = vec![WriteOutcome::Applied; 3];
+        if with_stale {
+            expected.insert(1, WriteOutcome::LeaseLost);
+        }
+        assert_eq!(outcomes, expected, "round {round}");
+        let run = run_of(&world, done).await;
+        assert_eq!(run.status, RunStatus::Completed);
+        assert_eq!(run.output, Some(json!({"round": round})));
+        let journal = world.load_journal(done).await.unwrap();
+        assert_eq!(journal.len(), 1);
+        assert_eq!(journal[0].output, Some(json!(round)));
+        let logs = world
+            .query_logs(&LogQuery {
+                run_id: Some(done),
+                ..LogQuery::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(logs.len(), 1);
+        assert_eq!(logs[0].message, "last words");
+        assert_eq!(logs[0].fields, Some(json!({"n": 10})));
+    }
+    assert!(world.load_journal(stolen).await.unwrap().is_empty());
+}
+
 for_each_backend!(
+    a_batch_mixes_finishing_runs_with_a_lost_lease,
     first_step_completion_wins,
     failed_attempt_records_next_attempt_and_final_failure,
     step_output_is_absent_until_completed,

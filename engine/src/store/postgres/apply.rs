@@ -39,7 +39,7 @@ impl PostgresWorld {
             .into_iter()
             .map(|(id, epoch, _)| (RunId(id), epoch))
             .collect();
-        let mut plan = BatchPlan::new(ops, &held, now);
+        let mut plan = BatchPlan::new(&ops, &held, now);
 
         for chunk in 0..plan.step_chunks.len() {
             let rows = serde_json::to_value(&plan.step_chunks[chunk])?;
@@ -106,7 +106,7 @@ impl PostgresWorld {
                 if row
                     .wait_event_key
                     .as_ref()
-                    .is_some_and(|key| arrived.contains(key))
+                    .is_some_and(|key| arrived.contains(*key))
                 {
                     row.status = RunStatus::Pending.as_str();
                     row.wake_at = Some(now_text.clone());
