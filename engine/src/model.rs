@@ -216,6 +216,9 @@ pub struct RunRecord {
 pub struct ClaimedRun {
     /// The run as it was claimed (status `running`, the new epoch).
     pub run: RunRecord,
+    /// Its journal (the steps recorded so far, in `seq` order), read by the claim in one
+    /// query for every run it claimed, so the worker need not load each run's apart.
+    pub journal: Vec<StepRecord>,
 }
 
 /// A step's journal state.

@@ -18,7 +18,8 @@ static ENABLED: AtomicBool = AtomicBool::new(false);
 pub enum Phase {
     /// One claim statement, counted per run it claimed.
     Claim,
-    /// Loading a claimed run's journal.
+    /// Loading the journals of the runs a claim took (one query per claim, counted per
+    /// run).
     JournalLoad,
     /// The step body itself (the workflow's code or the executor call).
     Body,

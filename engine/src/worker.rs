@@ -359,7 +359,7 @@ async fn execute(
     lease: LeaseClock,
     worker_metrics: &WorkerMetrics,
 ) {
-    let run = claimed.run;
+    let ClaimedRun { run, journal } = claimed;
     let fence = Fence {
         run_id: run.id,
         epoch: run.lease_epoch,
@@ -375,21 +375,6 @@ async fn execute(
     if run.lease_epoch == 1 {
         metrics.started.increment(1);
     }
-    let loading = crate::profile::start();
-    let journal = match world.load_journal(run.id).await {
-        Ok(journal) => {
-            if let Some(since) = loading {
-                crate::profile::record_since(crate::profile::Phase::JournalLoad, since);
-            }
-            journal
-        }
-        Err(error) => {
-            // Reported (rate-limited) by the claim loop and committer; one line per run
-            // would flood the log during an outage.
-            tracing::debug!(run = %run.id, %error, "cannot load journal; run will be retried");
-            return;
-        }
-    };
     let keys_by_seq = journal
         .iter()
         .map(|step| (step.seq, step.step_key.clone()))

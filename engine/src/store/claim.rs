@@ -7,9 +7,28 @@
 //! keeps its slot (see [`QueueStore::set_queue_limit`](super::QueueStore::set_queue_limit)):
 //! it is claimed again first, whatever the count.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 
 use crate::error::EngineResult;
+use crate::ids::RunId;
+use crate::model::{ClaimedRun, RunRecord, StepRecord};
+
+/// Pairs claimed runs with their journals, read in one query for all of them (`steps`
+/// of every run, each run's in `seq` order).
+pub(crate) fn with_journals(runs: Vec<RunRecord>, steps: Vec<StepRecord>) -> Vec<ClaimedRun> {
+    let mut journals: HashMap<RunId, Vec<StepRecord>> = HashMap::new();
+    for step in steps {
+        journals.entry(step.run_id).or_default().push(step);
+    }
+    runs.into_iter()
+        .map(|run| ClaimedRun {
+            journal: journals.remove(&run.id).unwrap_or_default(),
+            run,
+        })
+        .collect()
+}
 
 /// Status of a run that holds its queue slot while it waits: a run due for a retry.
 pub(crate) const RETRYING: &[&str] = &["retrying"];

@@ -8,8 +8,8 @@ use sqlx::PgConnection;
 use super::PostgresWorld;
 use crate::error::EngineResult;
 use crate::model::ClaimedRun;
-use crate::store::claim::{claim_from_limited_queues, LimitedQueueClaim};
-use crate::store::rows::{run_from_row, workflow_keys};
+use crate::store::claim::{claim_from_limited_queues, with_journals, LimitedQueueClaim};
+use crate::store::rows::{run_from_row, step_from_row, workflow_keys};
 use crate::store::ClaimRequest;
 
 /// Claiming from one limited queue inside the claim's transaction, which holds the
@@ -139,9 +139,34 @@ impl PostgresWorld {
             };
             rows.extend(claim_from_limited_queues(&mut limited_queues, &limited, remaining).await?);
         }
+        let runs = rows
+            .iter()
+            .map(run_from_row)
+            .collect::<EngineResult<Vec<_>>>()?;
+        let steps = if runs.is_empty() {
+            Vec::new()
+        } else {
+            let reading = crate::profile::start();
+            let ids: Vec<uuid::Uuid> = runs.iter().map(|run| run.id.0).collect();
+            let steps = sqlx::query(
+                "SELECT * FROM workflow_steps WHERE run_id = ANY($1) ORDER BY run_id, seq",
+            )
+            .bind(&ids)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(step_from_row)
+            .collect::<EngineResult<Vec<_>>>()?;
+            if let Some(since) = reading {
+                crate::profile::record(
+                    crate::profile::Phase::JournalLoad,
+                    since.elapsed(),
+                    runs.len() as u64,
+                );
+            }
+            steps
+        };
         tx.commit().await?;
-        rows.iter()
-            .map(|row| run_from_row(row).map(|run| ClaimedRun { run }))
-            .collect()
+        Ok(with_journals(runs, steps))
     }
 }

@@ -11,8 +11,8 @@ use super::SqliteWorld;
 use crate::batch::format_ts;
 use crate::error::EngineResult;
 use crate::model::ClaimedRun;
-use crate::store::claim::{claim_from_limited_queues, LimitedQueueClaim};
-use crate::store::rows::run_from_row;
+use crate::store::claim::{claim_from_limited_queues, with_journals, LimitedQueueClaim};
+use crate::store::rows::{run_from_row, step_from_row};
 use crate::store::ClaimRequest;
 
 /// Claiming from one limited queue inside the claim's `BEGIN IMMEDIATE` transaction.
@@ -150,8 +150,30 @@ impl SqliteWorld {
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
-        rows.iter()
-            .map(|row| run_from_row(row).map(|run| ClaimedRun { run }))
-            .collect()
+        let runs = rows
+            .iter()
+            .map(run_from_row)
+            .collect::<EngineResult<Vec<_>>>()?;
+        // Read after the commit, on a reader: the writer is free again meanwhile, and
+        // the leases are ours, so nobody else writes these journals.
+        let reading = crate::profile::start();
+        let steps = sqlx::query(
+            "SELECT * FROM workflow_steps WHERE run_id IN (SELECT value FROM json_each(?1))
+             ORDER BY run_id, seq",
+        )
+        .bind(serde_json::to_string(&ids)?)
+        .fetch_all(&self.readers)
+        .await?
+        .iter()
+        .map(step_from_row)
+        .collect::<EngineResult<Vec<_>>>()?;
+        if let Some(since) = reading {
+            crate::profile::record(
+                crate::profile::Phase::JournalLoad,
+                since.elapsed(),
+                runs.len() as u64,
+            );
+        }
+        Ok(with_journals(runs, steps))
     }
 }
