@@ -68,6 +68,11 @@ use crate::commands::{open, redact};
 /// The database the benchmark owns on the server.
 const DATABASE: &str = "morpheus_bench_workers";
 
+/// Each worker process's Postgres pool (`MORPHEUS_PG_POOL_SIZE`, unless the caller set
+/// it): eight workers then hold 8 × (8 + their LISTEN sessions), under a default
+/// server's 100 connections.
+const WORKER_POOL_SIZE: u32 = 8;
+
 /// The claim latency budget: p99 at most this.
 const CLAIM_P99_BUDGET_MS: f64 = 10.0;
 
@@ -382,6 +387,13 @@ impl Fleet {
             // warnings and errors still come through (prefixed with the worker).
             if std::env::var_os("MORPHEUS_LOG").is_none() {
                 command.env("MORPHEUS_LOG", "warn");
+            }
+            // The default pool (16 per process, plus the LISTEN sessions) would take 136
+            // connections at eight workers, over a default server's 100: claims and
+            // commits would then wait out the pool's timeout. A worker needs few (one
+            // committer, one claimer, the heartbeat, the claims' journal reads).
+            if std::env::var_os("MORPHEUS_PG_POOL_SIZE").is_none() {
+                command.env("MORPHEUS_PG_POOL_SIZE", WORKER_POOL_SIZE.to_string());
             }
             let mut process = command.spawn().with_context(|| {
                 format!("cannot start worker process {index} ({})", exe.display())

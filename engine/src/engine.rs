@@ -25,12 +25,36 @@ use crate::workflow::{Workflow, WorkflowRegistry};
 ///   (the file and its directory are created when missing);
 /// - `sqlite:///var/lib/morpheus/morpheus.db` — an absolute path (three slashes);
 /// - `postgres://user:password@host:5432/database` (or `postgresql://…`) — a server
-///   shared by any number of processes on any number of hosts.
+///   shared by any number of processes on any number of hosts. The process opens at most
+///   [`POSTGRES_POOL_SIZE`] connections (`$MORPHEUS_PG_POOL_SIZE` overrides it: many
+///   processes on one server must stay under its `max_connections` together).
 pub async fn connect(url: &str) -> EngineResult<Arc<dyn World>> {
     match Backend::of_url(url) {
         Some(Backend::Sqlite) => Ok(Arc::new(SqliteWorld::connect(url).await?)),
-        Some(Backend::Postgres) => Ok(Arc::new(PostgresWorld::connect(url, 16).await?)),
+        Some(Backend::Postgres) => Ok(Arc::new(
+            PostgresWorld::connect(url, postgres_pool_size()?).await?,
+        )),
         None => Err(EngineError::UnsupportedUrl(url.to_owned())),
+    }
+}
+
+/// Connections one process opens to Postgres by default (plus one per `LISTEN`).
+pub const POSTGRES_POOL_SIZE: u32 = 16;
+
+/// `$MORPHEUS_PG_POOL_SIZE` (1–1000), or [`POSTGRES_POOL_SIZE`] when it is unset.
+fn postgres_pool_size() -> EngineResult<u32> {
+    match std::env::var("MORPHEUS_PG_POOL_SIZE") {
+        Err(_) => Ok(POSTGRES_POOL_SIZE),
+        Ok(text) => text
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|size| (1..=1000).contains(size))
+            .ok_or_else(|| {
+                EngineError::Database(sqlx::Error::Configuration(
+                    format!("MORPHEUS_PG_POOL_SIZE must be a number of connections from 1 to 1000, not '{text}'").into(),
+                ))
+            }),
     }
 }
 
