@@ -237,21 +237,7 @@ pub async fn run(url: &str, args: BenchArgs) -> Result<()> {
         }
     }
     morpheus_engine::profile::enable(false);
-    let failed = world
-        .list_runs(&RunFilter {
-            status: Some(RunStatus::Failed),
-            workflow: Some(BenchNoop::NAME.into()),
-            limit: Some(1),
-            ..RunFilter::default()
-        })
-        .await?;
-    if let Some(run) = failed.first() {
-        bail!(
-            "bench run {} failed: {}",
-            run.id,
-            run.error.clone().unwrap_or_default()
-        );
-    }
+    check_no_failed_run(&*world).await?;
     let mut latencies = STEP_LATENCIES_US.lock().expect("latencies").clone();
     latencies.sort_unstable();
     let steps = args.runs * args.steps;
@@ -362,6 +348,27 @@ fn profile_report() -> serde_json::Value {
         "mean_acked_writes_per_commit": (mean_batch * 10.0).round() / 10.0,
         "step_unaccounted_us": round3(unaccounted_us),
     })
+}
+
+/// Fails with the first failed bench run's error, if any (failed runs are cheap to find:
+/// they have a partial index of their own).
+pub(crate) async fn check_no_failed_run(world: &dyn World) -> Result<()> {
+    let failed = world
+        .list_runs(&RunFilter {
+            status: Some(RunStatus::Failed),
+            workflow: Some(BenchNoop::NAME.into()),
+            limit: Some(1),
+            ..RunFilter::default()
+        })
+        .await?;
+    if let Some(run) = failed.first() {
+        bail!(
+            "bench run {} failed: {}",
+            run.id,
+            run.error.clone().unwrap_or_default()
+        );
+    }
+    Ok(())
 }
 
 pub(crate) fn round3(value: f64) -> f64 {

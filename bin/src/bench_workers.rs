@@ -60,7 +60,7 @@ use tokio::process::{ChildStdin, Command};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::bench::{wait_until_finished, BenchNoop, BODIES_DONE};
+use crate::bench::{check_no_failed_run, wait_until_finished, BenchNoop, BODIES_DONE};
 use crate::bench_api::database_url;
 use crate::cli::BenchWorkersArgs;
 use crate::commands::{open, redact};
@@ -727,27 +727,6 @@ async fn count(world: &dyn World, status: RunStatus, queue: &str) -> Result<u64>
             ..RunFilter::default()
         })
         .await?)
-}
-
-/// Fails with the first failed bench run's error, if any (failed runs are cheap to find:
-/// they have a partial index of their own).
-async fn check_no_failed_run(world: &dyn World) -> Result<()> {
-    let failed = world
-        .list_runs(&RunFilter {
-            status: Some(RunStatus::Failed),
-            workflow: Some(BenchNoop::NAME.into()),
-            limit: Some(1),
-            ..RunFilter::default()
-        })
-        .await?;
-    if let Some(run) = failed.first() {
-        bail!(
-            "bench run {} failed: {}",
-            run.id,
-            run.error.clone().unwrap_or_default()
-        );
-    }
-    Ok(())
 }
 
 /// The nearest-rank percentile of `sorted_us` (microseconds), in milliseconds: the

@@ -16,8 +16,19 @@ use crate::ids::RunId;
 use crate::model::{ClaimedRun, RunRecord, StepRecord};
 
 /// Pairs claimed runs with their journals, read in one query for all of them (`steps`
-/// of every run, each run's in `seq` order).
-pub(crate) fn with_journals(runs: Vec<RunRecord>, steps: Vec<StepRecord>) -> Vec<ClaimedRun> {
+/// of every run, each run's in `seq` order) that began at `read_since` (for the profile).
+pub(crate) fn with_journals(
+    runs: Vec<RunRecord>,
+    steps: Vec<StepRecord>,
+    read_since: Option<std::time::Instant>,
+) -> Vec<ClaimedRun> {
+    if let Some(since) = read_since {
+        crate::profile::record(
+            crate::profile::Phase::JournalLoad,
+            since.elapsed(),
+            runs.len() as u64,
+        );
+    }
     let mut journals: HashMap<RunId, Vec<StepRecord>> = HashMap::new();
     for step in steps {
         journals.entry(step.run_id).or_default().push(step);

@@ -143,30 +143,20 @@ impl PostgresWorld {
             .iter()
             .map(run_from_row)
             .collect::<EngineResult<Vec<_>>>()?;
+        let reading = crate::profile::start();
         let steps = if runs.is_empty() {
             Vec::new()
         } else {
-            let reading = crate::profile::start();
             let ids: Vec<uuid::Uuid> = runs.iter().map(|run| run.id.0).collect();
-            let steps = sqlx::query(
-                "SELECT * FROM workflow_steps WHERE run_id = ANY($1) ORDER BY run_id, seq",
-            )
-            .bind(&ids)
-            .fetch_all(&mut *tx)
-            .await?
-            .iter()
-            .map(step_from_row)
-            .collect::<EngineResult<Vec<_>>>()?;
-            if let Some(since) = reading {
-                crate::profile::record(
-                    crate::profile::Phase::JournalLoad,
-                    since.elapsed(),
-                    runs.len() as u64,
-                );
-            }
-            steps
+            sqlx::query("SELECT * FROM workflow_steps WHERE run_id = ANY($1) ORDER BY run_id, seq")
+                .bind(&ids)
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(step_from_row)
+                .collect::<EngineResult<Vec<_>>>()?
         };
         tx.commit().await?;
-        Ok(with_journals(runs, steps))
+        Ok(with_journals(runs, steps, reading))
     }
 }

@@ -167,13 +167,6 @@ impl SqliteWorld {
         .iter()
         .map(step_from_row)
         .collect::<EngineResult<Vec<_>>>()?;
-        if let Some(since) = reading {
-            crate::profile::record(
-                crate::profile::Phase::JournalLoad,
-                since.elapsed(),
-                runs.len() as u64,
-            );
-        }
-        Ok(with_journals(runs, steps))
+        Ok(with_journals(runs, steps, reading))
     }
 }
