@@ -5,6 +5,12 @@
 //! the transactions the idle process commits (`pg_stat_database.xact_commit`, read over
 //! a connection to another database) for `--duration`. Autocommitted statements count
 //! as transactions, as they do for the server.
+//!
+//! The server commits in every database by itself too: the autovacuum launcher sends a
+//! worker into each one every `autovacuum_naptime`, and that worker's catalog reads are
+//! transactions of the database even with autovacuum off for all its tables. So a
+//! second, control database with the same schema and nobody connected is counted over
+//! the same window, and the process's cost is the difference.
 
 use std::time::{Duration, Instant};
 
@@ -23,24 +29,39 @@ use crate::commands::{open, redact};
 /// The database the benchmark owns on the server.
 const DATABASE: &str = "morpheus_bench_idle";
 
+/// The control database: the same schema, nobody connected during the window.
+const CONTROL: &str = "morpheus_bench_idle_control";
+
 /// Runs the benchmark against the Postgres server `url` points at.
 pub async fn run(url: &str, args: BenchIdleArgs) -> Result<()> {
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
         bail!("bench idle measures a Postgres database: give --database-url postgres://… (SQLite has no other processes to pay for)");
     }
     let bench_url = database_url(url, DATABASE)?;
-    create_postgres_database(url, DATABASE)
-        .await
-        .with_context(|| format!("cannot create the database {DATABASE} on {}", redact(url)))?;
+    for name in [DATABASE, CONTROL] {
+        create_postgres_database(url, name)
+            .await
+            .with_context(|| format!("cannot create the database {name} on {}", redact(url)))?;
+    }
     let measured = measure(url, &bench_url, &args).await;
-    let dropped = drop_postgres_database(url, DATABASE).await;
+    let mut dropped = Ok(());
+    for name in [DATABASE, CONTROL] {
+        let result = drop_postgres_database(url, name)
+            .await
+            .with_context(|| format!("cannot drop the benchmark database {name}"));
+        dropped = dropped.and(result);
+    }
     let report = measured?;
-    dropped.with_context(|| format!("cannot drop the benchmark database {DATABASE}"))?;
+    dropped?;
     println!("{report}");
     Ok(())
 }
 
 async fn measure(server: &str, bench_url: &str, args: &BenchIdleArgs) -> Result<serde_json::Value> {
+    // The control gets the same tables (opening migrates it) and is then left alone.
+    let control_url = database_url(server, CONTROL)?;
+    drop(open(&control_url).await?);
+    postgres_disable_autovacuum(&control_url).await?;
     let world = open(bench_url).await?;
     // The server's autovacuum commits in this database too: not the process's cost.
     postgres_disable_autovacuum(bench_url).await?;
@@ -57,7 +78,7 @@ async fn measure(server: &str, bench_url: &str, args: &BenchIdleArgs) -> Result<
     };
     let pinger = tokio::spawn(crate::heartbeats::run(
         world.clone(),
-        poll,
+        crate::heartbeats::fallback_poll(world.backend(), poll),
         wait_stop(stopped.clone()),
     ));
     let runtime = tokio::spawn(
@@ -99,6 +120,7 @@ async fn measure(server: &str, bench_url: &str, args: &BenchIdleArgs) -> Result<
     // wake-up must be in the first reading, not in the window.
     tokio::time::sleep(Duration::from_secs(15)).await;
     let before = postgres_commits(server, DATABASE).await?;
+    let control_before = postgres_commits(server, CONTROL).await?;
     eprintln!(
         "[bench idle] woke up in {wakeup_ms:.1} ms; counting idle commits for {}",
         humantime::format_duration(args.duration)
@@ -108,17 +130,22 @@ async fn measure(server: &str, bench_url: &str, args: &BenchIdleArgs) -> Result<
     // publication delay, so the window counted is `duration` long (shutting down, which
     // releases leases and unlistens, is not idle cost).
     let after = postgres_commits(server, DATABASE).await?;
+    let control_after = postgres_commits(server, CONTROL).await?;
     let _ = stop.send(true);
     runtime.await??;
     pinger.await??;
     drop(world);
-    let commits = after - before;
+    let measured = after - before;
+    let server_commits = control_after - control_before;
+    let commits = (measured - server_commits).max(0);
     let minutes = args.duration.as_secs_f64() / 60.0;
     Ok(json!({
         "bench": "idle",
         "backend": "postgres",
         "duration_s": args.duration.as_secs_f64(),
         "poll_interval_s": poll.as_secs_f64(),
+        "measured_commits": measured,
+        "server_commits_in_control": server_commits,
         "idle_commits": commits,
         "commits_per_minute": commits as f64 / minutes,
         "target_commits_per_minute": 10,

@@ -497,8 +497,8 @@ pub struct UpArgs {
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub heartbeat: std::time::Duration,
     /// Longest idle wait between claims when no wake-up arrives (default: 1s on SQLite,
-    /// 10s on Postgres, which is woken by LISTEN/NOTIFY; timers and expiring leases wake
-    /// it on time either way).
+    /// 60s on Postgres, which is woken by LISTEN/NOTIFY; timers and expiring leases wake
+    /// it on time either way). On SQLite the heartbeat pinger polls as often.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub poll_interval: Option<std::time::Duration>,
     /// How long in-flight runs may take to finish after SIGTERM/Ctrl-C.

@@ -425,7 +425,7 @@ async fn up(url: &str, args: UpArgs, config: &Config) -> Result<()> {
     // process may send any, and a retry outlives this one).
     let pinger = tokio::spawn(crate::heartbeats::run(
         engine.world(),
-        config.poll_interval,
+        crate::heartbeats::fallback_poll(engine.world().backend(), config.poll_interval),
         shutdown.wait(),
     ));
     let result = Runtime::new(engine)

@@ -68,6 +68,21 @@ pub fn ping_target(url: &str, outcome: HeartbeatOutcome) -> Result<url::Url> {
     Ok(target)
 }
 
+/// How soon to pass again when committed feed entries were held back behind an older
+/// open transaction (Postgres; see [`morpheus_engine::HeartbeatsEnqueued::held_back`]).
+const HELD_BACK_RETRY: Duration = Duration::from_millis(500);
+
+/// The pinger's longest wait between passes when nothing wakes it: on SQLite the
+/// worker's poll (nothing can notify across processes), on Postgres a minute, since a
+/// notification on the feed channel wakes it when a run ends and a held-back feed
+/// entry, a due retry or an expiring claim wakes it on time anyway.
+pub fn fallback_poll(backend: morpheus_engine::Backend, worker_poll: Duration) -> Duration {
+    match backend {
+        morpheus_engine::Backend::Sqlite => worker_poll,
+        morpheus_engine::Backend::Postgres => Duration::from_secs(60),
+    }
+}
+
 /// Runs the pinger until `shutdown` resolves. `poll` is the longest wait between passes
 /// when nothing wakes it (Postgres wakes it when the feed changes; SQLite cannot).
 pub async fn run(
@@ -86,10 +101,14 @@ pub async fn run(
     let mut failures = 0u32;
     loop {
         let started = Instant::now();
+        let mut wait = poll;
         tokio::select! {
             _ = &mut shutdown => break,
             result = pass(world.as_ref(), &client) => match result {
-                Ok(()) => failures = 0,
+                Ok(next) => {
+                    failures = 0;
+                    wait = next.map_or(poll, |next| poll.min(next));
+                }
                 Err(error) => {
                     failures += 1;
                     tracing::warn!(error = %format!("{error:#}"), "heartbeat pass failed; trying again");
@@ -98,14 +117,9 @@ pub async fn run(
         }
         // The next pass: when woken, when the next retry is due, or after `poll`; after
         // storage errors, later and later (up to a minute).
-        let wait = if failures > 0 {
-            poll.max(retry_delay(failures).min(Duration::from_secs(60)))
-        } else {
-            match world.next_heartbeat_due().await {
-                Ok(Some(due)) => poll.min((due - Utc::now()).to_std().unwrap_or_default()),
-                _ => poll,
-            }
-        };
+        if failures > 0 {
+            wait = poll.max(retry_delay(failures).min(Duration::from_secs(60)));
+        }
         tokio::select! {
             _ = &mut shutdown => break,
             _ = changed.notified() => {}
@@ -122,26 +136,40 @@ pub async fn run(
     Ok(())
 }
 
-/// Enqueues what ended since the last pass, then sends every due ping.
-async fn pass(world: &dyn World, client: &reqwest::Client) -> Result<()> {
+/// Enqueues what ended since the last pass, then sends every due ping. Returns how soon
+/// the next pass is needed (a held-back feed entry, the next due ping), if at all
+/// before the fallback poll. An idle pass is two reads: the feed past the cursor and the
+/// next due ping.
+async fn pass(world: &dyn World, client: &reqwest::Client) -> Result<Option<Duration>> {
     let enqueued = world.enqueue_heartbeats().await?;
-    if enqueued > 0 {
-        tracing::debug!(enqueued, "heartbeat pings enqueued");
+    if enqueued.written > 0 {
+        tracing::debug!(enqueued = enqueued.written, "heartbeat pings enqueued");
     }
+    let held_back = enqueued.held_back.then_some(HELD_BACK_RETRY);
     loop {
+        let until_due = match world.next_heartbeat_due().await? {
+            None => return Ok(held_back),
+            Some(due) => (due - Utc::now()).to_std().unwrap_or_default(),
+        };
+        if !until_due.is_zero() {
+            return Ok(Some(
+                held_back.map_or(until_due, |soon| soon.min(until_due)),
+            ));
+        }
         let claims = world
             .claim_heartbeats(Utc::now(), BATCH, CLAIM_LEASE)
             .await?;
-        let claimed = claims.len();
+        if claims.is_empty() {
+            // Due but claimed by nobody we can see (another sender just took it, or the
+            // clocks differ): look again after a short pause, not in a spin.
+            return Ok(Some(HELD_BACK_RETRY));
+        }
         let results: Vec<Result<()>> = futures::stream::iter(claims)
             .map(|claim| send(world, client, claim))
             .buffer_unordered(BATCH as usize)
             .collect()
             .await;
         results.into_iter().collect::<Result<()>>()?;
-        if claimed < BATCH as usize {
-            return Ok(());
-        }
     }
 }
 

@@ -181,8 +181,8 @@ pub use store::{postgres, sqlite};
 pub use store::{
     Backend, BudgetStore, ClaimRequest, DocumentStore, EventStore, FeedCursor, FeedEntry, FeedKind,
     FeedRun, FeedStore, HeartbeatClaim, HeartbeatOutcome, HeartbeatPing, HeartbeatStore,
-    InvalidFeedCursor, LogStore, NonceReservation, NonceStore, PingState, QueueStore, RunStore,
-    ScheduleStore, SignatureStore, World,
+    HeartbeatsEnqueued, InvalidFeedCursor, LogStore, NonceReservation, NonceStore, PingState,
+    QueueStore, RunStore, ScheduleStore, SignatureStore, World,
 };
 pub use store::{NewSignature, SignatureFilter, SignatureRecord};
 pub use worker::{Worker, WorkerConfig};

@@ -48,9 +48,10 @@ pub struct WorkerConfig {
 
 impl WorkerConfig {
     /// Defaults for a backend: SQLite polls its local file every second (other processes
-    /// cannot notify it); Postgres waits on `LISTEN` and polls only every 10 s, as a
-    /// fallback should a notification be lost (due timers and expiring leases wake it
-    /// on time either way: the wait is bounded by the next one).
+    /// cannot notify it); Postgres waits on `LISTEN` and polls only once a minute, as a
+    /// fallback should a notification be lost (a lost `LISTEN` connection wakes it on
+    /// reconnecting, and due timers and expiring leases wake it on time either way: the
+    /// wait is bounded by the next one).
     pub fn for_backend(backend: Backend) -> Self {
         Self {
             worker_id: format!(
@@ -64,7 +65,7 @@ impl WorkerConfig {
             heartbeat_interval: Duration::from_secs(10),
             poll_interval: match backend {
                 Backend::Sqlite => Duration::from_secs(1),
-                Backend::Postgres => Duration::from_secs(10),
+                Backend::Postgres => Duration::from_secs(60),
             },
             shutdown_grace: Duration::from_secs(30),
             queues: None,

@@ -318,7 +318,7 @@ fn postgres_outage(outage_len: Duration, must_report: bool) {
         .iter()
         .map(|key| ledger_step(&ledger, key, "sleep 1"))
         .collect();
-    // The default Postgres poll interval (10 s): wake-ups come from LISTEN/NOTIFY.
+    // The default Postgres poll interval (60 s): wake-ups come from LISTEN/NOTIFY.
     let mut worker = listen_driven_worker(&env, &db);
     let mut runs: Vec<String> = (0..4)
         .map(|_| db.start_shell(&json!({ "steps": steps })))
@@ -527,7 +527,7 @@ fn start_and_time_pickup(
     )
 }
 
-/// A worker on the default Postgres poll interval (10 s): its wake-ups come from
+/// A worker on the default Postgres poll interval (60 s): its wake-ups come from
 /// LISTEN/NOTIFY.
 fn listen_driven_worker(env: &TestEnv, db: &Db) -> WorkerProcess {
     env.spawn_worker(
@@ -551,7 +551,7 @@ fn listen_driven_worker(env: &TestEnv, db: &Db) -> WorkerProcess {
 /// a second (a pooler or load balancer in between restarts); its other sessions are
 /// untouched. A run started meanwhile sends a NOTIFY nobody hears. Once the listener is
 /// back the worker must look for work (within 2 s of its LISTEN session reappearing in
-/// pg_stat_activity), not wait for its 10 s poll.
+/// pg_stat_activity), not wait for its 60 s poll.
 #[test]
 fn postgres_wakeup_sent_while_listener_reconnects_is_not_lost() {
     let cluster = PgCluster::start();
@@ -596,7 +596,7 @@ fn postgres_wakeup_sent_while_listener_reconnects_is_not_lost() {
     let limit = pickup.listening_at.unwrap_or(pickup.took) + Duration::from_secs(2);
     assert!(
         pickup.took < limit,
-        "{pickup} (poll interval 10 s): the NOTIFY sent while the listener was reconnecting \
+        "{pickup} (poll interval 60 s): the NOTIFY sent while the listener was reconnecting \
          was lost, and nothing looked for work once it listened again.\nworker stderr:\n{log}"
     );
 }

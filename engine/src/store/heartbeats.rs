@@ -101,15 +101,32 @@ pub struct HeartbeatPing {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
+/// What one [`HeartbeatStore::enqueue_heartbeats`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HeartbeatsEnqueued {
+    /// Pings written.
+    pub written: u64,
+    /// Committed feed entries past the cursor were left for later because a transaction
+    /// that began before them is still open (Postgres reads the feed only below the
+    /// oldest open transaction, so that the cursor never passes an entry committed
+    /// late). That older transaction may write no feed entry and so send no
+    /// notification when it ends: the caller should try again shortly rather than wait
+    /// for its fallback poll. Always `false` on SQLite, whose one writer commits in
+    /// feed order.
+    pub held_back: bool,
+}
+
 /// The heartbeat outbox.
 #[async_trait]
 pub trait HeartbeatStore: Send + Sync + 'static {
     /// Enqueues a ping for every run of a schedule with a heartbeat URL that completed
     /// or failed since the stored feed cursor (cancelled runs get none; a run that fails,
     /// is resumed and ends again keeps its first ping), and moves the cursor, in one
-    /// transaction. Returns how many pings it wrote. While another process is at it,
-    /// returns 0 at once: each finished run is enqueued once, however many call this.
-    async fn enqueue_heartbeats(&self) -> EngineResult<u64>;
+    /// transaction. Returns how many pings it wrote, and whether committed feed entries
+    /// were held back because an older transaction is still open (see
+    /// [`HeartbeatsEnqueued::held_back`]). While another process is at it, writes
+    /// nothing at once: each finished run is enqueued once, however many call this.
+    async fn enqueue_heartbeats(&self) -> EngineResult<HeartbeatsEnqueued>;
 
     /// Leases up to `limit` pending pings due at `now`, the most overdue first, to the
     /// caller for `lease`: nobody else claims them until it passes.

@@ -60,7 +60,9 @@ pub use budgets::BudgetStore;
 pub use documents::DocumentStore;
 pub use events::EventStore;
 pub use feed::{FeedCursor, FeedEntry, FeedKind, FeedRun, FeedStore, InvalidFeedCursor};
-pub use heartbeats::{HeartbeatClaim, HeartbeatOutcome, HeartbeatPing, HeartbeatStore, PingState};
+pub use heartbeats::{
+    HeartbeatClaim, HeartbeatOutcome, HeartbeatPing, HeartbeatStore, HeartbeatsEnqueued, PingState,
+};
 pub use logs::LogStore;
 pub use nonces::{NonceReservation, NonceStore};
 pub use queues::QueueStore;

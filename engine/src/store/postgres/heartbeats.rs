@@ -13,23 +13,30 @@ use uuid::Uuid;
 
 use super::PostgresWorld;
 use crate::error::EngineResult;
-use crate::store::heartbeats::{HeartbeatClaim, HeartbeatPing, HeartbeatStore};
+use crate::store::heartbeats::{HeartbeatClaim, HeartbeatPing, HeartbeatStore, HeartbeatsEnqueued};
 use crate::store::rows::{heartbeat_claim_from_row, heartbeat_ping_from_row};
 
 #[async_trait]
 impl HeartbeatStore for PostgresWorld {
-    async fn enqueue_heartbeats(&self) -> EngineResult<u64> {
-        // Most passes find nothing new, and then lock nothing.
-        let behind: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM heartbeat_feed_cursor c
-                            JOIN workflow_feed f ON (f.txid, f.seq) > (c.txid, c.seq)
-                            WHERE c.id = 1
-                              AND f.txid < pg_snapshot_xmin(pg_current_snapshot()))",
+    async fn enqueue_heartbeats(&self) -> EngineResult<HeartbeatsEnqueued> {
+        // Most passes find nothing new, and then lock nothing. Entries at or above the
+        // horizon (the oldest open transaction) are committed but not yet readable.
+        let (ready, held_back): (bool, bool) = sqlx::query_as(
+            "SELECT COALESCE(bool_or(f.txid < h.xmin), false),
+                    COALESCE(bool_or(f.txid >= h.xmin), false)
+             FROM heartbeat_feed_cursor c
+             CROSS JOIN (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin) h
+             JOIN workflow_feed f ON (f.txid, f.seq) > (c.txid, c.seq)
+             WHERE c.id = 1",
         )
         .fetch_one(&self.pool)
         .await?;
-        if !behind {
-            return Ok(0);
+        let nothing = HeartbeatsEnqueued {
+            written: 0,
+            held_back,
+        };
+        if !ready {
+            return Ok(nothing);
         }
         let mut tx = self.pool.begin().await?;
         let Some(cursor) = sqlx::query(
@@ -39,7 +46,7 @@ impl HeartbeatStore for PostgresWorld {
         .fetch_optional(&mut *tx)
         .await?
         else {
-            return Ok(0); // Another process is enqueuing this very range.
+            return Ok(nothing); // Another process is enqueuing this very range.
         };
         let Some(head) = sqlx::query(
             "SELECT txid::text AS txid, seq FROM workflow_feed
@@ -49,7 +56,7 @@ impl HeartbeatStore for PostgresWorld {
         .fetch_optional(&mut *tx)
         .await?
         else {
-            return Ok(0);
+            return Ok(nothing);
         };
         let (cursor_txid, cursor_seq): (String, i64) =
             (cursor.try_get("txid")?, cursor.try_get("seq")?);
@@ -84,7 +91,10 @@ impl HeartbeatStore for PostgresWorld {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(enqueued)
+        Ok(HeartbeatsEnqueued {
+            written: enqueued,
+            held_back,
+        })
     }
 
     async fn claim_heartbeats(

@@ -15,12 +15,12 @@ use super::rows::parse_opt_ts;
 use super::SqliteWorld;
 use crate::batch::format_ts;
 use crate::error::EngineResult;
-use crate::store::heartbeats::{HeartbeatClaim, HeartbeatPing, HeartbeatStore};
+use crate::store::heartbeats::{HeartbeatClaim, HeartbeatPing, HeartbeatStore, HeartbeatsEnqueued};
 use crate::store::rows::{heartbeat_claim_from_row, heartbeat_ping_from_row};
 
 #[async_trait]
 impl HeartbeatStore for SqliteWorld {
-    async fn enqueue_heartbeats(&self) -> EngineResult<u64> {
+    async fn enqueue_heartbeats(&self) -> EngineResult<HeartbeatsEnqueued> {
         let behind: bool = sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM workflow_feed
                             WHERE seq > (SELECT seq FROM heartbeat_feed_cursor WHERE id = 1))",
@@ -28,7 +28,7 @@ impl HeartbeatStore for SqliteWorld {
         .fetch_one(&self.readers)
         .await?;
         if !behind {
-            return Ok(0);
+            return Ok(HeartbeatsEnqueued::default());
         }
         let now = format_ts(Utc::now());
         let mut writer = self.writer().await?;
@@ -40,7 +40,7 @@ impl HeartbeatStore for SqliteWorld {
             .fetch_one(&mut *tx)
             .await?;
         if head <= cursor {
-            return Ok(0);
+            return Ok(HeartbeatsEnqueued::default());
         }
         // A run is a schedule's when the scheduler started it: its metadata names the
         // schedule and its idempotency key is that schedule's tick key. The first
@@ -70,7 +70,10 @@ impl HeartbeatStore for SqliteWorld {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(enqueued)
+        Ok(HeartbeatsEnqueued {
+            written: enqueued,
+            held_back: false,
+        })
     }
 
     async fn claim_heartbeats(
