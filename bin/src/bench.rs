@@ -294,7 +294,7 @@ pub async fn run(url: &str, args: BenchArgs) -> Result<()> {
 /// The engine's step-time profile of the workload (`--profile`): each phase's events,
 /// total and mean, the mean batch size, and the part of a step no phase accounts for.
 /// Also printed as a table on stderr.
-fn profile_report() -> serde_json::Value {
+pub(crate) fn profile_report() -> serde_json::Value {
     use morpheus_engine::profile::{snapshot, Phase};
     let phases = snapshot();
     let of = |phase: Phase| {

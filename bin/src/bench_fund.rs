@@ -89,6 +89,9 @@ struct Report {
     run_wall_ms_median: f64,
     start_latency_ms_median: f64,
     legs: Vec<LegSummary>,
+    /// The engine's step-time profile of the measured runs (`--profile`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    profile: Option<serde_json::Value>,
 }
 
 fn leg_of(step_key: &str) -> &'static str {
@@ -350,6 +353,10 @@ pub async fn run(args: BenchFundArgs) -> Result<()> {
         }
         if index == 0 {
             eprintln!("fund bench: warm-up run done; measuring {} runs", args.runs);
+            if args.profile {
+                morpheus_engine::profile::reset();
+                morpheus_engine::profile::enable(true);
+            }
             continue;
         }
         let journal = world.load_journal(run.id).await?;
@@ -380,6 +387,10 @@ pub async fn run(args: BenchFundArgs) -> Result<()> {
                 .join(", ")
         );
     }
+    let profile = args.profile.then(|| {
+        morpheus_engine::profile::enable(false);
+        crate::bench::profile_report()
+    });
     runtime.shutdown().await?;
     route.shutdown().await;
     akash_sim.shutdown().await;
@@ -414,6 +425,7 @@ pub async fn run(args: BenchFundArgs) -> Result<()> {
         run_wall_ms_median: round3(median(&mut run_walls)),
         start_latency_ms_median: round3(median(&mut start_latencies)),
         legs,
+        profile,
     };
     if args.json {
         println!("{}", serde_json::to_string(&report)?);

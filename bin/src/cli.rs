@@ -1202,6 +1202,11 @@ pub struct BenchFundArgs {
     /// executor time and the rest of its span (the commit): where the engine's time goes.
     #[arg(long)]
     pub per_step: bool,
+    /// Also print the engine's step-time profile of the measured runs (as `bench
+    /// --profile`: claims, journal loads, the hop to the group committer, commits,
+    /// acknowledgements), and add it to the JSON.
+    #[arg(long)]
+    pub profile: bool,
     /// Print one JSON document instead of the table.
     #[arg(long)]
     pub json: bool,

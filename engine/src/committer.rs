@@ -23,6 +23,14 @@ const MAX_BATCH: usize = 1024;
 /// yield that brought nothing new).
 const GATHER_YIELDS: usize = 16;
 
+/// Longest a batch of log lines alone waits for a write that someone waits on. Log
+/// lines are queued without waiting (a step goes on while its line is written), and a
+/// step's lines usually come just before its result: committed alone, the lines cost a
+/// transaction (an fsync) of their own, and the result queues behind it. Lingering, they
+/// ride along with the result's commit, in their order; a line with nothing after it
+/// is committed this much later, which nobody reading logs can tell.
+const LOG_LINGER: Duration = Duration::from_millis(20);
+
 /// How many times a batch the database rolled back for a conflict (a deadlock) is
 /// applied again before its writers are told it failed.
 const CONFLICT_RETRIES: u32 = 5;
@@ -104,6 +112,7 @@ async fn run(
     let commit_duration = ::metrics::histogram!(COMMIT_DURATION);
     while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
         gather(&mut receiver, &mut batch).await;
+        linger_for_a_waiter(&mut receiver, &mut batch).await;
         let applying = Instant::now();
         if profile::enabled() {
             for queued in batch.iter().filter_map(|pending| pending.queued) {
@@ -166,6 +175,32 @@ async fn gather(receiver: &mut mpsc::UnboundedReceiver<Pending>, batch: &mut Vec
         }
         if batch.len() == before {
             return;
+        }
+    }
+}
+
+/// When nobody waits for anything in `batch` (log lines only), waits up to
+/// [`LOG_LINGER`] for a write somebody waits on, then gathers what comes with it. The
+/// channel closing (shutdown) or the batch filling up ends the wait at once.
+async fn linger_for_a_waiter(
+    receiver: &mut mpsc::UnboundedReceiver<Pending>,
+    batch: &mut Vec<Pending>,
+) {
+    if batch.iter().any(|pending| pending.ack.is_some()) {
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + LOG_LINGER;
+    while batch.len() < MAX_BATCH {
+        match tokio::time::timeout_at(deadline, receiver.recv()).await {
+            Ok(Some(pending)) => {
+                let awaited = pending.ack.is_some();
+                batch.push(pending);
+                if awaited {
+                    gather(receiver, batch).await;
+                    return;
+                }
+            }
+            Ok(None) | Err(_) => return,
         }
     }
 }
