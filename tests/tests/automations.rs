@@ -563,6 +563,23 @@ impl World {
             .to_owned()
     }
 
+    /// Waits until `tx` is in a block: anvil answers `eth_sendTransaction` once the
+    /// transaction is in its pool and mines it (automine) a moment later.
+    fn wait_mined(&self, tx: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while self
+            .anvil
+            .rpc("eth_getTransactionReceipt", json!([tx]))
+            .is_null()
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{tx} was not mined within 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     fn mine(&self, blocks: u64) {
         for _ in 0..blocks {
             self.anvil.rpc("evm_mine", json!([]));
@@ -603,6 +620,8 @@ fn a_filter_automation_executes_once_per_log_that_survives_a_reorg() {
     // A log in a block that a reorg removes before it is two blocks deep.
     let snapshot = world.anvil.rpc("evm_snapshot", json!([]));
     let reorged = world.approve(4, 4);
+    // Reverted before it is mined, it would be mined after the revert and survive.
+    world.wait_mined(&reorged);
     assert_eq!(
         world.anvil.rpc("evm_revert", json!([snapshot])),
         json!(true)
