@@ -1,5 +1,6 @@
 //! Schedules: one run per tick however many schedulers fire at once, overlap and catch-up
-//! policies, pause/resume, config sync, bad definitions that store nothing, and due
+//! policies, pause/resume, config sync, bad definitions that store nothing, the heartbeat
+//! outbox following finished scheduled runs, and due
 //! schedules of workflows this process does not know never hiding the ones it does. Time is
 //! passed explicitly (`fire_due_schedules(now, …)`), so the tests are exact rather than
 //! timed.
@@ -366,4 +367,65 @@ for_each_backend!(
     bad_and_duplicate_definitions_store_nothing,
     sync_keeps_unchanged_schedules_and_replaces_changed_ones,
     scheduled_runs_are_ordinary_runs,
+    a_finished_scheduled_run_is_enqueued_for_its_heartbeat_once,
 );
+
+/// The heartbeat outbox follows the feed: a finished run of a schedule with a heartbeat
+/// URL is enqueued once, and nothing is held back on either backend when no transaction
+/// is open.
+async fn a_finished_scheduled_run_is_enqueued_for_its_heartbeat_once(world: Arc<dyn World>) {
+    let mut spec = every_10s("pinged", Overlap::Allow, CatchUp::RunOnce);
+    spec.heartbeat_url = Some("http://127.0.0.1:9/hc".into());
+    world
+        .add_schedule(&spec, at("2026-01-01T00:00:00Z"))
+        .await
+        .unwrap();
+    let fired = world
+        .fire_due_schedules(at("2026-01-01T00:00:05Z"), &registered())
+        .await
+        .unwrap();
+    finish(&world, fired[0].run_id).await;
+    let enqueued = world.enqueue_heartbeats().await.unwrap();
+    assert_eq!(enqueued.written, 1, "{enqueued:?}");
+    assert!(!enqueued.held_back, "{enqueued:?}");
+    let again = world.enqueue_heartbeats().await.unwrap();
+    assert_eq!(again.written, 0, "enqueued twice: {again:?}");
+    assert!(world.next_heartbeat_due().await.unwrap().is_some());
+}
+
+/// Postgres reads the feed only below the oldest open transaction. A run finished while
+/// an older transaction (one that writes no feed entry, so sends no notification when it
+/// ends) is still open is held back, and says so, so the pinger looks again soon instead of
+/// at its fallback poll; once that transaction ends, the ping is enqueued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_heartbeats_held_back_behind_an_open_transaction_say_so() {
+    use sqlx::Connection;
+    let (world, db) = crate::common::postgres_world().await;
+    let mut spec = every_10s("held", Overlap::Allow, CatchUp::RunOnce);
+    spec.heartbeat_url = Some("http://127.0.0.1:9/hc".into());
+    world
+        .add_schedule(&spec, at("2026-01-01T00:00:00Z"))
+        .await
+        .unwrap();
+    let fired = world
+        .fire_due_schedules(at("2026-01-01T00:00:05Z"), &registered())
+        .await
+        .unwrap();
+    // An older transaction with an id of its own, left open.
+    let mut other = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut other).await.unwrap();
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    finish(&world, fired[0].run_id).await;
+    let held = world.enqueue_heartbeats().await.unwrap();
+    assert_eq!(held.written, 0, "read past an open transaction: {held:?}");
+    assert!(held.held_back, "held back without saying so: {held:?}");
+    sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+    let enqueued = world.enqueue_heartbeats().await.unwrap();
+    assert_eq!(enqueued.written, 1, "{enqueued:?}");
+    assert!(!enqueued.held_back, "{enqueued:?}");
+    drop(world);
+    drop(db);
+}
