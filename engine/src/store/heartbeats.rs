@@ -109,7 +109,8 @@ pub struct HeartbeatsEnqueued {
     /// Committed feed entries past the cursor were left for later because a transaction
     /// that began before them is still open (Postgres reads the feed only below the
     /// oldest open transaction, so that the cursor never passes an entry committed
-    /// late). That older transaction may write no feed entry and so send no
+    /// late; transaction ids are the server's, so that includes other databases'
+    /// sessions). That older transaction may write no feed entry and so send no
     /// notification when it ends: the caller should try again shortly rather than wait
     /// for its fallback poll. Always `false` on SQLite, whose one writer commits in
     /// feed order.
