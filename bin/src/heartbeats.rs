@@ -68,9 +68,10 @@ pub fn ping_target(url: &str, outcome: HeartbeatOutcome) -> Result<url::Url> {
     Ok(target)
 }
 
-/// How soon to pass again when committed feed entries were held back behind an older
-/// open transaction (Postgres; see [`morpheus_engine::HeartbeatsEnqueued::held_back`]).
-const HELD_BACK_RETRY: Duration = Duration::from_millis(500);
+/// How soon to pass again when a pass could not finish its work yet: committed feed
+/// entries held back behind an older open transaction (Postgres; see
+/// [`morpheus_engine::HeartbeatsEnqueued::held_back`]), or a due ping nobody could claim.
+const LOOK_AGAIN_SOON: Duration = Duration::from_millis(500);
 
 /// The pinger's longest wait between passes when nothing wakes it: on SQLite the
 /// worker's poll (nothing can notify across processes), on Postgres a minute, since a
@@ -145,7 +146,7 @@ async fn pass(world: &dyn World, client: &reqwest::Client) -> Result<Option<Dura
     if enqueued.written > 0 {
         tracing::debug!(enqueued = enqueued.written, "heartbeat pings enqueued");
     }
-    let held_back = enqueued.held_back.then_some(HELD_BACK_RETRY);
+    let held_back = enqueued.held_back.then_some(LOOK_AGAIN_SOON);
     loop {
         let until_due = match world.next_heartbeat_due().await? {
             None => return Ok(held_back),
@@ -162,7 +163,7 @@ async fn pass(world: &dyn World, client: &reqwest::Client) -> Result<Option<Dura
         if claims.is_empty() {
             // Due but claimed by nobody we can see (another sender just took it, or the
             // clocks differ): look again after a short pause, not in a spin.
-            return Ok(Some(HELD_BACK_RETRY));
+            return Ok(Some(LOOK_AGAIN_SOON));
         }
         let results: Vec<Result<()>> = futures::stream::iter(claims)
             .map(|claim| send(world, client, claim))

@@ -370,11 +370,9 @@ for_each_backend!(
     a_finished_scheduled_run_is_enqueued_for_its_heartbeat_once,
 );
 
-/// The heartbeat outbox follows the feed: a finished run of a schedule with a heartbeat
-/// URL is enqueued once, and nothing is held back on either backend when no transaction
-/// is open.
-async fn a_finished_scheduled_run_is_enqueued_for_its_heartbeat_once(world: Arc<dyn World>) {
-    let mut spec = every_10s("pinged", Overlap::Allow, CatchUp::RunOnce);
+/// Adds schedule `name` with a heartbeat URL and fires its first tick: the run.
+async fn fire_a_pinged_schedule(world: &Arc<dyn World>, name: &str) -> morpheus_engine::RunId {
+    let mut spec = every_10s(name, Overlap::Allow, CatchUp::RunOnce);
     spec.heartbeat_url = Some("http://127.0.0.1:9/hc".into());
     world
         .add_schedule(&spec, at("2026-01-01T00:00:00Z"))
@@ -384,7 +382,15 @@ async fn a_finished_scheduled_run_is_enqueued_for_its_heartbeat_once(world: Arc<
         .fire_due_schedules(at("2026-01-01T00:00:05Z"), &registered())
         .await
         .unwrap();
-    finish(&world, fired[0].run_id).await;
+    fired[0].run_id
+}
+
+/// The heartbeat outbox follows the feed: a finished run of a schedule with a heartbeat
+/// URL is enqueued once, and nothing is held back on either backend when no transaction
+/// is open.
+async fn a_finished_scheduled_run_is_enqueued_for_its_heartbeat_once(world: Arc<dyn World>) {
+    let run_id = fire_a_pinged_schedule(&world, "pinged").await;
+    finish(&world, run_id).await;
     let enqueued = world.enqueue_heartbeats().await.unwrap();
     assert_eq!(enqueued.written, 1, "{enqueued:?}");
     assert!(!enqueued.held_back, "{enqueued:?}");
@@ -402,16 +408,7 @@ async fn a_finished_scheduled_run_is_enqueued_for_its_heartbeat_once(world: Arc<
 async fn postgres_heartbeats_held_back_behind_an_open_transaction_say_so() {
     use sqlx::Connection;
     let (world, db) = crate::common::postgres_world().await;
-    let mut spec = every_10s("held", Overlap::Allow, CatchUp::RunOnce);
-    spec.heartbeat_url = Some("http://127.0.0.1:9/hc".into());
-    world
-        .add_schedule(&spec, at("2026-01-01T00:00:00Z"))
-        .await
-        .unwrap();
-    let fired = world
-        .fire_due_schedules(at("2026-01-01T00:00:05Z"), &registered())
-        .await
-        .unwrap();
+    let run_id = fire_a_pinged_schedule(&world, "held").await;
     // An older transaction with an id of its own, left open.
     let mut other = sqlx::PgConnection::connect(&db.url).await.unwrap();
     sqlx::query("BEGIN").execute(&mut other).await.unwrap();
@@ -419,7 +416,7 @@ async fn postgres_heartbeats_held_back_behind_an_open_transaction_say_so() {
         .execute(&mut other)
         .await
         .unwrap();
-    finish(&world, fired[0].run_id).await;
+    finish(&world, run_id).await;
     let held = world.enqueue_heartbeats().await.unwrap();
     assert_eq!(held.written, 0, "read past an open transaction: {held:?}");
     assert!(held.held_back, "held back without saying so: {held:?}");
